@@ -1,0 +1,197 @@
+"""Protobuf <-> domain value translation. No rules live here: only shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from writeback.v1 import writeback_pb2 as pb
+
+from service.domain import visible_student_id
+from service.domain.students import school_number_of
+from service.models import (
+    AttendanceEvent,
+    AttendanceRecord,
+    AttendanceState,
+    District,
+    IdMode,
+    PowerSchoolConnection,
+    RosterSource,
+    RosterStudent,
+    School,
+    Student,
+    VisibleId,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+ROSTER_SOURCE = {
+    pb.ROSTER_SOURCE_CLEVER: RosterSource.CLEVER,
+    pb.ROSTER_SOURCE_CLASSLINK: RosterSource.CLASSLINK,
+}
+ID_MODE = {
+    pb.ID_MODE_UNSPECIFIED: IdMode.DCID,
+    pb.ID_MODE_DCID: IdMode.DCID,
+    pb.ID_MODE_STUDENTS_ID: IdMode.STUDENTS_ID,
+}
+VISIBLE_ID = {
+    pb.VISIBLE_STUDENT_ID_UNSPECIFIED: VisibleId.STUDENT_ID,
+    pb.VISIBLE_STUDENT_ID_STUDENT_ID: VisibleId.STUDENT_ID,
+    pb.VISIBLE_STUDENT_ID_STUDENT_NUMBER: VisibleId.STUDENT_NUMBER,
+}
+EVENT = {
+    pb.ATTENDANCE_EVENT_LATE_CHECK_IN: AttendanceEvent.LATE_CHECK_IN,
+    pb.ATTENDANCE_EVENT_EARLY_CHECK_OUT: AttendanceEvent.EARLY_CHECK_OUT,
+}
+_STATE = {
+    AttendanceState.PENDING: pb.ATTENDANCE_STATE_PENDING,
+    AttendanceState.WRITTEN: pb.ATTENDANCE_STATE_WRITTEN,
+    AttendanceState.FAILED: pb.ATTENDANCE_STATE_FAILED,
+    AttendanceState.SKIPPED: pb.ATTENDANCE_STATE_SKIPPED,
+}
+
+
+def _reverse(mapping: dict[K, V]) -> dict[V, K]:
+    # Later keys win, so the explicit enum value beats UNSPECIFIED.
+    return {v: k for k, v in mapping.items()}
+
+
+_ROSTER_SOURCE_PB = _reverse(ROSTER_SOURCE)
+_ID_MODE_PB = _reverse(ID_MODE)
+_VISIBLE_ID_PB = _reverse(VISIBLE_ID)
+_EVENT_PB = _reverse(EVENT)
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp, or None for an unset time."""
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def district_from_pb(msg: pb.District) -> District:
+    """A validated District message as a domain District."""
+    return District(
+        district_id=msg.district_id,
+        name=msg.name,
+        roster_source=ROSTER_SOURCE[msg.roster_source],
+        id_mode=ID_MODE[msg.id_mode],
+        visible_student_id=VISIBLE_ID[msg.visible_student_id],
+        writeback_enabled=msg.writeback_enabled,
+        timezone=msg.timezone,
+        powerschool=PowerSchoolConnection(
+            base_url=msg.powerschool.base_url.rstrip("/"),
+            client_id=msg.powerschool.client_id,
+            client_secret=msg.powerschool.client_secret,
+        ),
+        schools=tuple(
+            School(
+                school_number=s.school_number,
+                roster_school_id=s.roster_school_id,
+                name=s.name,
+                timezone=s.timezone,
+                writeback_enabled=s.writeback_enabled,
+                late_check_in_code=s.late_check_in_code,
+                early_check_out_code=s.early_check_out_code,
+                late_check_in_excused_code=s.late_check_in_excused_code,
+                early_check_out_excused_code=s.early_check_out_excused_code,
+            )
+            for s in msg.schools
+        ),
+    )
+
+
+def district_to_pb(district: District) -> pb.District:
+    """A domain District as a message, without its secret."""
+    return pb.District(
+        district_id=district.district_id,
+        name=district.name,
+        roster_source=_ROSTER_SOURCE_PB[district.roster_source],
+        id_mode=_ID_MODE_PB[district.id_mode],
+        visible_student_id=_VISIBLE_ID_PB[district.visible_student_id],
+        writeback_enabled=district.writeback_enabled,
+        timezone=district.timezone,
+        powerschool=pb.PowerSchoolConnection(
+            base_url=district.powerschool.base_url,
+            client_id=district.powerschool.client_id,
+            has_client_secret=bool(district.powerschool.client_secret),
+        ),
+        schools=[
+            pb.School(
+                school_number=s.school_number,
+                roster_school_id=s.roster_school_id,
+                name=s.name,
+                timezone=s.timezone,
+                writeback_enabled=s.writeback_enabled,
+                late_check_in_code=s.late_check_in_code,
+                early_check_out_code=s.early_check_out_code,
+                late_check_in_excused_code=s.late_check_in_excused_code,
+                early_check_out_excused_code=s.early_check_out_excused_code,
+            )
+            for s in district.schools
+        ],
+        created_at=timestamp(district.created_at),
+        updated_at=timestamp(district.updated_at),
+    )
+
+
+def roster_student_from_pb(msg: pb.RosterStudent) -> RosterStudent:
+    """A RosterStudent message as a domain RosterStudent."""
+    return RosterStudent(
+        roster_id=msg.roster_id,
+        sis_id=msg.sis_id,
+        student_number=msg.student_number,
+        first_name=msg.first_name,
+        last_name=msg.last_name,
+        roster_school_id=msg.roster_school_id,
+        grade=msg.grade,
+        active=msg.active,
+    )
+
+
+def student_to_pb(district: District, student: Student) -> pb.Student:
+    """A resolved student as a message, with the district's visible ID."""
+    roster = student.roster
+    return pb.Student(
+        roster_id=roster.roster_id,
+        sis_id=roster.sis_id,
+        dcid=student.dcid or 0,
+        powerschool_id=student.powerschool_id or 0,
+        student_number=roster.student_number,
+        visible_student_id=visible_student_id(district, student),
+        first_name=roster.first_name,
+        last_name=roster.last_name,
+        school_number=school_number_of(district, student) or 0,
+        grade=roster.grade,
+        active=roster.active,
+    )
+
+
+def record_to_pb(record: AttendanceRecord) -> pb.AttendanceRecord:
+    """A stored record as a message."""
+    return pb.AttendanceRecord(
+        record_id=record.record_id,
+        district_id=record.district_id,
+        state=_STATE[record.state],
+        event=_EVENT_PB[record.event],
+        att_date=record.att_date.isoformat(),
+        attendance_code=record.attendance_code,
+        powerschool_attendance_id=record.powerschool_attendance_id or 0,
+        attempts=record.attempts,
+        last_error=record.last_error,
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
+        idempotency_key=record.idempotency_key,
+        school_number=record.school_number,
+        occurred_at=timestamp(record.occurred_at),
+        roster_id=record.roster_id,
+    )
+
+
+def aware(ts: Timestamp) -> datetime:
+    """A protobuf Timestamp as a UTC-aware datetime."""
+    return ts.ToDatetime(tzinfo=UTC)

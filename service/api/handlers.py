@@ -1,0 +1,98 @@
+"""The WritebackService servicer: validates each request, calls the domain, and answers.
+
+Errors are raised as domain errors; the interceptor turns them into statuses.
+"""
+
+from __future__ import annotations
+
+from grpc.aio import ServicerContext
+from writeback.v1 import writeback_pb2 as pb
+from writeback.v1 import writeback_pb2_grpc
+
+from service.api import _convert, validation
+from service.domain import AttendanceService, DistrictService, StudentResolver
+from service.models import AttendanceRequest
+from service.store import StudentStore
+
+
+class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
+    """Implements ``writeback.v1.WritebackService``."""
+
+    def __init__(
+        self,
+        districts: DistrictService,
+        students: StudentStore,
+        resolver: StudentResolver,
+        attendance: AttendanceService,
+    ) -> None:
+        self._districts = districts
+        self._students = students
+        self._resolver = resolver
+        self._attendance = attendance
+
+    async def UpsertDistrict(
+        self, request: pb.UpsertDistrictRequest, context: ServicerContext
+    ) -> pb.UpsertDistrictResponse:
+        """Create or replace a district."""
+        validation.check_district(request.district)
+        saved = await self._districts.upsert(_convert.district_from_pb(request.district))
+        return pb.UpsertDistrictResponse(district=_convert.district_to_pb(saved))
+
+    async def GetDistrict(
+        self, request: pb.GetDistrictRequest, context: ServicerContext
+    ) -> pb.GetDistrictResponse:
+        """Return a district without its secrets."""
+        validation.check_district_id(request.district_id)
+        district = await self._districts.get(request.district_id)
+        return pb.GetDistrictResponse(district=_convert.district_to_pb(district))
+
+    async def ImportStudents(
+        self, request: pb.ImportStudentsRequest, context: ServicerContext
+    ) -> pb.ImportStudentsResponse:
+        """Upsert roster students."""
+        validation.check_roster_students(request.district_id, list(request.students))
+        await self._districts.get(request.district_id)
+        counts = await self._students.upsert(
+            request.district_id, [_convert.roster_student_from_pb(s) for s in request.students]
+        )
+        return pb.ImportStudentsResponse(
+            created=counts.created, updated=counts.updated, unchanged=counts.unchanged
+        )
+
+    async def ResolveStudent(
+        self, request: pb.ResolveStudentRequest, context: ServicerContext
+    ) -> pb.ResolveStudentResponse:
+        """Find a student and their STUDENTS.ID."""
+        key = validation.check_resolve(request)
+        district = await self._districts.get(request.district_id)
+        student = await self._resolver.resolve(district, key)
+        return pb.ResolveStudentResponse(student=_convert.student_to_pb(district, student))
+
+    async def SubmitAttendance(
+        self, request: pb.SubmitAttendanceRequest, context: ServicerContext
+    ) -> pb.SubmitAttendanceResponse:
+        """Store a check-in/check-out and write it to PowerSchool."""
+        key = validation.check_submit(request)
+        record, replayed = await self._attendance.submit(
+            AttendanceRequest(
+                district_id=request.district_id,
+                idempotency_key=request.idempotency_key,
+                event=_convert.EVENT[request.event],
+                occurred_at=_convert.aware(request.occurred_at),
+                school_number=request.school_number or None,
+                reason=request.reason,
+                excused=request.excused,
+                comment=request.comment,
+                checked_out_by=request.checked_out_by,
+            ),
+            key,
+        )
+        return pb.SubmitAttendanceResponse(record=_convert.record_to_pb(record), replayed=replayed)
+
+    async def GetAttendance(
+        self, request: pb.GetAttendanceRequest, context: ServicerContext
+    ) -> pb.GetAttendanceResponse:
+        """Return one attendance record."""
+        validation.check_get_attendance(request)
+        record = await self._attendance.get(request.district_id, request.record_id)
+        return pb.GetAttendanceResponse(record=_convert.record_to_pb(record))

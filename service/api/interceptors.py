@@ -1,0 +1,86 @@
+"""Cross-cutting RPC concerns: one access-log line per RPC with request-scoped context,
+domain errors turned into rich statuses, and a last-resort INTERNAL for bugs (never
+UNKNOWN, never a traceback to the caller)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+from grpc.aio import AbortError, ServicerContext
+
+from service.api.errors import internal_status, to_status
+from service.errors import DomainError
+
+log = structlog.get_logger("rpc")
+
+_Handler = Callable[[Any, ServicerContext], Awaitable[Any]]
+
+
+def _district_of(request: Any) -> str | None:
+    district = getattr(request, "district_id", None)
+    if district is None and hasattr(request, "district"):
+        district = request.district.district_id
+    return str(district) if district else None
+
+
+def _request_id(context: ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+def _wrap(method: str, behavior: _Handler) -> _Handler:
+    async def handle(request: Any, context: ServicerContext) -> Any:
+        started = time.perf_counter()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            rpc=method, district_id=_district_of(request), request_id=_request_id(context)
+        )
+        code = grpc.StatusCode.OK
+        try:
+            return await behavior(request, context)
+        except AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except DomainError as exc:
+            status = to_status(exc)
+            code = status.code
+            await context.abort_with_status(status)
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("rpc_failed")
+            await context.abort_with_status(internal_status())
+        finally:
+            log.info(
+                "rpc",
+                grpc_code=code.name,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+    return handle
+
+
+class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every unary-unary method of the server."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Return the method's handler with logging and error mapping around it."""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap(handler_call_details.method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

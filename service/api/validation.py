@@ -1,0 +1,242 @@
+"""Field checks at the edge. Each check adds a violation naming the field path, so one
+answer lists everything wrong with a request instead of the first problem only."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from writeback.v1 import writeback_pb2 as pb
+
+from service.api._convert import EVENT, ROSTER_SOURCE
+from service.errors import FieldViolation, InvalidArgument
+from service.models import KeyKind, StudentKey
+
+_DISTRICT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Roster and card identifiers: visible ASCII, no spaces (they end up in lookups and logs).
+_IDENTIFIER = re.compile(r"[\x21-\x7e]{1,128}")
+_ATT_CODE = re.compile(r"[\x21-\x7e]{1,10}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_IMPORT = 10_000
+_MAX_FUTURE = timedelta(hours=1)
+_MAX_PAST = timedelta(days=400)
+
+
+class Checker:
+    """Collects violations; :meth:`done` raises them all at once."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def fail(self, field: str, description: str) -> None:
+        """Record one violation."""
+        self.violations.append(FieldViolation(field, description))
+
+    def done(self) -> None:
+        """Raise :class:`InvalidArgument` if anything was recorded."""
+        if self.violations:
+            raise InvalidArgument(self.violations)
+
+    def district_id(self, field: str, value: str) -> None:
+        """1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit."""
+        if not value:
+            self.fail(field, "is required")
+        elif not _DISTRICT_ID.fullmatch(value):
+            self.fail(field, "must be 1-64 letters, digits, '.', '_' or '-'")
+
+    def text(self, field: str, value: str, max_len: int, *, required: bool = False) -> None:
+        """Free text: bounded length, no control characters."""
+        if required and not value.strip():
+            self.fail(field, "is required")
+        elif len(value) > max_len:
+            self.fail(field, f"must be at most {max_len} characters")
+        elif _CONTROL.search(value):
+            self.fail(field, "must not contain control characters")
+
+    def identifier(self, field: str, value: str, *, required: bool = True) -> None:
+        """An ID: 1-128 visible ASCII characters, no spaces."""
+        if not value:
+            if required:
+                self.fail(field, "is required")
+        elif not _IDENTIFIER.fullmatch(value):
+            self.fail(field, "must be 1-128 visible ASCII characters without spaces")
+
+    def timezone(self, field: str, value: str, *, required: bool) -> None:
+        """An IANA time zone name."""
+        if not value:
+            if required:
+                self.fail(field, "is required (an IANA time zone such as America/Chicago)")
+            return
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.fail(field, f"is not a known IANA time zone: {value[:64]!r}")
+
+    def att_code(self, field: str, value: str) -> None:
+        """A PowerSchool ATT_CODE (may be empty when unused)."""
+        if value and not _ATT_CODE.fullmatch(value):
+            self.fail(field, "must be 1-10 visible ASCII characters")
+
+    def base_url(self, field: str, value: str) -> None:
+        """An http(s) URL with a host and nothing after the path."""
+        if not value:
+            return
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in {"http", "https"}
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or parts.password
+            or len(value) > 500
+        ):
+            self.fail(field, "must be an http(s) URL such as https://ps.example.org")
+
+
+def check_district(msg: pb.District, field: str = "district") -> None:
+    """Validate an UpsertDistrict payload."""
+    c = Checker()
+    c.district_id(f"{field}.district_id", msg.district_id)
+    c.text(f"{field}.name", msg.name, 200)
+    if msg.roster_source not in ROSTER_SOURCE:
+        c.fail(f"{field}.roster_source", "must be ROSTER_SOURCE_CLEVER or ROSTER_SOURCE_CLASSLINK")
+    if msg.id_mode not in pb.IdMode.values():
+        c.fail(f"{field}.id_mode", "is not a known IdMode")
+    if msg.visible_student_id not in pb.VisibleStudentId.values():
+        c.fail(f"{field}.visible_student_id", "is not a known VisibleStudentId")
+    c.timezone(f"{field}.timezone", msg.timezone, required=True)
+    c.base_url(f"{field}.powerschool.base_url", msg.powerschool.base_url)
+    c.text(f"{field}.powerschool.client_id", msg.powerschool.client_id, 200)
+    if len(msg.powerschool.client_secret) > 500:
+        c.fail(f"{field}.powerschool.client_secret", "must be at most 500 characters")
+    numbers: set[int] = set()
+    roster_ids: set[str] = set()
+    for i, school in enumerate(msg.schools):
+        f = f"{field}.schools[{i}]"
+        if school.school_number <= 0:
+            c.fail(f"{f}.school_number", "must be a positive PowerSchool SCHOOLS.SCHOOL_NUMBER")
+        elif school.school_number in numbers:
+            c.fail(f"{f}.school_number", f"{school.school_number} appears more than once")
+        numbers.add(school.school_number)
+        c.identifier(f"{f}.roster_school_id", school.roster_school_id, required=False)
+        if school.roster_school_id and school.roster_school_id in roster_ids:
+            c.fail(f"{f}.roster_school_id", "appears more than once")
+        roster_ids.add(school.roster_school_id)
+        c.text(f"{f}.name", school.name, 200)
+        c.timezone(f"{f}.timezone", school.timezone, required=False)
+        for code_field in (
+            "late_check_in_code",
+            "early_check_out_code",
+            "late_check_in_excused_code",
+            "early_check_out_excused_code",
+        ):
+            c.att_code(f"{f}.{code_field}", getattr(school, code_field))
+    c.done()
+
+
+def check_roster_students(district_id: str, students: list[pb.RosterStudent]) -> None:
+    """Validate an ImportStudents payload."""
+    c = Checker()
+    c.district_id("district_id", district_id)
+    if not students:
+        c.fail("students", "must hold at least one student")
+    elif len(students) > MAX_IMPORT:
+        c.fail("students", f"must hold at most {MAX_IMPORT} students per call")
+    seen: set[str] = set()
+    for i, s in enumerate(students):
+        f = f"students[{i}]"
+        c.identifier(f"{f}.roster_id", s.roster_id)
+        if s.roster_id in seen:
+            c.fail(f"{f}.roster_id", "appears more than once in this call")
+        seen.add(s.roster_id)
+        c.identifier(f"{f}.sis_id", s.sis_id, required=False)
+        c.identifier(f"{f}.student_number", s.student_number, required=False)
+        c.identifier(f"{f}.roster_school_id", s.roster_school_id, required=False)
+        c.text(f"{f}.first_name", s.first_name, 100)
+        c.text(f"{f}.last_name", s.last_name, 100)
+        c.text(f"{f}.grade", s.grade, 16)
+        if len(c.violations) >= 100:  # enough to act on; don't build a 10,000-line answer
+            break
+    c.done()
+
+
+def student_key(c: Checker, field: str, msg: pb.StudentKey) -> StudentKey | None:
+    """The key a StudentKey message names, or None after recording why it is bad."""
+    which = msg.WhichOneof("key")
+    if which is None:
+        c.fail(field, "must set one of sis_id, student_number, roster_id, powerschool_id")
+        return None
+    if which == "powerschool_id":
+        if msg.powerschool_id <= 0:
+            c.fail(f"{field}.powerschool_id", "must be a positive PowerSchool STUDENTS.ID")
+            return None
+        return StudentKey(KeyKind.POWERSCHOOL_ID, str(msg.powerschool_id))
+    value: str = getattr(msg, which)
+    before = len(c.violations)
+    c.identifier(f"{field}.{which}", value)
+    return StudentKey(KeyKind(which), value) if len(c.violations) == before else None
+
+
+def check_resolve(msg: pb.ResolveStudentRequest) -> StudentKey:
+    """Validate a ResolveStudent request and return its key."""
+    c = Checker()
+    c.district_id("district_id", msg.district_id)
+    key = student_key(c, "key", msg.key)
+    c.done()
+    assert key is not None  # done() raised otherwise
+    return key
+
+
+def check_submit(msg: pb.SubmitAttendanceRequest, now: datetime | None = None) -> StudentKey:
+    """Validate a SubmitAttendance request and return its student key."""
+    c = Checker()
+    c.district_id("district_id", msg.district_id)
+    c.identifier("idempotency_key", msg.idempotency_key)
+    key = student_key(c, "student", msg.student)
+    if msg.event not in EVENT:
+        c.fail(
+            "event", "must be ATTENDANCE_EVENT_LATE_CHECK_IN or ATTENDANCE_EVENT_EARLY_CHECK_OUT"
+        )
+    if not msg.HasField("occurred_at"):
+        c.fail("occurred_at", "is required")
+    else:
+        now = now or datetime.now(UTC)
+        try:
+            at = msg.occurred_at.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            c.fail("occurred_at", "is not a valid timestamp")
+        else:
+            if at > now + _MAX_FUTURE:
+                c.fail("occurred_at", "is in the future")
+            elif at < now - _MAX_PAST:
+                c.fail("occurred_at", "is more than 400 days in the past")
+    if msg.school_number < 0:
+        c.fail("school_number", "must be a PowerSchool SCHOOLS.SCHOOL_NUMBER, or 0 for default")
+    c.text("reason", msg.reason, 200)
+    c.text("comment", msg.comment, 500)
+    c.text("checked_out_by", msg.checked_out_by, 200)
+    c.done()
+    assert key is not None
+    return key
+
+
+def check_get_attendance(msg: pb.GetAttendanceRequest) -> None:
+    """Validate a GetAttendance request."""
+    c = Checker()
+    c.district_id("district_id", msg.district_id)
+    try:
+        uuid.UUID(msg.record_id)
+    except ValueError:
+        c.fail("record_id", "must be a record ID as returned by SubmitAttendance (a UUID)")
+    c.done()
+
+
+def check_district_id(district_id: str) -> None:
+    """Validate a request that carries only a district ID."""
+    c = Checker()
+    c.district_id("district_id", district_id)
+    c.done()

@@ -1,0 +1,119 @@
+"""Composition root: builds the pool, adapters, domain and gRPC server, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import asyncpg
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from writeback.v1 import writeback_pb2, writeback_pb2_grpc
+
+from service.api import AccessLogInterceptor, WritebackServicer
+from service.config import Settings
+from service.domain import AttendanceService, Deliverer, DistrictService, StudentResolver
+from service.logs import configure
+from service.powerschool import PowerSchoolPool
+from service.store import (
+    AttendanceStore,
+    DistrictStore,
+    EmbeddedPostgres,
+    StudentStore,
+    open_pool,
+)
+
+log = structlog.get_logger("service")
+SERVICE_NAME = writeback_pb2.DESCRIPTOR.services_by_name["WritebackService"].full_name
+
+
+class Server:
+    """The whole service in one object: ``await start()``, then ``await stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port: int | None = None
+        self._embedded: EmbeddedPostgres | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._powerschool = PowerSchoolPool(
+            timeout=settings.powerschool_timeout,
+            limit=settings.powerschool_connections,
+            limit_per_host=settings.powerschool_connections_per_host,
+        )
+        self._grpc: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+
+    async def start(self) -> int:
+        """Open the database (embedded if no URL), migrate, and serve; returns the port."""
+        dsn = self.settings.database_url
+        if not dsn:
+            self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
+            dsn = await asyncio.to_thread(self._embedded.start)
+        self._pool = await open_pool(dsn, size=self.settings.db_pool_size)
+
+        district_store = DistrictStore(self._pool)
+        student_store = StudentStore(self._pool)
+        record_store = AttendanceStore(self._pool)
+        districts = DistrictService(district_store)
+        resolver = StudentResolver(student_store, self._powerschool)
+        deliverer = Deliverer(record_store, resolver, self._powerschool)
+        attendance = AttendanceService(districts, resolver, record_store, deliverer)
+
+        server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
+        writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
+            WritebackServicer(districts, student_store, resolver, attendance), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        if not self.port:
+            raise SystemExit(f"cannot bind gRPC port {self.settings.grpc_port}")
+        await server.start()
+        self._grpc = server
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("service_started", port=self.port, embedded_postgres=self._embedded is not None)
+        return self.port
+
+    async def wait(self) -> None:
+        """Block until the gRPC server stops."""
+        if self._grpc is not None:
+            await self._grpc.wait_for_termination()
+
+    async def stop(self) -> None:
+        """Report NOT_SERVING, let in-flight RPCs finish, then close everything."""
+        if self._grpc is not None:
+            await self._health.enter_graceful_shutdown()
+            await self._grpc.stop(self.settings.shutdown_grace)
+            self._grpc = None
+        await self._powerschool.close()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+            self._embedded = None
+        log.info("service_stopped")
+
+
+async def serve(settings: Settings | None = None) -> None:
+    """Run the service until SIGINT or SIGTERM."""
+    settings = settings or Settings.from_env()
+    configure(settings.log_level, settings.log_format)
+    server = Server(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()

@@ -1,0 +1,65 @@
+"""Service configuration, read from the environment only."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told at start.
+
+    ``database_url`` empty means "start an embedded PostgreSQL under ``data_dir``".
+    """
+
+    database_url: str = field(default="", repr=False)
+    grpc_host: str = "[::]"
+    grpc_port: int = 50051
+    log_level: str = "INFO"
+    log_format: str = "json"
+    data_dir: Path = Path(".data")
+    db_pool_size: int = 10
+    powerschool_timeout: float = 10.0
+    powerschool_connections: int = 100
+    powerschool_connections_per_host: int = 8
+    shutdown_grace: float = 5.0
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read ``DATABASE_URL``, ``GRPC_PORT``, ``LOG_LEVEL``, ``LOG_FORMAT`` and tuning knobs."""
+        log_format = os.environ.get("LOG_FORMAT", "json").strip().lower() or "json"
+        if log_format not in {"json", "console"}:
+            raise SystemExit(f"LOG_FORMAT must be 'json' or 'console', got {log_format!r}")
+        return cls(
+            database_url=os.environ.get("DATABASE_URL", "").strip(),
+            grpc_host=os.environ.get("GRPC_HOST", "[::]").strip() or "[::]",
+            grpc_port=_env_int("GRPC_PORT", 50051),
+            log_level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
+            log_format=log_format,
+            data_dir=Path(os.environ.get("WRITEBACK_DATA_DIR", ".data")),
+            db_pool_size=_env_int("DB_POOL_SIZE", 10),
+            powerschool_timeout=_env_float("POWERSCHOOL_TIMEOUT", 10.0),
+            powerschool_connections_per_host=_env_int("POWERSCHOOL_CONNECTIONS_PER_HOST", 8),
+        )

@@ -1,0 +1,15 @@
+"""Domain rules: district configuration, student resolution, attendance records and their
+delivery. Knows nothing of gRPC or HTTP; talks to the store and PowerSchool adapters."""
+
+from service.domain.attendance import AttendanceService
+from service.domain.delivery import Deliverer
+from service.domain.districts import DistrictService
+from service.domain.students import StudentResolver, visible_student_id
+
+__all__ = [
+    "AttendanceService",
+    "Deliverer",
+    "DistrictService",
+    "StudentResolver",
+    "visible_student_id",
+]

@@ -1,0 +1,57 @@
+"""Cached PowerSchool reference data: which school year contains a date, and the id of an
+attendance code in a school year. Both change a few times a year, so each is fetched once
+per school (and year) and kept for hours; a missing code is re-checked at most every few
+minutes in case an admin just created it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Generic, TypeVar
+
+from service.powerschool import PowerSchoolClient, YearTerm
+
+_TTL = 6 * 3600.0
+_MISS_RECHECK = 300.0
+T = TypeVar("T")
+
+
+@dataclass
+class _Entry(Generic[T]):
+    value: T
+    fetched: float = field(default_factory=time.monotonic)
+
+    def expired(self, *, missing: bool) -> bool:
+        age = time.monotonic() - self.fetched
+        return age > (_MISS_RECHECK if missing else _TTL)
+
+
+class SchoolYears:
+    """Caches TERMS and ATTENDANCE_CODE lookups per PowerSchool server."""
+
+    def __init__(self) -> None:
+        self._terms: dict[tuple[str, int], _Entry[list[YearTerm]]] = {}
+        self._codes: dict[tuple[str, int, int], _Entry[dict[str, int]]] = {}
+
+    async def yearid(self, client: PowerSchoolClient, school_number: int, day: date) -> int | None:
+        """The yearid of the school's year-long term containing ``day``, or None."""
+        key = (client.base_url, school_number)
+        entry = self._terms.get(key)
+        if entry is None or entry.expired(missing=_term_for(entry.value, day) is None):
+            entry = self._terms[key] = _Entry(await client.year_terms(school_number))
+        return _term_for(entry.value, day)
+
+    async def code_id(
+        self, client: PowerSchoolClient, school_number: int, yearid: int, att_code: str
+    ) -> int | None:
+        """ATTENDANCE_CODE.ID of ``att_code`` in that school and year, or None."""
+        key = (client.base_url, school_number, yearid)
+        entry = self._codes.get(key)
+        if entry is None or entry.expired(missing=att_code not in entry.value):
+            entry = self._codes[key] = _Entry(await client.attendance_codes(school_number, yearid))
+        return entry.value.get(att_code)
+
+
+def _term_for(terms: list[YearTerm], day: date) -> int | None:
+    return next((t.yearid for t in terms if t.firstday <= day <= t.lastday), None)

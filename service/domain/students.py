@@ -1,0 +1,169 @@
+"""Student resolution: roster key -> roster student -> PowerSchool STUDENTS.ID.
+
+The roster's student-ID field carries STUDENTS.DCID (or STUDENTS.ID for districts on the
+"Configuration Request" fallback); attendance needs STUDENTS.ID, which only PowerSchool
+knows. It is looked up once and kept in Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from service.domain._powerschool_calls import call, client_for
+from service.errors import FailedPrecondition, NotFound
+from service.models import (
+    District,
+    IdMode,
+    KeyKind,
+    RosterSource,
+    Student,
+    StudentKey,
+    VisibleId,
+)
+from service.powerschool import PowerSchoolPool, PSStudentIds
+from service.store import StudentStore
+
+
+def visible_student_id(district: District, student: Student) -> str:
+    """The ID staff see: ClassLink always shows the identifier; Clever follows the
+    district's option. Falls back to the student-ID field when the number is empty."""
+    roster = student.roster
+    prefers_number = (
+        district.roster_source is RosterSource.CLASSLINK
+        or district.visible_student_id is VisibleId.STUDENT_NUMBER
+    )
+    return (prefers_number and roster.student_number) or roster.sis_id
+
+
+def school_number_of(district: District, student: Student) -> int | None:
+    """The student's school: PowerSchool's word when known, else the roster school's mapping."""
+    if student.powerschool_school_number:
+        return student.powerschool_school_number
+    school = district.school_by_roster_id(student.roster.roster_school_id)
+    return school.school_number if school else None
+
+
+def _key_label(key: StudentKey) -> str:
+    return key.kind.value.replace("_", " ")
+
+
+class StudentResolver:
+    """Finds students by any key and makes sure they carry their STUDENTS.ID."""
+
+    def __init__(self, students: StudentStore, powerschool: PowerSchoolPool) -> None:
+        self._students = students
+        self._powerschool = powerschool
+        # One PowerSchool lookup per student at a time, however many RPCs ask at once.
+        self._inflight: dict[tuple[str, str], asyncio.Future[Student]] = {}
+
+    async def find(self, district: District, key: StudentKey) -> Student:
+        """The roster student named by ``key``, without calling PowerSchool unless the key
+        is a STUDENTS.ID nobody has resolved yet."""
+        did = district.district_id
+        match key.kind:
+            case KeyKind.ROSTER_ID:
+                found = await self._students.by_roster_id(did, key.value)
+            case KeyKind.SIS_ID:
+                found = await self._students.by_sis_id(did, key.value)
+            case KeyKind.STUDENT_NUMBER:
+                found = await self._students.by_student_number(did, key.value)
+            case KeyKind.POWERSCHOOL_ID:
+                found = await self._students.by_powerschool_id(did, int(key.value))
+                if not found:
+                    found = await self._find_by_unseen_powerschool_id(district, int(key.value))
+        if not found:
+            raise NotFound(
+                f"no student with that {_key_label(key)} in district {did!r}",
+                reason="STUDENT_NOT_FOUND",
+            )
+        if len(found) > 1 and found[0].roster.active and found[1].roster.active:
+            raise FailedPrecondition(
+                f"more than one active student has that {_key_label(key)} in district {did!r}; "
+                "the roster must give each student a unique value",
+                reason="STUDENT_KEY_AMBIGUOUS",
+            )
+        return found[0]
+
+    async def _find_by_unseen_powerschool_id(
+        self, district: District, powerschool_id: int
+    ) -> list[Student]:
+        client = client_for(self._powerschool, district)
+        ids = await call(client.student_by_id(powerschool_id))
+        if ids is None:
+            return []
+        sis_id = str(ids.id if district.id_mode is IdMode.STUDENTS_ID else ids.dcid)
+        found = await self._students.by_sis_id(district.district_id, sis_id)
+        if found:
+            await self._save(district, found[0], ids)
+            found[0] = self._with_ids(found[0], ids)
+        return found
+
+    async def resolve(self, district: District, key: StudentKey) -> Student:
+        """The student named by ``key``, with ``powerschool_id`` filled in."""
+        return await self.ensure_powerschool_id(district, await self.find(district, key))
+
+    async def ensure_powerschool_id(self, district: District, student: Student) -> Student:
+        """Fill in STUDENTS.ID from Postgres, or from PowerSchool once and then keep it."""
+        if student.powerschool_id is not None:
+            return student
+        flight = (district.district_id, student.roster.roster_id)
+        pending = self._inflight.get(flight)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Student] = asyncio.get_running_loop().create_future()
+        self._inflight[flight] = future
+        try:
+            resolved = await self._lookup(district, student)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters may be none
+            raise
+        else:
+            future.set_result(resolved)
+            return resolved
+        finally:
+            del self._inflight[flight]
+
+    async def _lookup(self, district: District, student: Student) -> Student:
+        sis_id = student.roster.sis_id
+        by_dcid = district.id_mode is IdMode.DCID
+        field = "DCID" if by_dcid else "STUDENTS.ID"
+        if not sis_id.isascii() or not sis_id.isdigit():
+            problem = "not numeric" if sis_id else "empty"
+            raise FailedPrecondition(
+                f"the roster's student-ID field for this student is {problem}, so it cannot be "
+                f"a PowerSchool {field}; map STUDENTS.{field.removeprefix('STUDENTS.')} to "
+                "Clever's Student ID / ClassLink's sourcedId",
+                reason="SIS_ID_NOT_NUMERIC",
+            )
+        client = client_for(self._powerschool, district)
+        lookup = client.student_by_dcid if by_dcid else client.student_by_id
+        ids = await call(lookup(sis_id))
+        if ids is None:
+            raise NotFound(
+                f"PowerSchool has no student whose {field} is the roster's student-ID value; "
+                "check which PowerSchool field the roster maps to Student ID / sourcedId",
+                reason="STUDENT_NOT_IN_POWERSCHOOL",
+            )
+        await self._save(district, student, ids)
+        return self._with_ids(student, ids)
+
+    async def _save(self, district: District, student: Student, ids: PSStudentIds) -> None:
+        await self._students.save_powerschool_ids(
+            district.district_id,
+            student.roster.roster_id,
+            student.roster.sis_id,
+            dcid=ids.dcid,
+            powerschool_id=ids.id,
+            school_number=ids.school_number,
+        )
+
+    @staticmethod
+    def _with_ids(student: Student, ids: PSStudentIds) -> Student:
+        return replace(
+            student,
+            dcid=ids.dcid,
+            powerschool_id=ids.id,
+            powerschool_school_number=ids.school_number,
+        )

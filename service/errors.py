@@ -1,0 +1,52 @@
+"""Domain errors. Each one names what went wrong in words a caller can act on;
+the gRPC layer maps each class to one status code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DomainError(Exception):
+    """Base class: ``message`` is safe to show to a caller (no secrets, no names)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad input field: the field's path and why it is bad."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(DomainError):
+    """The request is malformed; ``violations`` says which fields and why."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
+        super().__init__(f"invalid request: {summary}", reason="INVALID_ARGUMENT")
+        self.violations = violations
+
+
+class NotFound(DomainError):
+    """The district, student or record does not exist."""
+
+
+class FailedPrecondition(DomainError):
+    """The district or school is not configured for what was asked."""
+
+
+class AlreadyExists(DomainError):
+    """An idempotency key was reused for a different request."""
+
+
+class Unavailable(DomainError):
+    """PowerSchool could not be reached and nothing cached could answer."""
+
+    def __init__(self, message: str, *, retry_after: float = 5.0, reason: str = "") -> None:
+        super().__init__(message, reason=reason or "POWERSCHOOL_UNAVAILABLE")
+        self.retry_after = retry_after

@@ -1,0 +1,59 @@
+"""structlog configuration: JSON lines for machines, console for humans.
+
+Request-scoped fields (method, district, request_id) come from structlog's contextvars,
+so every line logged while handling an RPC carries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+# Keys that must never reach a log line even if a caller binds them by mistake.
+_REDACTED_KEYS = frozenset(
+    {
+        "client_secret",
+        "access_token",
+        "token",
+        "authorization",
+        "password",
+        "first_name",
+        "last_name",
+        "district_token",
+    }
+)
+
+
+def _redact(
+    _logger: object, _name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    for key in _REDACTED_KEYS.intersection(event_dict):
+        event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def configure(level: str = "INFO", fmt: str = "json") -> None:
+    """Configure structlog (and stdlib logging) process-wide."""
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level, logging.INFO)
+        ),
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -1,0 +1,197 @@
+"""Value types shared by every layer: plain data, no I/O, no gRPC, no HTTP."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+class RosterSource(enum.StrEnum):
+    """Where a district's students come from."""
+
+    CLEVER = "clever"
+    CLASSLINK = "classlink"
+
+
+class IdMode(enum.StrEnum):
+    """Which PowerSchool key the roster's student-ID field (``sis_id``) carries."""
+
+    DCID = "dcid"
+    STUDENTS_ID = "students_id"
+
+
+class VisibleId(enum.StrEnum):
+    """Which ID staff see on student profiles."""
+
+    STUDENT_ID = "student_id"
+    STUDENT_NUMBER = "student_number"
+
+
+class AttendanceEvent(enum.StrEnum):
+    """What happened at the front office."""
+
+    LATE_CHECK_IN = "late_check_in"
+    EARLY_CHECK_OUT = "early_check_out"
+
+
+class AttendanceState(enum.StrEnum):
+    """Where a record is in its life: stored, written, refused or deliberately not sent."""
+
+    PENDING = "pending"
+    WRITTEN = "written"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class PowerSchoolConnection:
+    """How to reach a district's PowerSchool. The secret never appears in a repr."""
+
+    base_url: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+
+    @property
+    def configured(self) -> bool:
+        """True when all three parts are present."""
+        return bool(self.base_url and self.client_id and self.client_secret)
+
+
+@dataclass(frozen=True)
+class School:
+    """A school of a district, keyed by PowerSchool SCHOOLS.SCHOOL_NUMBER."""
+
+    school_number: int
+    roster_school_id: str = ""
+    name: str = ""
+    timezone: str = ""
+    writeback_enabled: bool = True
+    late_check_in_code: str = ""
+    early_check_out_code: str = ""
+    late_check_in_excused_code: str = ""
+    early_check_out_excused_code: str = ""
+
+    def code_for(self, event: AttendanceEvent, *, excused: bool) -> str:
+        """The ATT_CODE to apply for an event; excused codes fall back to the plain ones."""
+        if event is AttendanceEvent.LATE_CHECK_IN:
+            return (excused and self.late_check_in_excused_code) or self.late_check_in_code
+        return (excused and self.early_check_out_excused_code) or self.early_check_out_code
+
+
+@dataclass(frozen=True)
+class District:
+    """A district's configuration."""
+
+    district_id: str
+    name: str = ""
+    roster_source: RosterSource = RosterSource.CLEVER
+    id_mode: IdMode = IdMode.DCID
+    visible_student_id: VisibleId = VisibleId.STUDENT_ID
+    writeback_enabled: bool = False
+    timezone: str = "UTC"
+    powerschool: PowerSchoolConnection = PowerSchoolConnection()
+    schools: tuple[School, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def school_by_number(self, school_number: int) -> School | None:
+        """The configured school with that SCHOOLS.SCHOOL_NUMBER, if any."""
+        return next((s for s in self.schools if s.school_number == school_number), None)
+
+    def school_by_roster_id(self, roster_school_id: str) -> School | None:
+        """The configured school the roster calls ``roster_school_id``, if any."""
+        if not roster_school_id:
+            return None
+        return next((s for s in self.schools if s.roster_school_id == roster_school_id), None)
+
+
+@dataclass(frozen=True)
+class RosterStudent:
+    """A student as the roster (Clever / ClassLink) describes them. Names stay out of reprs."""
+
+    roster_id: str
+    sis_id: str = ""
+    student_number: str = ""
+    first_name: str = field(default="", repr=False)
+    last_name: str = field(default="", repr=False)
+    roster_school_id: str = ""
+    grade: str = ""
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Student:
+    """A roster student plus what PowerSchool told us about them (once resolved)."""
+
+    roster: RosterStudent
+    dcid: int | None = None
+    powerschool_id: int | None = None
+    powerschool_school_number: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportCounts:
+    """Outcome of a roster upsert."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class AttendanceRequest:
+    """A check-in or check-out as the front office reported it."""
+
+    district_id: str
+    idempotency_key: str
+    event: AttendanceEvent
+    occurred_at: datetime
+    school_number: int | None = None
+    reason: str = ""
+    excused: bool = False
+    comment: str = ""
+    checked_out_by: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class AttendanceRecord:
+    """A stored attendance record and its delivery state."""
+
+    record_id: str
+    district_id: str
+    idempotency_key: str
+    request_hash: str
+    roster_id: str
+    event: AttendanceEvent
+    occurred_at: datetime
+    school_number: int
+    att_date: date
+    attendance_code: str
+    state: AttendanceState
+    reason: str = ""
+    excused: bool = False
+    comment: str = ""
+    checked_out_by: str = field(default="", repr=False)
+    powerschool_attendance_id: int | None = None
+    attempts: int = 0
+    last_error: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class KeyKind(enum.StrEnum):
+    """Which identifier a caller used to name a student."""
+
+    SIS_ID = "sis_id"
+    STUDENT_NUMBER = "student_number"
+    ROSTER_ID = "roster_id"
+    POWERSCHOOL_ID = "powerschool_id"
+
+
+@dataclass(frozen=True)
+class StudentKey:
+    """A student named by one identifier; ``value`` is already validated."""
+
+    kind: KeyKind
+    value: str

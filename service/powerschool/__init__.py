@@ -1,0 +1,26 @@
+"""PowerSchool adapter: OAuth, student ID lookups, terms, attendance codes and daily writes."""
+
+from service.powerschool._client import PowerSchoolClient, PSStudentIds, WriteResult, YearTerm
+from service.powerschool._errors import (
+    PowerSchoolAuthError,
+    PowerSchoolError,
+    PowerSchoolForbidden,
+    PowerSchoolOutcomeUnknown,
+    PowerSchoolRejected,
+    PowerSchoolUnavailable,
+)
+from service.powerschool._pool import PowerSchoolPool
+
+__all__ = [
+    "PSStudentIds",
+    "PowerSchoolAuthError",
+    "PowerSchoolClient",
+    "PowerSchoolError",
+    "PowerSchoolForbidden",
+    "PowerSchoolOutcomeUnknown",
+    "PowerSchoolPool",
+    "PowerSchoolRejected",
+    "PowerSchoolUnavailable",
+    "WriteResult",
+    "YearTerm",
+]

