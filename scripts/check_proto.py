@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import filecmp
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from gen_proto import PROTO_ROOT, generate  # scripts/ is on sys.path when run as a script
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--to", tmp],
-            check=True,
-            capture_output=True,
-        )
+        generate(Path(tmp))
         stale = [
             str(fresh.relative_to(tmp))
             for fresh in Path(tmp).rglob("*_pb2*")
-            if not filecmp.cmp(fresh, ROOT / "proto" / fresh.relative_to(tmp), shallow=False)
+            if not filecmp.cmp(fresh, PROTO_ROOT / fresh.relative_to(tmp), shallow=False)
         ]
     if stale:
         print("generated code is stale, run `make proto`:", *stale, sep="\n  ")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -43,10 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--to":
-        out = Path(sys.argv[2])
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        generate(out)
-    else:
-        main()
+    main()

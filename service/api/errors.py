@@ -66,16 +66,18 @@ def to_status(error: DomainError) -> grpc.Status:
                 )
             )
         )
-    return rpc_status.to_status(
+    status: grpc.Status = rpc_status.to_status(
         status_pb2.Status(code=code, message=error.message, details=details)
     )
+    return status
 
 
 def internal_status() -> grpc.Status:
     """The answer for a bug: no detail that could leak a secret or a stack trace."""
-    return rpc_status.to_status(
+    status: grpc.Status = rpc_status.to_status(
         status_pb2.Status(
             code=code_pb2.INTERNAL,
             message="internal error; the service logged the details",
         )
     )
+    return status

@@ -5,6 +5,8 @@ Errors are raised as domain errors; the interceptor turns them into statuses.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from grpc.aio import ServicerContext
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
@@ -13,6 +15,9 @@ from service.api import _convert, validation
 from service.domain import AttendanceService, DistrictService, StudentResolver
 from service.models import AttendanceRequest
 from service.store import StudentStore
+
+if TYPE_CHECKING:  # the stubs make it generic; the runtime class is not
+    _Context = ServicerContext[Any, Any]
 
 
 class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
@@ -31,7 +36,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         self._attendance = attendance
 
     async def UpsertDistrict(
-        self, request: pb.UpsertDistrictRequest, context: ServicerContext
+        self, request: pb.UpsertDistrictRequest, context: _Context
     ) -> pb.UpsertDistrictResponse:
         """Create or replace a district."""
         validation.check_district(request.district)
@@ -39,7 +44,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         return pb.UpsertDistrictResponse(district=_convert.district_to_pb(saved))
 
     async def GetDistrict(
-        self, request: pb.GetDistrictRequest, context: ServicerContext
+        self, request: pb.GetDistrictRequest, context: _Context
     ) -> pb.GetDistrictResponse:
         """Return a district without its secrets."""
         validation.check_district_id(request.district_id)
@@ -47,7 +52,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         return pb.GetDistrictResponse(district=_convert.district_to_pb(district))
 
     async def ImportStudents(
-        self, request: pb.ImportStudentsRequest, context: ServicerContext
+        self, request: pb.ImportStudentsRequest, context: _Context
     ) -> pb.ImportStudentsResponse:
         """Upsert roster students."""
         validation.check_roster_students(request.district_id, list(request.students))
@@ -60,7 +65,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         )
 
     async def ResolveStudent(
-        self, request: pb.ResolveStudentRequest, context: ServicerContext
+        self, request: pb.ResolveStudentRequest, context: _Context
     ) -> pb.ResolveStudentResponse:
         """Find a student and their STUDENTS.ID."""
         key = validation.check_resolve(request)
@@ -69,7 +74,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         return pb.ResolveStudentResponse(student=_convert.student_to_pb(district, student))
 
     async def SubmitAttendance(
-        self, request: pb.SubmitAttendanceRequest, context: ServicerContext
+        self, request: pb.SubmitAttendanceRequest, context: _Context
     ) -> pb.SubmitAttendanceResponse:
         """Store a check-in/check-out and write it to PowerSchool."""
         key = validation.check_submit(request)
@@ -90,7 +95,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         return pb.SubmitAttendanceResponse(record=_convert.record_to_pb(record), replayed=replayed)
 
     async def GetAttendance(
-        self, request: pb.GetAttendanceRequest, context: ServicerContext
+        self, request: pb.GetAttendanceRequest, context: _Context
     ) -> pb.GetAttendanceResponse:
         """Return one attendance record."""
         validation.check_get_attendance(request)

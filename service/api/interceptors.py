@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -18,7 +18,10 @@ from service.errors import DomainError
 
 log = structlog.get_logger("rpc")
 
-_Handler = Callable[[Any, ServicerContext], Awaitable[Any]]
+if TYPE_CHECKING:  # the stubs make these generic; the runtime classes are not
+    _Context = ServicerContext[Any, Any]
+    _Handler = Callable[[Any, _Context], Awaitable[Any]]
+    _MethodHandler = grpc.RpcMethodHandler[Any, Any]
 
 
 def _district_of(request: Any) -> str | None:
@@ -28,7 +31,7 @@ def _district_of(request: Any) -> str | None:
     return str(district) if district else None
 
 
-def _request_id(context: ServicerContext) -> str:
+def _request_id(context: _Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id" and isinstance(value, str) and len(value) <= 128:
             return value
@@ -36,7 +39,7 @@ def _request_id(context: ServicerContext) -> str:
 
 
 def _wrap(method: str, behavior: _Handler) -> _Handler:
-    async def handle(request: Any, context: ServicerContext) -> Any:
+    async def handle(request: Any, context: _Context) -> Any:
         started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
@@ -67,20 +70,21 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
     return handle
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AccessLogInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary method of the server."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_MethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> _MethodHandler | None:
         """Return the method's handler with logging and error mapping around it."""
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            _wrap(handler_call_details.method, handler.unary_unary),
+            # grpc.aio registers coroutine functions here; the stubs only know sync ones.
+            _wrap(handler_call_details.method, handler.unary_unary),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

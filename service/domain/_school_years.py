@@ -28,15 +28,15 @@ class _Entry(Generic[T]):
 
 
 class SchoolYears:
-    """Caches TERMS and ATTENDANCE_CODE lookups per PowerSchool server."""
+    """Caches TERMS and ATTENDANCE_CODE lookups per PowerSchool server and plugin."""
 
     def __init__(self) -> None:
-        self._terms: dict[tuple[str, int], _Entry[list[YearTerm]]] = {}
-        self._codes: dict[tuple[str, int, int], _Entry[dict[str, int]]] = {}
+        self._terms: dict[tuple[tuple[str, str], int], _Entry[list[YearTerm]]] = {}
+        self._codes: dict[tuple[tuple[str, str], int, int], _Entry[dict[str, int]]] = {}
 
     async def yearid(self, client: PowerSchoolClient, school_number: int, day: date) -> int | None:
         """The yearid of the school's year-long term containing ``day``, or None."""
-        key = (client.base_url, school_number)
+        key = (client.cache_key, school_number)
         entry = self._terms.get(key)
         if entry is None or entry.expired(missing=_term_for(entry.value, day) is None):
             entry = self._terms[key] = _Entry(await client.year_terms(school_number))
@@ -46,7 +46,7 @@ class SchoolYears:
         self, client: PowerSchoolClient, school_number: int, yearid: int, att_code: str
     ) -> int | None:
         """ATTENDANCE_CODE.ID of ``att_code`` in that school and year, or None."""
-        key = (client.base_url, school_number, yearid)
+        key = (client.cache_key, school_number, yearid)
         entry = self._codes.get(key)
         if entry is None or entry.expired(missing=att_code not in entry.value):
             entry = self._codes[key] = _Entry(await client.attendance_codes(school_number, yearid))

@@ -115,6 +115,8 @@ class PowerSchoolClient:
     ) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
+        # What a plugin can see depends on its grants, so caches key on server and plugin.
+        self.cache_key = (self.base_url, client_id)
         self._basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
         self._token: str | None = None

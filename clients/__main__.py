@@ -1,0 +1,104 @@
+"""``python -m clients``: a small CLI for support staff and scripts. Prints JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from datetime import UTC, datetime
+
+from google.protobuf.json_format import MessageToJson
+from google.protobuf.message import Message
+
+from clients._client import WritebackClient, student_key
+from clients._errors import WritebackError
+
+
+def _key_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--sis-id")
+    group.add_argument("--student-number")
+    group.add_argument("--roster-id")
+    group.add_argument("--powerschool-id", type=int)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("WRITEBACK_TARGET", "localhost:50051"),
+        help="service address (env WRITEBACK_TARGET, default localhost:50051)",
+    )
+    parser.add_argument("--timeout", type=float, default=10.0)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    get_district = commands.add_parser("get-district", help="show a district's configuration")
+    get_district.add_argument("district_id")
+
+    resolve = commands.add_parser("resolve", help="find a student and their STUDENTS.ID")
+    resolve.add_argument("district_id")
+    _key_args(resolve)
+
+    submit = commands.add_parser("submit", help="record a late check-in or early check-out")
+    submit.add_argument("district_id")
+    _key_args(submit)
+    submit.add_argument("--event", choices=["late_check_in", "early_check_out"], required=True)
+    submit.add_argument("--at", help="ISO time with offset (default: now)")
+    submit.add_argument("--reason", default="")
+    submit.add_argument("--excused", action="store_true")
+    submit.add_argument("--school-number", type=int, default=0)
+    submit.add_argument("--idempotency-key", default="", help="default: a new random key")
+
+    get_attendance = commands.add_parser("get-attendance", help="show one attendance record")
+    get_attendance.add_argument("district_id")
+    get_attendance.add_argument("record_id")
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> Message:
+    async with WritebackClient(args.target, timeout=args.timeout) as client:
+        if args.command == "get-district":
+            return await client.get_district(args.district_id)
+        if args.command == "get-attendance":
+            return await client.get_attendance(args.district_id, args.record_id)
+        key = student_key(
+            sis_id=args.sis_id,
+            student_number=args.student_number,
+            roster_id=args.roster_id,
+            powerschool_id=args.powerschool_id,
+        )
+        if args.command == "resolve":
+            return await client.resolve_student(args.district_id, key)
+        occurred = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+        if occurred.tzinfo is None:
+            raise SystemExit("--at needs a UTC offset, e.g. 2026-11-20T08:47:00-06:00")
+        return await client.submit_attendance(
+            args.district_id,
+            idempotency_key=args.idempotency_key or uuid.uuid4().hex,
+            student=key,
+            event=args.event,
+            occurred_at=occurred,
+            school_number=args.school_number,
+            reason=args.reason,
+            excused=args.excused,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit status 1 with the error on stderr when the call fails."""
+    args = _parser().parse_args(argv)
+    try:
+        message = asyncio.run(_run(args))
+    except WritebackError as err:
+        print(err, file=sys.stderr)
+        for field, why in err.violations.items():
+            print(f"  {field}: {why}", file=sys.stderr)
+        return 1
+    print(MessageToJson(message, preserving_proto_field_name=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""A typed asyncio client for ``writeback.v1.WritebackService``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from writeback.v1 import writeback_pb2 as pb
+from writeback.v1 import writeback_pb2_grpc
+
+from clients._errors import WritebackError
+
+Resp = TypeVar("Resp")
+Event = Literal["late_check_in", "early_check_out"]
+_EVENTS: dict[str, pb.AttendanceEvent.ValueType] = {
+    "late_check_in": pb.ATTENDANCE_EVENT_LATE_CHECK_IN,
+    "early_check_out": pb.ATTENDANCE_EVENT_EARLY_CHECK_OUT,
+}
+# Mirrors the server's per-call limit, so callers can hand over a whole roster.
+IMPORT_BATCH = 5_000
+
+
+def student_key(
+    *,
+    sis_id: str | None = None,
+    student_number: str | None = None,
+    roster_id: str | None = None,
+    powerschool_id: int | None = None,
+) -> pb.StudentKey:
+    """A StudentKey from exactly one of the four identifiers."""
+    given = [v for v in (sis_id, student_number, roster_id, powerschool_id) if v is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of sis_id, student_number, roster_id, powerschool_id")
+    if powerschool_id is not None:
+        return pb.StudentKey(powerschool_id=powerschool_id)
+    if sis_id is not None:
+        return pb.StudentKey(sis_id=sis_id)
+    if student_number is not None:
+        return pb.StudentKey(student_number=student_number)
+    if roster_id is not None:
+        return pb.StudentKey(roster_id=roster_id)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class WritebackClient:
+    """Calls the service with a per-call deadline; failures raise :class:`WritebackError`.
+
+    Use as ``async with WritebackClient("localhost:50051") as client: ...``.
+    """
+
+    def __init__(self, target: str, *, timeout: float = 10.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = writeback_pb2_grpc.WritebackServiceStub(self._channel)
+
+    async def __aenter__(self) -> WritebackClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def _call(self, method: Callable[..., Awaitable[Resp]], request: Any) -> Resp:
+        try:
+            return await method(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise WritebackError.from_rpc_error(err) from None
+
+    async def upsert_district(self, district: pb.District) -> pb.District:
+        """Create or replace a district; returns it as stored (without secrets)."""
+        response = await self._call(
+            self._stub.UpsertDistrict, pb.UpsertDistrictRequest(district=district)
+        )
+        return response.district
+
+    async def get_district(self, district_id: str) -> pb.District:
+        """A district's configuration (without secrets)."""
+        response = await self._call(
+            self._stub.GetDistrict, pb.GetDistrictRequest(district_id=district_id)
+        )
+        return response.district
+
+    async def import_students(
+        self, district_id: str, students: Sequence[pb.RosterStudent]
+    ) -> pb.ImportStudentsResponse:
+        """Upsert any number of roster students, in batches the server accepts."""
+        total = pb.ImportStudentsResponse()
+        for start in range(0, len(students), IMPORT_BATCH):
+            part = await self._call(
+                self._stub.ImportStudents,
+                pb.ImportStudentsRequest(
+                    district_id=district_id, students=students[start : start + IMPORT_BATCH]
+                ),
+            )
+            total.created += part.created
+            total.updated += part.updated
+            total.unchanged += part.unchanged
+        return total
+
+    async def resolve_student(self, district_id: str, key: pb.StudentKey) -> pb.Student:
+        """The student named by ``key`` with their PowerSchool STUDENTS.ID."""
+        response = await self._call(
+            self._stub.ResolveStudent, pb.ResolveStudentRequest(district_id=district_id, key=key)
+        )
+        return response.student
+
+    async def submit_attendance(
+        self,
+        district_id: str,
+        *,
+        idempotency_key: str,
+        student: pb.StudentKey,
+        event: Event,
+        occurred_at: datetime,
+        school_number: int = 0,
+        reason: str = "",
+        excused: bool = False,
+        comment: str = "",
+        checked_out_by: str = "",
+    ) -> pb.SubmitAttendanceResponse:
+        """Record a late check-in or early check-out. Safe to retry with the same key."""
+        when = Timestamp()
+        when.FromDatetime(occurred_at.astimezone(UTC))
+        return await self._call(
+            self._stub.SubmitAttendance,
+            pb.SubmitAttendanceRequest(
+                district_id=district_id,
+                idempotency_key=idempotency_key,
+                student=student,
+                event=_EVENTS[event],
+                occurred_at=when,
+                school_number=school_number,
+                reason=reason,
+                excused=excused,
+                comment=comment,
+                checked_out_by=checked_out_by,
+            ),
+        )
+
+    async def get_attendance(self, district_id: str, record_id: str) -> pb.AttendanceRecord:
+        """One attendance record and its delivery state."""
+        response = await self._call(
+            self._stub.GetAttendance,
+            pb.GetAttendanceRequest(district_id=district_id, record_id=record_id),
+        )
+        return response.record

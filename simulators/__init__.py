@@ -1,0 +1,1 @@
+"""Stand-ins for the external systems the writeback service talks to, for tests and demos."""

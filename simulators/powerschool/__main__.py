@@ -1,0 +1,81 @@
+"""Run the PowerSchool simulator as its own process.
+
+``python -m simulators.powerschool --host 127.0.0.1 --port 8081 --seed demo`` prints the base URL,
+the OAuth credentials and a few students, then serves until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from ._app import PowerSchoolSimulator
+from ._data import Dataset, demo_dataset
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m simulators.powerschool", description="Simulated PowerSchool SIS server."
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8081, help="0 picks a free port")
+    p.add_argument("--seed", choices=["demo", "empty"], default="demo", help="initial dataset")
+    p.add_argument("--students-per-school", type=int, default=20)
+    p.add_argument("--client-id", default="sim-client")
+    p.add_argument("--client-secret", default="sim-secret")
+    p.add_argument("--max-page-size", type=int, default=100)
+    p.add_argument("--timezone", default="America/Chicago", help="district_timezone")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    return p
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    dataset = (
+        demo_dataset(args.students_per_school)
+        if args.seed == "demo"
+        else Dataset(schools=[], students=[], terms=[], codes=[])
+    )
+    sim = PowerSchoolSimulator(
+        dataset,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        max_page_size=args.max_page_size,
+        district_timezone=args.timezone,
+    )
+    sim.faults.latency = args.latency
+    base_url = await sim.start(args.host, args.port)
+    try:
+        print(f"PowerSchool simulator listening on {base_url}")
+        print(f"  client_id={sim.client_id} client_secret={sim.client_secret}")
+        for school in sim.dataset.schools:
+            print(f"  school {school.school_number} {school.name!r}")
+        for s in sim.dataset.students[:4]:
+            print(
+                f"  student dcid={s.dcid} id={s.id} number={s.student_number} "
+                f"school={s.schoolid} {s.first_name} {s.last_name}"
+            )
+        print("  control: GET /_sim/calls, GET /_sim/attendance, POST /_sim/faults, "
+              "POST /_sim/reset-calls; Ctrl-C to stop")  # fmt: skip
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` and serve until interrupted."""
+    args = _parser().parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

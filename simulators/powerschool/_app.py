@@ -1,0 +1,1039 @@
+"""The simulated PowerSchool server: aiohttp app, district state, OAuth tokens and fault injection.
+
+Wire formats follow ``/work/shared/reference/powerschool-api.md``. Behaviour the fact file marks
+as unverified is configurable on ``PowerSchoolSimulator`` (``expires_in_as_string``,
+``dcid_id_map_query``, ``strict_string_values``, ``max_page_size``, ``field_grants``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import copy
+import datetime
+import json
+import math
+import re
+import time
+import uuid
+import zoneinfo
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from aiohttp import web
+
+from ._data import (
+    ATTENDANCE_DEFAULTS,
+    FORBIDDEN_TABLES,
+    TABLES,
+    ColType,
+    Column,
+    Dataset,
+    PSStudent,
+    Row,
+    TableSpec,
+    code_row,
+    demo_dataset,
+    render_value,
+    school_row,
+    student_row,
+    term_row,
+)
+from ._fiql import QueryError, matches, parse, parse_date, resolve_column
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+DCID_ID_MAP_QUERY = "com.pearson.core.student.student_dcid_id_map"
+"""Core PowerQuery mapping STUDENTS.DCID <-> STUDENTS.ID."""
+DAILY_TEMPLATE_QUERY = "com.pearson.core.attendance.daily_attendance_template"
+"""Core PowerQuery returning a pre-filled daily ATTENDANCE record for (studentid, att_date)."""
+ATT_MODE_DAILY = "ATT_ModeDaily"
+"""``att_mode_code`` of a daily attendance row."""
+
+_WWW_AUTHENTICATE = (
+    'Bearer error="invalid_token",realm="PowerSchool",'
+    'error_description="The access token has expired"'
+)
+_ROW_NOT_FOUND = "Database row or table specified by the URI not found"
+_MAINTENANCE_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>PowerSchool - Service Unavailable</title></head>"
+    "<body><h1>Service Temporarily Unavailable</h1><p>PowerSchool is undergoing scheduled "
+    "maintenance. Please try again later.</p></body></html>\n"
+)
+_FAULT_MESSAGES = {
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_INTEGER = re.compile(r"-?[0-9]+")
+_FIRST_ATTENDANCE_ID = 250001
+_FIRST_ATTENDANCE_DCID = 910001
+_REQUIRED_WRITE_FIELDS = (
+    "studentid",
+    "schoolid",
+    "yearid",
+    "att_date",
+    "att_mode_code",
+    "attendance_codeid",
+)
+
+
+@dataclass
+class Faults:
+    """Failure modes; change the fields at any time (also via ``POST /_sim/faults``)."""
+
+    latency: float = 0.0
+    """Seconds added to every ``/ws`` and ``/oauth`` request."""
+    outage: bool = False
+    """Every ``/ws`` and ``/oauth`` request answers 503 with an HTML maintenance page."""
+    queue: list[tuple[int, float | None]] = field(default_factory=list)
+    """Failures served, FIFO, to the next ``/ws`` requests: (status, Retry-After seconds)."""
+    write_error_in_body: bool = False
+    """``/ws/attendance/daily_time`` answers 200 with ``result[0].status == "ERROR"``."""
+    write_forbidden: bool = False
+    """``/ws/attendance/daily_time`` answers 403 (plugin lacks ATTENDANCE FullAccess)."""
+    v1_forbidden: bool = False
+    """``/ws/v1/student`` answers 401 (plugin lacks ``accessLevelV1Api``)."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request the simulator answered (``body`` is the parsed JSON request body or None)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    body: Any
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form, as served by ``GET /_sim/calls``."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "status": self.status,
+            "body": self.body,
+        }
+
+
+class _ApiError(Exception):
+    """Raised by handlers; the outer middleware turns it into a JSON error response."""
+
+    def __init__(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status, payload)
+        self.status = status
+        self.payload = payload
+        self.headers = dict(headers or {})
+
+    def response(self) -> web.Response:
+        return web.json_response(self.payload, status=self.status, headers=self.headers)
+
+
+def _validation_failed(errors: Iterable[tuple[str, str]]) -> _ApiError:
+    return _ApiError(
+        400,
+        {
+            "message": "Validation Failed",
+            "errors": [
+                {"resource": "ATTENDANCE", "field": name, "code": code} for name, code in errors
+            ],
+        },
+    )
+
+
+def _int_or_none(text: str) -> int | None:
+    """``int(text)`` for an optionally signed run of ASCII digits, else ``None``."""
+    text = text.strip()
+    return int(text) if _INTEGER.fullmatch(text) else None
+
+
+def _format_retry_after(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def _is_ws(path: str) -> bool:
+    return path == "/ws" or path.startswith("/ws/")
+
+
+def _is_oauth(path: str) -> bool:
+    return path == "/oauth" or path.startswith("/oauth/")
+
+
+class PowerSchoolSimulator:
+    """One district's PowerSchool server, in-process. Every bit of state lives on the instance.
+
+    ``field_grants`` (table -> granted column names; ``None`` grants everything) simulates the
+    plugin's ``access_request``: reading an ungranted column answers 403 NoAccess. ``clock``
+    (seconds, monotonic) drives token expiry; tests may pass a fake one.
+    """
+
+    faults: Faults
+    """Current failure modes."""
+    calls: list[Call]
+    """Every request except ``/_sim/*``, in the order they completed."""
+    app: web.Application
+    """The aiohttp application (serve it yourself or via ``start()``)."""
+    base_url: str
+    """``http://host:port`` once ``start()`` returned; empty before."""
+    dataset: Dataset
+    """The simulator's own copy of the district data (``add_student`` appends to it)."""
+
+    def __init__(
+        self,
+        dataset: Dataset | None = None,
+        *,
+        client_id: str = "sim-client",
+        client_secret: str = "sim-secret",  # noqa: S107 - a fake district's fake secret
+        max_page_size: int = 100,
+        token_ttl: int = 2_592_000,
+        expires_in_as_string: bool = True,
+        district_timezone: str = "America/Chicago",
+        dcid_id_map_query: bool = True,
+        strict_string_values: bool = True,
+        field_grants: Mapping[str, Iterable[str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Build the district from ``dataset`` (default: ``demo_dataset()``)."""
+        self.dataset = copy.deepcopy(dataset) if dataset is not None else demo_dataset()
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.max_page_size = max_page_size
+        self.token_ttl = token_ttl
+        self.expires_in_as_string = expires_in_as_string
+        self.district_timezone = district_timezone
+        self.dcid_id_map_query = dcid_id_map_query
+        self.strict_string_values = strict_string_values
+        self._grants: dict[str, frozenset[str]] | None = (
+            None
+            if field_grants is None
+            else {t.lower(): frozenset(c.lower() for c in cs) for t, cs in field_grants.items()}
+        )
+        self._clock = clock
+        self.faults = Faults()
+        self.calls = []
+        self.base_url = ""
+        self._tokens: dict[str, float] = {}
+        self._runner: web.AppRunner | None = None
+        self._next_attendance_id = _FIRST_ATTENDANCE_ID
+        self._next_attendance_dcid = _FIRST_ATTENDANCE_DCID
+        self._rows: dict[str, list[Row]] = {key: [] for key in TABLES}
+        self._rows["schools"] = [school_row(s) for s in self.dataset.schools]
+        self._rows["students"] = [student_row(s) for s in self.dataset.students]
+        self._rows["terms"] = [term_row(t) for t in self.dataset.terms]
+        self._rows["attendance_code"] = [
+            code_row(c, sortorder=i) for i, c in enumerate(self.dataset.codes)
+        ]
+        self.app = self._build_app()
+
+    # -----------------------------------------------------------------------------------------
+    # Lifecycle and test helpers
+    # -----------------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 = any free port); return and remember the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("simulator already started")
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_port = int(runner.addresses[0][1])
+        shown = f"[{host}]" if ":" in host else host
+        self.base_url = f"http://{shown}:{bound_port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def count(self, path_prefix: str, method: str | None = None) -> int:
+        """Number of recorded calls whose path starts with ``path_prefix`` (and ``method``)."""
+        return sum(
+            1
+            for c in self.calls
+            if c.path.startswith(path_prefix) and (method is None or c.method == method.upper())
+        )
+
+    def reset_calls(self) -> None:
+        """Forget the recorded calls."""
+        self.calls.clear()
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every issued token (like "Regenerate Client ID and Secret")."""
+        self._tokens.clear()
+
+    def attendance_rows(self) -> list[dict[str, str]]:
+        """Current ATTENDANCE rows, rendered like ``tables.attendance`` of the schema API."""
+        spec = TABLES["attendance"]
+        return [self._render_columns(row, spec.columns) for row in self._rows["attendance"]]
+
+    def add_attendance(self, **cols: Any) -> dict[str, str]:
+        """Insert an ATTENDANCE row directly, unvalidated (e.g. a teacher's entry); return it.
+
+        Values may be strings, ints or dates; ``id``/``dcid`` are assigned when omitted and
+        the columns not given get ATTENDANCE defaults (``att_mode_code`` ``ATT_ModeDaily``).
+        """
+        spec = TABLES["attendance"]
+        row: Row = {"att_mode_code": ATT_MODE_DAILY, **ATTENDANCE_DEFAULTS}
+        for name, value in cols.items():
+            column = spec.column(name)
+            if column is None:
+                raise ValueError(f"ATTENDANCE has no column {name!r}")
+            row[column.key] = _coerce(column, value)
+        if row.get("id") is None:
+            row["id"] = self._take_attendance_id()
+        if row.get("dcid") is None:
+            row["dcid"] = self._take_attendance_dcid()
+        full = {c.key: row.get(c.key) for c in spec.columns}
+        self._rows["attendance"].append(full)
+        return self._render_columns(full, spec.columns)
+
+    def add_student(self, s: PSStudent) -> None:
+        """Add a student (e.g. a mid-year enrolment); its ID and DCID must be unused."""
+        for row in self._rows["students"]:
+            if row["dcid"] == s.dcid or row["id"] == s.id:
+                raise ValueError(f"student id {s.id} or dcid {s.dcid} already exists")
+        self.dataset.students.append(copy.copy(s))
+        self._rows["students"].append(student_row(s))
+
+    # -----------------------------------------------------------------------------------------
+    # App and middlewares
+    # -----------------------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._outer_mw, self._faults_mw, self._auth_mw])
+        r = app.router
+        r.add_post("/oauth/access_token", self._oauth)
+        r.add_post("/oauth/access_token/", self._oauth)
+        r.add_get("/ws/v1/time", self._v1_time)
+        r.add_get("/ws/v1/metadata", self._v1_metadata)
+        r.add_get("/ws/v1/student/{dcid}", self._v1_student)
+        r.add_get("/ws/schema/table/{table}", self._table_query)
+        r.add_get("/ws/schema/table/{table}/count", self._table_count)
+        r.add_get("/ws/schema/table/{table}/{dcid}", self._table_row)
+        r.add_post("/ws/schema/query/{name}", self._powerquery)
+        r.add_post("/ws/schema/query/{name}/count", self._powerquery_count)
+        r.add_post("/ws/attendance/daily_time", self._daily_time)
+        r.add_get("/_sim/calls", self._sim_calls)
+        r.add_get("/_sim/attendance", self._sim_attendance)
+        r.add_post("/_sim/attendance", self._sim_add_attendance)
+        r.add_get("/_sim/faults", self._sim_get_faults)
+        r.add_post("/_sim/faults", self._sim_set_faults)
+        r.add_post("/_sim/reset-calls", self._sim_reset_calls)
+        r.add_post("/_sim/revoke-tokens", self._sim_revoke_tokens)
+        return app
+
+    @web.middleware
+    async def _outer_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Turn errors into JSON responses and record the call."""
+        body = await _json_body(request)
+        response: web.StreamResponse
+        try:
+            response = await handler(request)
+        except _ApiError as exc:
+            response = exc.response()
+        except QueryError as exc:
+            response = web.json_response({"message": exc.message}, status=400)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            response = web.json_response(
+                {"message": exc.reason}, status=exc.status, headers=headers
+            )
+        if not request.path.startswith("/_sim"):
+            self.calls.append(
+                Call(request.method, request.path, dict(request.query), response.status, body)
+            )
+        return response
+
+    @web.middleware
+    async def _faults_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Latency, outage and queued failures for ``/ws`` and ``/oauth``."""
+        ws, oauth = _is_ws(request.path), _is_oauth(request.path)
+        if not (ws or oauth):
+            return await handler(request)
+        if self.faults.latency > 0:
+            await asyncio.sleep(self.faults.latency)
+        if self.faults.outage:
+            return web.Response(status=503, text=_MAINTENANCE_PAGE, content_type="text/html")
+        if ws and self.faults.queue:
+            status, retry_after = self.faults.queue.pop(0)
+            headers = {}
+            if retry_after is not None:
+                headers["Retry-After"] = _format_retry_after(retry_after)
+            message = _FAULT_MESSAGES.get(status, "Simulated failure")
+            return web.json_response({"message": message}, status=status, headers=headers)
+        return await handler(request)
+
+    @web.middleware
+    async def _auth_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Bearer token check on ``/ws/*`` (``/ws/v1/time`` is public)."""
+        path = request.path.rstrip("/")
+        if not _is_ws(path) or path == "/ws/v1/time":
+            return await handler(request)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not self._token_valid(token.strip()):
+            raise _ApiError(
+                401, {"message": "Invalid token"}, {"WWW-Authenticate": _WWW_AUTHENTICATE}
+            )
+        return await handler(request)
+
+    # -----------------------------------------------------------------------------------------
+    # OAuth
+    # -----------------------------------------------------------------------------------------
+
+    def _token_valid(self, token: str) -> bool:
+        expires_at = self._tokens.get(token)
+        return expires_at is not None and expires_at > self._clock()
+
+    def _current_token(self) -> tuple[str, int]:
+        now = self._clock()
+        for token, expires_at in self._tokens.items():
+            if expires_at > now:
+                return token, math.ceil(expires_at - now)
+        token = str(uuid.uuid4())
+        self._tokens = {token: now + self.token_ttl}
+        return token, self.token_ttl
+
+    def _client_authenticated(self, request: web.Request) -> bool:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        client_id, sep, secret = decoded.partition(":")
+        return bool(sep) and client_id == self.client_id and secret == self.client_secret
+
+    async def _oauth(self, request: web.Request) -> web.Response:
+        if not self._client_authenticated(request):
+            raise _ApiError(401, {"error": "invalid_client"})
+        form = await request.post()
+        grant = form.get("grant_type")
+        if grant is None:
+            raise _ApiError(400, {"error": "invalid_request"})
+        if grant != "client_credentials":
+            raise _ApiError(400, {"error": "unsupported_grant_type"})
+        token, expires_in = self._current_token()
+        return web.json_response(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": str(expires_in) if self.expires_in_as_string else expires_in,
+            }
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # v1 API
+    # -----------------------------------------------------------------------------------------
+
+    def _district_now(self) -> datetime.datetime:
+        try:
+            tz: datetime.tzinfo = zoneinfo.ZoneInfo(self.district_timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            tz = datetime.UTC
+        return datetime.datetime.now(tz)
+
+    async def _v1_time(self, request: web.Request) -> web.Response:
+        return web.json_response({"time": self._district_now().isoformat(timespec="seconds")})
+
+    async def _v1_metadata(self, request: web.Request) -> web.Response:
+        size = self.max_page_size
+        return web.json_response(
+            {
+                "metadata": {
+                    "schema_table_query_max_page_size": size,
+                    "student_max_page_size": size,
+                    "school_max_page_size": size,
+                    "section_max_page_size": size,
+                    "staff_max_page_size": size,
+                    "term_max_page_size": size,
+                    "district_timezone": self.district_timezone,
+                    "powerschool_version": "25.12.0.0",
+                    "plugin_id": 1234,
+                    "state": "IL",
+                }
+            }
+        )
+
+    async def _v1_student(self, request: web.Request) -> web.Response:
+        if self.faults.v1_forbidden:
+            raise _ApiError(
+                401,
+                {
+                    "errorMessage": {
+                        "message": "Plugin is missing required accessLevelV1Api READ permission"
+                    }
+                },
+            )
+        raw = request.match_info["dcid"]
+        dcid = _int_or_none(raw)
+        row = self._find("students", "dcid", dcid) if dcid is not None else None
+        if row is None:
+            raise _ApiError(404, {"errorMessage": {"message": f"Student {raw} not found"}})
+        student: dict[str, Any] = {
+            "@expansions": "demographics, addresses, alerts, phones, school_enrollment, "
+            "ethnicity_race, contact, contact_info, initial_enrollment, schedule_setup, fees, "
+            "lunch",
+            "@extensions": "studentcorefields",
+            "id": row["dcid"],
+            "local_id": row["student_number"],
+            "student_username": f"{row['first_name']}.{row['last_name']}{row['student_number']}",
+            "name": {"first_name": row["first_name"], "last_name": row["last_name"]},
+        }
+        expansions = {e.strip() for e in request.query.get("expansions", "").split(",")}
+        if "school_enrollment" in expansions:
+            school = self._find("schools", "school_number", row["schoolid"])
+            student["school_enrollment"] = {
+                "enroll_status": "A" if row["enroll_status"] == 0 else "I",
+                "enroll_status_code": row["enroll_status"],
+                "grade_level": row["grade_level"],
+                "school_number": row["schoolid"],
+                "school_id": school["dcid"] if school else 0,
+            }
+        return web.json_response({"student": student})
+
+    # -----------------------------------------------------------------------------------------
+    # Schema table API
+    # -----------------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> TableSpec:
+        key = name.lower()
+        spec = TABLES.get(key)
+        if spec is not None:
+            return spec
+        if key in FORBIDDEN_TABLES:
+            raise _ApiError(405, {"message": f"GET, POST and PUT are not allowed on table {name}"})
+        raise _ApiError(404, {"message": _ROW_NOT_FOUND})
+
+    def _check_grants(self, spec: TableSpec, columns: Iterable[Column]) -> None:
+        if self._grants is None:
+            return
+        granted = self._grants.get(spec.key, frozenset())
+        for col in columns:
+            if col.key not in granted:
+                raise _ApiError(
+                    403,
+                    {
+                        "message": "At least one column lacks sufficient permission",
+                        "errors": [
+                            {"code": "NoAccess", "field": col.canonical, "resource": spec.display}
+                        ],
+                    },
+                )
+
+    def _projection(self, spec: TableSpec, raw: str | None) -> list[Column]:
+        star = [
+            c
+            for c in spec.columns
+            if self._grants is None or c.key in self._grants.get(spec.key, ())
+        ] or [spec.columns[0]]
+        if raw is None or not raw.strip():
+            return star
+        out: list[Column] = []
+        for name in (n.strip() for n in raw.split(",")):
+            if not name:
+                continue
+            if name == "*" or name.lower() == f"{spec.key}.*":
+                out.extend(c for c in star if c not in out)
+                continue
+            col = resolve_column(spec, name)
+            if col is None:
+                raise QueryError(
+                    f"Invalid field specified: {name} is not valid column for table: {spec.display}"
+                )
+            if col not in out:
+                out.append(col)
+        return out
+
+    def _page(self, query: Mapping[str, str]) -> tuple[int, int]:
+        default_size = min(self.max_page_size, 100)
+        page = _int_or_none(query.get("page", "1"))
+        size = _int_or_none(query.get("pagesize", str(default_size)))
+        if page is None or page < 1:
+            raise QueryError(f"Invalid page '{query.get('page')}'")
+        if size is None or size < 1:
+            raise QueryError(f"Invalid pagesize '{query.get('pagesize')}'")
+        if size > self.max_page_size:
+            raise QueryError(
+                f"Page size {size} is greater than the maximum page size {self.max_page_size}"
+            )
+        return page, size
+
+    def _sorted(self, spec: TableSpec, rows: list[Row], query: Mapping[str, str]) -> list[Row]:
+        raw = query.get("sort", "").strip()
+        if not raw:
+            return rows
+        keys: list[Column] = []
+        for name in (n.strip() for n in raw.split(",") if n.strip()):
+            col = resolve_column(spec, name)
+            if col is None:
+                raise QueryError(f"Invalid field {name}")
+            keys.append(col)
+        descending = query.get("sortdescending", "false").strip().lower() == "true"
+
+        def key(row: Row) -> tuple[Any, ...]:
+            return tuple(
+                (row.get(c.key) is None, "" if row.get(c.key) is None else row[c.key]) for c in keys
+            )
+
+        return sorted(rows, key=key, reverse=descending)
+
+    def _render_columns(self, row: Row, columns: Iterable[Column]) -> dict[str, str]:
+        return {c.key: render_value(row.get(c.key)) for c in columns}
+
+    def _render_record(self, spec: TableSpec, row: Row, columns: list[Column]) -> dict[str, Any]:
+        return {
+            "id": row["dcid"],
+            "name": spec.display,
+            "tables": {spec.key: self._render_columns(row, columns)},
+        }
+
+    async def _table_query(self, request: web.Request) -> web.Response:
+        spec = self._table(request.match_info["table"])
+        clauses = parse(request.query.get("q"), spec)
+        columns = self._projection(spec, request.query.get("projection"))
+        page, size = self._page(request.query)
+        self._check_grants(spec, [*columns, *(c.column for c in clauses)])
+        rows = [row for row in self._rows[spec.key] if matches(row, clauses)]
+        rows = self._sorted(spec, rows, request.query)
+        window = rows[(page - 1) * size : page * size]
+        return web.json_response(
+            {
+                "name": spec.display,
+                "record": [self._render_record(spec, row, columns) for row in window],
+            }
+        )
+
+    async def _table_count(self, request: web.Request) -> web.Response:
+        spec = self._table(request.match_info["table"])
+        clauses = parse(request.query.get("q"), spec)
+        self._check_grants(spec, [c.column for c in clauses])
+        return web.json_response(
+            {"count": sum(1 for row in self._rows[spec.key] if matches(row, clauses))}
+        )
+
+    async def _table_row(self, request: web.Request) -> web.Response:
+        spec = self._table(request.match_info["table"])
+        columns = self._projection(spec, request.query.get("projection"))
+        dcid = _int_or_none(request.match_info["dcid"])
+        row = self._find(spec.key, "dcid", dcid) if dcid is not None else None
+        if row is None:
+            raise _ApiError(404, {"message": _ROW_NOT_FOUND})
+        self._check_grants(spec, columns)
+        return web.json_response(self._render_record(spec, row, columns))
+
+    def _find(self, table: str, column: str, value: object) -> Row | None:
+        for row in self._rows[table]:
+            if row.get(column) == value:
+                return row
+        return None
+
+    # -----------------------------------------------------------------------------------------
+    # PowerQueries
+    # -----------------------------------------------------------------------------------------
+
+    def _run_powerquery(self, name: str, args: Any) -> tuple[str, list[dict[str, Any]]]:
+        if not isinstance(args, dict):
+            raise _ApiError(400, {"message": "Query arguments must be a JSON object"})
+        if name == DCID_ID_MAP_QUERY and self.dcid_id_map_query:
+            return "Students", self._dcid_id_map(args)
+        if name == DAILY_TEMPLATE_QUERY:
+            return "Attendance", self._daily_template(args)
+        raise _ApiError(404, {"message": f"Named query {name} not found"})
+
+    def _id_list(self, args: Mapping[str, Any], key: str) -> set[int] | None:
+        if key not in args:
+            return None
+        raw = args[key]
+        values = raw if isinstance(raw, list) else [raw]
+        out: set[int] = set()
+        for v in values:
+            number = None if isinstance(v, bool) else _int_or_none(str(v))
+            if number is None:
+                raise _ApiError(400, {"message": f"Invalid value {v!r} for argument {key}"})
+            out.add(number)
+        return out
+
+    def _dcid_id_map(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        unknown = set(args) - {"students_dcid", "students_id"}
+        if unknown:
+            raise _ApiError(400, {"message": f"Invalid argument {sorted(unknown)[0]}"})
+        if self._grants is not None and not {"id", "dcid"} <= self._grants.get("students", set()):
+            raise _ApiError(
+                403,
+                {
+                    "message": "Validation Failed",
+                    "errors": [
+                        {
+                            "resource": DCID_ID_MAP_QUERY,
+                            "field": "students.id",
+                            "code": "No access to the field",
+                        }
+                    ],
+                },
+            )
+        dcids = self._id_list(args, "students_dcid")
+        ids = self._id_list(args, "students_id")
+        return [
+            {"id": str(row["id"]), "dcid": str(row["dcid"])}
+            for row in self._rows["students"]
+            if (dcids is None or row["dcid"] in dcids) and (ids is None or row["id"] in ids)
+        ]
+
+    def _daily_template(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        student_id = _int_or_none(str(args.get("studentid", "")))
+        day = parse_date(str(args.get("att_date", "")))
+        if student_id is None or day is None:
+            raise _ApiError(400, {"message": "Arguments studentid and att_date are required"})
+        student = self._find("students", "id", student_id)
+        term = self._year_term(student["schoolid"], day) if student else None
+        if student is None or term is None:
+            return []
+        existing = self._existing_daily(student_id, day)
+        values = {
+            "id": existing["id"] if existing else None,
+            "dcid": existing["dcid"] if existing else None,
+            "studentid": student_id,
+            "schoolid": student["schoolid"],
+            "yearid": term["yearid"],
+            "att_date": day,
+            "att_mode_code": ATT_MODE_DAILY,
+            "attendance_codeid": existing["attendance_codeid"] if existing else None,
+            "att_comment": existing["att_comment"] if existing else None,
+        }
+        return [{"tables": {"attendance": {k: render_value(v) for k, v in values.items()}}}]
+
+    async def _powerquery(self, request: web.Request) -> web.Response:
+        name, records = self._run_powerquery(request.match_info["name"], await _args(request))
+        size_raw = request.query.get("pagesize", "100")
+        size = _int_or_none(size_raw)
+        page = _int_or_none(request.query.get("page", "1"))
+        if size is None or size < 0 or page is None or page < 1:
+            raise QueryError("Invalid page or pagesize")
+        window = records if size == 0 else records[(page - 1) * size : page * size]
+        payload: dict[str, Any] = {"name": name, "record": window}
+        if request.query.get("count", "").lower() == "true":
+            payload["count"] = len(records)
+        return web.json_response(payload)
+
+    async def _powerquery_count(self, request: web.Request) -> web.Response:
+        _, records = self._run_powerquery(request.match_info["name"], await _args(request))
+        return web.json_response({"count": len(records)})
+
+    # -----------------------------------------------------------------------------------------
+    # Attendance writes
+    # -----------------------------------------------------------------------------------------
+
+    def _year_term(self, school_number: int, day: datetime.date) -> Row | None:
+        for term in self._rows["terms"]:
+            if (
+                term["schoolid"] == school_number
+                and term["isyearrec"] == 1
+                and term["firstday"] <= day <= term["lastday"]
+            ):
+                return term
+        return None
+
+    def _existing_daily(self, student_id: int, day: datetime.date) -> Row | None:
+        for row in self._rows["attendance"]:
+            if (
+                row["studentid"] == student_id
+                and row["att_date"] == day
+                and row["att_mode_code"] == ATT_MODE_DAILY
+            ):
+                return row
+        return None
+
+    def _take_attendance_id(self) -> int:
+        value = self._next_attendance_id
+        self._next_attendance_id += 1
+        return value
+
+    def _take_attendance_dcid(self) -> int:
+        value = self._next_attendance_dcid
+        self._next_attendance_dcid += 1
+        return value
+
+    def _write_fields(self, body: Any) -> dict[str, str]:
+        """Extract ``tables.attendance`` from a daily_time payload as strings, or raise 400."""
+        record = body.get("record") if isinstance(body, dict) else None
+        if not isinstance(record, list) or len(record) != 1:
+            raise _ApiError(
+                400,
+                {
+                    "message": "Only a single attendance daily or time record may be "
+                    "submitted in the payload"
+                },
+            )
+        tables = record[0].get("tables") if isinstance(record[0], dict) else None
+        raw = tables.get("attendance") if isinstance(tables, dict) else None
+        if not isinstance(raw, dict):
+            raise _validation_failed([("tables.attendance", "MISSING_FIELD")])
+        spec = TABLES["attendance"]
+        values: dict[str, str] = {}
+        errors: list[tuple[str, str]] = []
+        for name, value in raw.items():
+            column = spec.column(str(name))
+            if column is None or column.key == "id":
+                errors.append((str(name), "INVALID_FIELD"))
+            elif isinstance(value, str):
+                values[column.key] = value
+            elif self.strict_string_values or isinstance(value, bool | dict | list):
+                errors.append((column.key, "TYPECAST_ERROR"))
+            else:
+                values[column.key] = "" if value is None else str(value)
+        errors.extend(
+            (name, "MISSING_FIELD")
+            for name in _REQUIRED_WRITE_FIELDS
+            if not values.get(name, "").strip()
+        )
+        if errors:
+            raise _validation_failed(errors)
+        return values
+
+    def _validate_write(self, values: dict[str, str]) -> Row:
+        """Check the business rules of a daily write; return typed column values or raise 400."""
+        spec = TABLES["attendance"]
+        errors: list[tuple[str, str]] = []
+        typed: Row = {}
+        for key, text in values.items():
+            column = spec.column(key)
+            assert column is not None
+            try:
+                typed[key] = _coerce(column, text)
+            except ValueError:
+                errors.append((key, "INVALID_VALUE"))
+        if errors:
+            raise _validation_failed(errors)
+        if typed["att_mode_code"] != ATT_MODE_DAILY:
+            errors.append(("att_mode_code", "INVALID_VALUE"))
+        student = self._find("students", "id", typed["studentid"])
+        school = self._find("schools", "school_number", typed["schoolid"])
+        if student is None:
+            errors.append(("studentid", "INVALID_VALUE"))
+        if school is None or (student is not None and student["schoolid"] != typed["schoolid"]):
+            errors.append(("schoolid", "INVALID_VALUE"))
+        term = self._year_term(typed["schoolid"], typed["att_date"]) if school else None
+        if school is not None and term is None:
+            errors.append(("att_date", "INVALID_VALUE"))
+        if term is not None and term["yearid"] != typed["yearid"]:
+            errors.append(("yearid", "INVALID_VALUE"))
+        code = self._find("attendance_code", "id", typed["attendance_codeid"])
+        if code is None or (code["schoolid"], code["yearid"]) != (
+            typed["schoolid"],
+            typed["yearid"],
+        ):
+            errors.append(("attendance_codeid", "INVALID_VALUE"))
+        if typed.get("dcid") is not None:
+            existing = self._existing_daily(typed["studentid"], typed["att_date"])
+            if existing is None or existing["dcid"] != typed["dcid"]:
+                errors.append(("dcid", "INVALID_VALUE"))
+        if errors:
+            raise _validation_failed(errors)
+        return typed
+
+    async def _daily_time(self, request: web.Request) -> web.Response:
+        if self.faults.write_forbidden:
+            raise _ApiError(
+                403,
+                {
+                    "message": "At least one column lacks sufficient permission",
+                    "errors": [
+                        {"code": "NoAccess", "field": "attendance_codeid", "resource": "ATTENDANCE"}
+                    ],
+                },
+            )
+        body = await _json_body(request)
+        if body is None:
+            raise _ApiError(400, {"message": "Request body must be a JSON object"})
+        typed = self._validate_write(self._write_fields(body))
+        existing = self._existing_daily(typed["studentid"], typed["att_date"])
+        if self.faults.write_error_in_body:
+            return web.json_response(
+                {
+                    "result": [
+                        {
+                            "status": "ERROR",
+                            "action": "UPDATE" if existing else "INSERT",
+                            "error_message": {
+                                "error": {
+                                    "field": "attendance",
+                                    "error_code": "ATTENDANCE_SAVE_FAILED",
+                                    "error_description": "The attendance record could not be "
+                                    "saved (simulated)",
+                                }
+                            },
+                        }
+                    ]
+                }
+            )
+        if existing is not None:
+            for key, value in typed.items():
+                if key not in ("id", "dcid", "studentid", "att_date", "att_mode_code"):
+                    existing[key] = value
+            row, action = existing, "UPDATE"
+        else:
+            row = {c.key: ATTENDANCE_DEFAULTS.get(c.key) for c in TABLES["attendance"].columns}
+            row.update(typed)
+            row["id"] = self._take_attendance_id()
+            row["dcid"] = self._take_attendance_dcid()
+            row["ip_address"] = request.remote
+            self._rows["attendance"].append(row)
+            action = "INSERT"
+        ref = f"{request.scheme}://{request.host}/ws/schema/table/attendance/{row['dcid']}"
+        return web.json_response(
+            {
+                "result": [
+                    {
+                        "status": "SUCCESS",
+                        "action": action,
+                        "success_message": {"id": row["id"], "ref": ref},
+                    }
+                ]
+            }
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # /_sim control endpoints
+    # -----------------------------------------------------------------------------------------
+
+    async def _sim_calls(self, request: web.Request) -> web.Response:
+        return web.json_response([c.to_json() for c in self.calls])
+
+    async def _sim_attendance(self, request: web.Request) -> web.Response:
+        return web.json_response(self.attendance_rows())
+
+    async def _sim_add_attendance(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise _ApiError(400, {"message": "Body must be a JSON object of ATTENDANCE columns"})
+        try:
+            row = self.add_attendance(**body)
+        except ValueError as exc:
+            raise _ApiError(400, {"message": str(exc)}) from exc
+        return web.json_response(row)
+
+    def _faults_json(self) -> dict[str, Any]:
+        return {
+            "latency": self.faults.latency,
+            "outage": self.faults.outage,
+            "queue": [list(item) for item in self.faults.queue],
+            "write_error_in_body": self.faults.write_error_in_body,
+            "write_forbidden": self.faults.write_forbidden,
+            "v1_forbidden": self.faults.v1_forbidden,
+        }
+
+    async def _sim_get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self._faults_json())
+
+    async def _sim_set_faults(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise _ApiError(400, {"message": "Body must be a JSON object of Faults fields"})
+        try:
+            updates = _parse_faults(body)
+        except (TypeError, ValueError) as exc:
+            raise _ApiError(400, {"message": str(exc)}) from exc
+        for name, value in updates.items():
+            setattr(self.faults, name, value)
+        return web.json_response(self._faults_json())
+
+    async def _sim_reset_calls(self, request: web.Request) -> web.Response:
+        self.reset_calls()
+        return web.json_response({"ok": True})
+
+    async def _sim_revoke_tokens(self, request: web.Request) -> web.Response:
+        self.revoke_tokens()
+        return web.json_response({"ok": True})
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _coerce(column: Column, value: Any) -> Any:
+    """Convert a written or seeded value to the stored type of ``column`` (ValueError if bad)."""
+    if value is None or value == "":
+        return None
+    if column.type is ColType.NUMBER:
+        if isinstance(value, bool):
+            raise ValueError(f"{column.key}: not a number")
+        if isinstance(value, int):
+            return value
+        number = _int_or_none(str(value))
+        if number is None:
+            raise ValueError(f"{column.key}: not an integer: {value!r}")
+        return number
+    if column.type is ColType.DATE:
+        if isinstance(value, datetime.date):
+            return value
+        day = parse_date(str(value))
+        if day is None:
+            raise ValueError(f"{column.key}: not a YYYY-MM-DD date: {value!r}")
+        return day
+    return str(value)
+
+
+async def _json_body(request: web.Request) -> Any:
+    """Parsed JSON request body, or None when there is none or it is not JSON."""
+    if not request.body_exists:
+        return None
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+async def _args(request: web.Request) -> Any:
+    body = await _json_body(request)
+    return {} if body is None else body
+
+
+def _parse_faults(body: Mapping[str, Any]) -> dict[str, Any]:
+    known = {f.name for f in fields(Faults)}
+    out: dict[str, Any] = {}
+    for name, value in body.items():
+        if name not in known:
+            raise ValueError(f"unknown fault {name!r}; known: {sorted(known)}")
+        if name == "latency":
+            out[name] = float(value)
+        elif name == "queue":
+            out[name] = [_queue_item(item) for item in value]
+        elif isinstance(value, bool):
+            out[name] = value
+        else:
+            raise TypeError(f"fault {name!r} must be true or false")
+    return out
+
+
+def _queue_item(item: Any) -> tuple[int, float | None]:
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item, None
+    status: Any
+    retry: Any
+    if isinstance(item, dict):
+        status, retry = item.get("status"), item.get("retry_after")
+    elif isinstance(item, list | tuple) and len(item) in (1, 2):
+        status, retry = item[0], (item[1] if len(item) == 2 else None)
+    else:
+        raise ValueError(f"bad queue item {item!r}: use [status, retry_after_seconds|null]")
+    return int(status), None if retry is None else float(retry)

@@ -1,0 +1,83 @@
+"""Fixtures that run the real parts: embedded PostgreSQL, the service's gRPC server on a
+free port, and a PowerSchool simulator over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+from writeback.v1 import writeback_pb2_grpc
+
+from service import Server, Settings
+from service.logs import configure
+from service.store import EmbeddedPostgres
+from simulators.powerschool import PowerSchoolSimulator, demo_dataset
+from tests.helpers import World
+
+
+class LogCapture(io.StringIO):
+    """Everything the service logged during the test session."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def since(self, mark: int) -> str:
+        """The lines written after ``mark`` (a previous ``tell()``)."""
+        return self.getvalue()[mark:]
+
+
+@pytest.fixture(scope="session")
+def logs() -> LogCapture:
+    capture = LogCapture()
+    configure("INFO", "json", stream=capture)
+    return capture
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+async def server(database_url: str, logs: LogCapture) -> AsyncIterator[Server]:
+    srv = Server(Settings(database_url=database_url, grpc_host="127.0.0.1", grpc_port=0))
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture(scope="session")
+async def channel(server: Server) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.aio.Channel) -> writeback_pb2_grpc.WritebackServiceStub:
+    return writeback_pb2_grpc.WritebackServiceStub(channel)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[PowerSchoolSimulator]:
+    simulator = PowerSchoolSimulator(
+        demo_dataset(students_per_school=10), client_id=f"sim-{uuid.uuid4().hex[:8]}"
+    )
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+def world(stub: writeback_pb2_grpc.WritebackServiceStub, sim: PowerSchoolSimulator) -> World:
+    return World(stub, sim)

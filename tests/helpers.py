@@ -1,0 +1,192 @@
+"""Test helpers: a district wired to a simulator, and gRPC error inspection."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from writeback.v1 import writeback_pb2 as pb
+from writeback.v1 import writeback_pb2_grpc
+
+from simulators.powerschool import PowerSchoolSimulator, PSStudent
+
+TZ = "America/Chicago"
+
+
+def roster_id_of(s: PSStudent) -> str:
+    return f"clever-{s.dcid:x}"
+
+
+def roster_school_of(school_number: int) -> str:
+    return f"sch-{school_number}"
+
+
+def ts(dt: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(dt.astimezone(UTC))
+    return out
+
+
+def local(day: date, hh: int, mm: int, tz: str = TZ) -> datetime:
+    return datetime.combine(day, time(hh, mm), tzinfo=ZoneInfo(tz))
+
+
+@dataclass
+class World:
+    """One test's district: the stub, its simulator, and handy lookups."""
+
+    stub: writeback_pb2_grpc.WritebackServiceStub
+    sim: PowerSchoolSimulator
+    district_id: str = field(default_factory=lambda: f"d-{uuid.uuid4().hex[:12]}")
+
+    @property
+    def students(self) -> list[PSStudent]:
+        return list(self.sim.dataset.students)
+
+    def student(self, school_number: int = 100, index: int = 0) -> PSStudent:
+        return [s for s in self.students if s.schoolid == school_number][index]
+
+    def school_day(self, back: int = 1) -> date:
+        """A recent date inside one of the simulator's school years (a real school day)."""
+        day = datetime.now(UTC).date() - timedelta(days=back)
+        for _ in range(400):
+            if any(t.isyearrec and t.firstday <= day <= t.lastday for t in self.sim.dataset.terms):
+                return day
+            day -= timedelta(days=1)
+        raise AssertionError("simulator dataset has no school year in the last 400 days")
+
+    def yearid(self, school_number: int, day: date) -> int:
+        return next(
+            t.yearid
+            for t in self.sim.dataset.terms
+            if t.schoolid == school_number and t.isyearrec and t.firstday <= day <= t.lastday
+        )
+
+    def code_id(self, school_number: int, yearid: int, att_code: str) -> int:
+        return next(
+            c.id
+            for c in self.sim.dataset.codes
+            if (c.schoolid, c.yearid, c.att_code) == (school_number, yearid, att_code)
+        )
+
+    def district_pb(self, **overrides: Any) -> pb.District:
+        schools = overrides.pop(
+            "schools",
+            [
+                pb.School(
+                    school_number=number,
+                    roster_school_id=roster_school_of(number),
+                    name=f"School {number}",
+                    writeback_enabled=True,
+                    late_check_in_code="T",
+                    early_check_out_code="ED",
+                    late_check_in_excused_code="TE",
+                    early_check_out_excused_code="EDE",
+                )
+                for number in (100, 200)
+            ],
+        )
+        fields: dict[str, Any] = {
+            "district_id": self.district_id,
+            "name": "Test District",
+            "roster_source": pb.ROSTER_SOURCE_CLEVER,
+            "id_mode": pb.ID_MODE_DCID,
+            "visible_student_id": pb.VISIBLE_STUDENT_ID_STUDENT_ID,
+            "writeback_enabled": True,
+            "timezone": TZ,
+            "powerschool": pb.PowerSchoolConnection(
+                base_url=self.sim.base_url,
+                client_id=self.sim.client_id,
+                client_secret=self.sim.client_secret,
+            ),
+            "schools": schools,
+        }
+        fields.update(overrides)
+        return pb.District(**fields)
+
+    async def setup(self, *, sis_field: str = "dcid", **overrides: Any) -> None:
+        """Create the district and import every simulator student into its roster,
+        with ``sis_id`` carrying the PowerSchool field ``sis_field`` (``dcid`` or ``id``)."""
+        await self.stub.UpsertDistrict(
+            pb.UpsertDistrictRequest(district=self.district_pb(**overrides))
+        )
+        await self.stub.ImportStudents(
+            pb.ImportStudentsRequest(
+                district_id=self.district_id,
+                students=[
+                    pb.RosterStudent(
+                        roster_id=roster_id_of(s),
+                        sis_id=str(getattr(s, sis_field)),
+                        student_number=s.student_number,
+                        first_name=s.first_name,
+                        last_name=s.last_name,
+                        roster_school_id=roster_school_of(s.schoolid),
+                        grade=str(s.grade_level),
+                        active=True,
+                    )
+                    for s in self.students
+                ],
+            )
+        )
+
+    async def resolve(self, **key: Any) -> pb.Student:
+        response = await self.stub.ResolveStudent(
+            pb.ResolveStudentRequest(district_id=self.district_id, key=pb.StudentKey(**key))
+        )
+        return response.student
+
+    async def submit(
+        self,
+        student: PSStudent,
+        when: datetime,
+        event: int = pb.ATTENDANCE_EVENT_LATE_CHECK_IN,
+        **extra: Any,
+    ) -> pb.SubmitAttendanceResponse:
+        fields: dict[str, Any] = {
+            "district_id": self.district_id,
+            "idempotency_key": uuid.uuid4().hex,
+            "student": pb.StudentKey(sis_id=str(student.dcid)),
+            "event": event,
+            "occurred_at": ts(when),
+            "reason": "Doctor appointment",
+        }
+        fields.update(extra)
+        return await self.stub.SubmitAttendance(pb.SubmitAttendanceRequest(**fields))
+
+
+@dataclass
+class RpcFailure:
+    code: grpc.StatusCode
+    message: str
+    violations: dict[str, str]
+    reason: str
+    retry_delay: float | None
+
+
+def failure(err: grpc.aio.AioRpcError) -> RpcFailure:
+    """The status code and google.rpc details of a failed call."""
+    status = rpc_status.from_call(err)
+    violations: dict[str, str] = {}
+    reason = ""
+    retry: float | None = None
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.update({v.field: v.description for v in bad.field_violations})
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info_r = error_details_pb2.RetryInfo()
+            detail.Unpack(info_r)
+            retry = info_r.retry_delay.ToTimedelta().total_seconds()
+    return RpcFailure(err.code(), err.details() or "", violations, reason, retry)

@@ -1,0 +1,116 @@
+"""District configuration, secret handling, roster import and logs."""
+
+from __future__ import annotations
+
+import json
+
+from writeback.v1 import writeback_pb2 as pb
+
+from tests.conftest import LogCapture
+from tests.helpers import World, local, roster_id_of
+
+
+class TestDistricts:
+    async def test_secret_is_write_only(self, world: World) -> None:
+        """GetDistrict says a secret is stored but never returns it; an update without a
+        secret keeps the stored one working."""
+        await world.setup()
+        got = (
+            await world.stub.GetDistrict(pb.GetDistrictRequest(district_id=world.district_id))
+        ).district
+        assert got.powerschool.client_secret == ""
+        assert got.powerschool.has_client_secret
+        assert world.sim.client_secret not in str(got)
+
+        without_secret = world.district_pb()
+        without_secret.powerschool.client_secret = ""
+        saved = await world.stub.UpsertDistrict(pb.UpsertDistrictRequest(district=without_secret))
+        assert saved.district.powerschool.has_client_secret
+        ps = world.student()
+        assert (await world.resolve(sis_id=str(ps.dcid))).powerschool_id == ps.id
+
+    async def test_round_trip(self, world: World) -> None:
+        await world.setup(visible_student_id=pb.VISIBLE_STUDENT_ID_STUDENT_NUMBER)
+        got = (
+            await world.stub.GetDistrict(pb.GetDistrictRequest(district_id=world.district_id))
+        ).district
+        sent = world.district_pb(visible_student_id=pb.VISIBLE_STUDENT_ID_STUDENT_NUMBER)
+        assert got.visible_student_id == pb.VISIBLE_STUDENT_ID_STUDENT_NUMBER
+        assert list(got.schools) == list(sent.schools)
+        assert got.timezone == sent.timezone
+
+
+class TestImport:
+    async def test_counts_created_updated_unchanged(self, world: World) -> None:
+        await world.setup()
+        first, second = world.student(100, 0), world.student(100, 1)
+        response = await world.stub.ImportStudents(
+            pb.ImportStudentsRequest(
+                district_id=world.district_id,
+                students=[
+                    pb.RosterStudent(
+                        roster_id=roster_id_of(first),
+                        sis_id=str(first.dcid),
+                        student_number="NEW-NUMBER",
+                        first_name=first.first_name,
+                        last_name=first.last_name,
+                        roster_school_id="sch-100",
+                        grade=str(first.grade_level),
+                        active=True,
+                    ),
+                    pb.RosterStudent(
+                        roster_id=roster_id_of(second),
+                        sis_id=str(second.dcid),
+                        student_number=second.student_number,
+                        first_name=second.first_name,
+                        last_name=second.last_name,
+                        roster_school_id="sch-100",
+                        grade=str(second.grade_level),
+                        active=True,
+                    ),
+                    pb.RosterStudent(roster_id="brand-new", sis_id="1", active=True),
+                ],
+            )
+        )
+        assert (response.created, response.updated, response.unchanged) == (1, 1, 1)
+        assert (await world.resolve(student_number="NEW-NUMBER")).roster_id == roster_id_of(first)
+
+    async def test_changed_sis_id_forgets_the_old_mapping(self, world: World) -> None:
+        """A roster fix (Student ID remapped from STUDENTS.ID to DCID) must not keep a
+        STUDENTS.ID looked up for the old value."""
+        await world.setup(sis_field="id", id_mode=pb.ID_MODE_STUDENTS_ID)
+        ps = world.student()
+        assert (await world.resolve(roster_id=roster_id_of(ps))).powerschool_id == ps.id
+        await world.setup(sis_field="dcid", id_mode=pb.ID_MODE_DCID)
+        student = await world.resolve(roster_id=roster_id_of(ps))
+        assert (student.sis_id, student.powerschool_id) == (str(ps.dcid), ps.id)
+        assert world.sim.count("/ws/schema/table/students") == 2
+
+
+class TestLogs:
+    async def test_one_line_per_rpc_and_no_secrets_or_names(
+        self, world: World, logs: LogCapture
+    ) -> None:
+        mark = logs.tell()
+        await world.setup()
+        ps = world.student()
+        await world.submit(ps, local(world.school_day(), 8, 15))
+        lines = [json.loads(line) for line in logs.since(mark).splitlines() if line.strip()]
+        rpcs = [entry for entry in lines if entry["event"] == "rpc"]
+        assert [entry["rpc"].rsplit("/", 1)[1] for entry in rpcs] == [
+            "UpsertDistrict",
+            "ImportStudents",
+            "SubmitAttendance",
+        ]
+        assert all(entry["grpc_code"] == "OK" and "duration_ms" in entry for entry in rpcs)
+        assert all(entry["district_id"] == world.district_id for entry in rpcs)
+        calls = [entry for entry in lines if entry["event"] == "powerschool_call"]
+        assert {c["endpoint"] for c in calls} >= {
+            "/oauth/access_token",
+            "/ws/schema/table/students",
+            "/ws/attendance/daily_time",
+        }
+        assert all(c["request_id"] for c in calls)  # request context reaches adapter lines
+        text = logs.since(mark)
+        for secret in (world.sim.client_secret, ps.first_name, ps.last_name, "Bearer"):
+            assert secret not in text
