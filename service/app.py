@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import aiohttp
 import asyncpg
 import grpc
 import structlog
@@ -14,7 +15,15 @@ from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
 from service.api import AccessLogInterceptor, WritebackServicer
 from service.config import Settings
-from service.domain import AttendanceService, Deliverer, DistrictService, StudentResolver
+from service.domain import (
+    AttendanceService,
+    Deliverer,
+    DistrictService,
+    MappingDoctor,
+    RosterSync,
+    StudentResolver,
+    SyncScheduler,
+)
 from service.logs import configure
 from service.powerschool import PowerSchoolPool
 from service.store import (
@@ -22,6 +31,7 @@ from service.store import (
     DistrictStore,
     EmbeddedPostgres,
     StudentStore,
+    SyncStateStore,
     open_pool,
 )
 
@@ -43,6 +53,8 @@ class Server:
             limit_per_host=settings.powerschool_connections_per_host,
         )
         self._grpc: grpc.aio.Server | None = None
+        self._roster_http: aiohttp.ClientSession | None = None
+        self._scheduler: SyncScheduler | None = None
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> int:
@@ -60,10 +72,30 @@ class Server:
         resolver = StudentResolver(student_store, self._powerschool)
         deliverer = Deliverer(record_store, resolver, self._powerschool)
         attendance = AttendanceService(districts, resolver, record_store, deliverer)
+        self._roster_http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=50, limit_per_host=8)
+        )
+        roster_sync = RosterSync(
+            districts,
+            student_store,
+            SyncStateStore(self._pool),
+            resolver,
+            self._roster_http,
+            page_size=self.settings.roster_page_size,
+        )
+        doctor = MappingDoctor(districts, student_store, self._powerschool)
 
         server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
-            WritebackServicer(districts, student_store, resolver, attendance), server
+            WritebackServicer(
+                districts=districts,
+                students=student_store,
+                resolver=resolver,
+                attendance=attendance,
+                roster_sync=roster_sync,
+                doctor=doctor,
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -79,6 +111,11 @@ class Server:
             raise SystemExit(f"cannot bind gRPC port {self.settings.grpc_port}")
         await server.start()
         self._grpc = server
+        if self.settings.run_scheduler:
+            self._scheduler = SyncScheduler(
+                roster_sync, district_store, poll=self.settings.sync_poll_seconds
+            )
+            self._scheduler.start()
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("service_started", port=self.port, embedded_postgres=self._embedded is not None)
@@ -95,6 +132,12 @@ class Server:
             await self._health.enter_graceful_shutdown()
             await self._grpc.stop(self.settings.shutdown_grace)
             self._grpc = None
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+            self._scheduler = None
+        if self._roster_http is not None:
+            await self._roster_http.close()
+            self._roster_http = None
         await self._powerschool.close()
         if self._pool is not None:
             await self._pool.close()

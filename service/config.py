@@ -45,6 +45,9 @@ class Settings:
     powerschool_connections: int = 100
     powerschool_connections_per_host: int = 8
     shutdown_grace: float = 5.0
+    roster_page_size: int = 1000
+    sync_poll_seconds: float = 30.0
+    run_scheduler: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,4 +65,6 @@ class Settings:
             db_pool_size=_env_int("DB_POOL_SIZE", 10),
             powerschool_timeout=_env_float("POWERSCHOOL_TIMEOUT", 10.0),
             powerschool_connections_per_host=_env_int("POWERSCHOOL_CONNECTIONS_PER_HOST", 8),
+            roster_page_size=_env_int("ROSTER_PAGE_SIZE", 1000),
+            sync_poll_seconds=_env_float("SYNC_POLL_SECONDS", 30.0),
         )

@@ -59,6 +59,36 @@ class PowerSchoolConnection:
 
 
 @dataclass(frozen=True)
+class CleverConnection:
+    """A Clever district-app connection: client credentials or a district token."""
+
+    base_url: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    district_token: str = field(default="", repr=False)
+    clever_district_id: str = ""
+
+    @property
+    def configured(self) -> bool:
+        """True when the service can get a district token."""
+        return bool(self.district_token or (self.client_id and self.client_secret))
+
+
+@dataclass(frozen=True)
+class ClassLinkConnection:
+    """A ClassLink Roster Server (OneRoster 1.1 with OAuth 1.0a signatures)."""
+
+    endpoint_url: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+
+    @property
+    def configured(self) -> bool:
+        """True when all three parts are present."""
+        return bool(self.endpoint_url and self.client_id and self.client_secret)
+
+
+@dataclass(frozen=True)
 class School:
     """A school of a district, keyed by PowerSchool SCHOOLS.SCHOOL_NUMBER."""
 
@@ -92,8 +122,13 @@ class District:
     timezone: str = "UTC"
     powerschool: PowerSchoolConnection = PowerSchoolConnection()
     schools: tuple[School, ...] = ()
+    clever: CleverConnection = CleverConnection()
+    classlink: ClassLinkConnection = ClassLinkConnection()
+    sync_interval_seconds: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    last_sync_at: datetime | None = None
+    last_sync_error: str = ""
 
     def school_by_number(self, school_number: int) -> School | None:
         """The configured school with that SCHOOLS.SCHOOL_NUMBER, if any."""
@@ -132,11 +167,21 @@ class Student:
 
 @dataclass(frozen=True)
 class ImportCounts:
-    """Outcome of a roster upsert."""
+    """Outcome of a roster upsert; ``deactivated`` counts students switched off, including
+    older records that held a DCID now carried by another roster record."""
 
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    deactivated: int = 0
+
+    def __add__(self, other: ImportCounts) -> ImportCounts:
+        return ImportCounts(
+            self.created + other.created,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+            self.deactivated + other.deactivated,
+        )
 
 
 @dataclass(frozen=True)
@@ -195,3 +240,57 @@ class StudentKey:
 
     kind: KeyKind
     value: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one roster sync did."""
+
+    counts: ImportCounts
+    full: bool
+    duration: float
+    prefetched: int = 0
+    unresolved: int = 0
+
+
+class FindingCode(enum.StrEnum):
+    """A kind of mapping problem DiagnoseMapping can report."""
+
+    SIS_ID_LOOKS_LIKE_STUDENTS_ID = "sis_id_looks_like_students_id"
+    SIS_ID_NOT_NUMERIC = "sis_id_not_numeric"
+    DCID_UNKNOWN = "dcid_unknown"
+    STUDENT_NUMBER_MISMATCH = "student_number_mismatch"
+    DUPLICATE_STUDENT_NUMBER = "duplicate_student_number"
+    SCHOOL_NOT_MAPPED = "school_not_mapped"
+    VISIBLE_ID_SHOWS_DCID = "visible_id_shows_dcid"
+    STUDENT_NUMBER_MISSING = "student_number_missing"
+    SIS_ID_LOOKS_LIKE_DCID = "sis_id_looks_like_dcid"
+
+
+class Severity(enum.StrEnum):
+    """How urgent a finding is."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One mapping problem: what, how bad, how many, and a few roster IDs (never names)."""
+
+    code: FindingCode
+    severity: Severity
+    message: str
+    count: int
+    checked: int
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Everything DiagnoseMapping found."""
+
+    findings: tuple[Finding, ...]
+    sampled: int
+    active_students: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from writeback.v1 import writeback_pb2 as pb
 
@@ -14,13 +15,19 @@ from service.models import (
     AttendanceEvent,
     AttendanceRecord,
     AttendanceState,
+    ClassLinkConnection,
+    CleverConnection,
+    Diagnosis,
     District,
+    FindingCode,
     IdMode,
     PowerSchoolConnection,
     RosterSource,
     RosterStudent,
     School,
+    Severity,
     Student,
+    SyncResult,
     VisibleId,
 )
 
@@ -102,6 +109,19 @@ def district_from_pb(msg: pb.District) -> District:
             )
             for s in msg.schools
         ),
+        clever=CleverConnection(
+            base_url=msg.clever.base_url.rstrip("/"),
+            client_id=msg.clever.client_id,
+            client_secret=msg.clever.client_secret,
+            district_token=msg.clever.district_token,
+            clever_district_id=msg.clever.clever_district_id,
+        ),
+        classlink=ClassLinkConnection(
+            endpoint_url=msg.classlink.endpoint_url.rstrip("/"),
+            client_id=msg.classlink.client_id,
+            client_secret=msg.classlink.client_secret,
+        ),
+        sync_interval_seconds=msg.sync_interval.seconds,
     )
 
 
@@ -136,6 +156,23 @@ def district_to_pb(district: District) -> pb.District:
         ],
         created_at=timestamp(district.created_at),
         updated_at=timestamp(district.updated_at),
+        clever=pb.CleverConnection(
+            base_url=district.clever.base_url,
+            client_id=district.clever.client_id,
+            clever_district_id=district.clever.clever_district_id,
+            has_client_secret=bool(district.clever.client_secret),
+            has_district_token=bool(district.clever.district_token),
+        ),
+        classlink=pb.ClassLinkConnection(
+            endpoint_url=district.classlink.endpoint_url,
+            client_id=district.classlink.client_id,
+            has_client_secret=bool(district.classlink.client_secret),
+        ),
+        sync_interval=Duration(seconds=district.sync_interval_seconds)
+        if district.sync_interval_seconds
+        else None,
+        last_sync_at=timestamp(district.last_sync_at),
+        last_sync_error=district.last_sync_error,
     )
 
 
@@ -195,3 +232,42 @@ def record_to_pb(record: AttendanceRecord) -> pb.AttendanceRecord:
 def aware(ts: Timestamp) -> datetime:
     """A protobuf Timestamp as a UTC-aware datetime."""
     return ts.ToDatetime(tzinfo=UTC)
+
+
+def sync_result_to_pb(result: SyncResult) -> pb.SyncRosterResponse:
+    """A sync outcome as a message."""
+    duration = Duration()
+    duration.FromNanoseconds(int(result.duration * 1e9))
+    return pb.SyncRosterResponse(
+        created=result.counts.created,
+        updated=result.counts.updated,
+        deactivated=result.counts.deactivated,
+        unchanged=result.counts.unchanged,
+        duration=duration,
+        full=result.full,
+        prefetched=result.prefetched,
+        unresolved=result.unresolved,
+    )
+
+
+_FINDING_PB = {code: pb.FindingCode.Value(f"FINDING_CODE_{code.name}") for code in FindingCode}
+_SEVERITY_PB = {sev: pb.Severity.Value(f"SEVERITY_{sev.name}") for sev in Severity}
+
+
+def diagnosis_to_pb(diagnosis: Diagnosis) -> pb.DiagnoseMappingResponse:
+    """A diagnosis as a message."""
+    return pb.DiagnoseMappingResponse(
+        findings=[
+            pb.MappingFinding(
+                code=_FINDING_PB[f.code],
+                severity=_SEVERITY_PB[f.severity],
+                message=f.message,
+                count=f.count,
+                checked=f.checked,
+                examples=list(f.examples),
+            )
+            for f in diagnosis.findings
+        ],
+        sampled=diagnosis.sampled,
+        active_students=diagnosis.active_students,
+    )

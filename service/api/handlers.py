@@ -12,7 +12,13 @@ from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service.api import _convert, validation
-from service.domain import AttendanceService, DistrictService, StudentResolver
+from service.domain import (
+    AttendanceService,
+    DistrictService,
+    MappingDoctor,
+    RosterSync,
+    StudentResolver,
+)
 from service.models import AttendanceRequest
 from service.store import StudentStore
 
@@ -25,15 +31,20 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
 
     def __init__(
         self,
+        *,
         districts: DistrictService,
         students: StudentStore,
         resolver: StudentResolver,
         attendance: AttendanceService,
+        roster_sync: RosterSync,
+        doctor: MappingDoctor,
     ) -> None:
         self._districts = districts
         self._students = students
         self._resolver = resolver
         self._attendance = attendance
+        self._roster_sync = roster_sync
+        self._doctor = doctor
 
     async def UpsertDistrict(
         self, request: pb.UpsertDistrictRequest, context: _Context
@@ -101,3 +112,19 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         validation.check_get_attendance(request)
         record = await self._attendance.get(request.district_id, request.record_id)
         return pb.GetAttendanceResponse(record=_convert.record_to_pb(record))
+
+    async def SyncRoster(
+        self, request: pb.SyncRosterRequest, context: _Context
+    ) -> pb.SyncRosterResponse:
+        """Sync the district's roster from Clever or ClassLink now."""
+        validation.check_district_id(request.district_id)
+        result = await self._roster_sync.sync(request.district_id, full=request.full)
+        return _convert.sync_result_to_pb(result)
+
+    async def DiagnoseMapping(
+        self, request: pb.DiagnoseMappingRequest, context: _Context
+    ) -> pb.DiagnoseMappingResponse:
+        """Check the district's roster mapping against PowerSchool."""
+        validation.check_diagnose(request)
+        diagnosis = await self._doctor.diagnose(request.district_id, request.sample_size)
+        return _convert.diagnosis_to_pb(diagnosis)

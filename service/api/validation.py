@@ -21,6 +21,7 @@ _IDENTIFIER = re.compile(r"[\x21-\x7e]{1,128}")
 _ATT_CODE = re.compile(r"[\x21-\x7e]{1,10}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_IMPORT = 10_000
+MIN_SYNC_INTERVAL = 60
 _MAX_FUTURE = timedelta(hours=1)
 _MAX_PAST = timedelta(days=400)
 
@@ -113,6 +114,20 @@ def check_district(msg: pb.District, field: str = "district") -> None:
     c.text(f"{field}.powerschool.client_id", msg.powerschool.client_id, 200)
     if len(msg.powerschool.client_secret) > 500:
         c.fail(f"{field}.powerschool.client_secret", "must be at most 500 characters")
+    c.base_url(f"{field}.clever.base_url", msg.clever.base_url)
+    c.text(f"{field}.clever.client_id", msg.clever.client_id, 200)
+    c.text(f"{field}.clever.clever_district_id", msg.clever.clever_district_id, 64)
+    c.base_url(f"{field}.classlink.endpoint_url", msg.classlink.endpoint_url)
+    c.text(f"{field}.classlink.client_id", msg.classlink.client_id, 200)
+    for secret in ("clever.client_secret", "clever.district_token", "classlink.client_secret"):
+        part, name = secret.split(".")
+        if len(getattr(getattr(msg, part), name)) > 500:
+            c.fail(f"{field}.{secret}", "must be at most 500 characters")
+    if msg.HasField("sync_interval") and not (
+        msg.sync_interval.seconds == 0
+        or MIN_SYNC_INTERVAL <= msg.sync_interval.seconds <= 86_400 * 7
+    ):
+        c.fail(f"{field}.sync_interval", "must be 0 (off) or between 60 seconds and 7 days")
     numbers: set[int] = set()
     roster_ids: set[str] = set()
     for i, school in enumerate(msg.schools):
@@ -239,4 +254,13 @@ def check_district_id(district_id: str) -> None:
     """Validate a request that carries only a district ID."""
     c = Checker()
     c.district_id("district_id", district_id)
+    c.done()
+
+
+def check_diagnose(msg: pb.DiagnoseMappingRequest) -> None:
+    """Validate a DiagnoseMapping request."""
+    c = Checker()
+    c.district_id("district_id", msg.district_id)
+    if not 0 <= msg.sample_size <= 500:
+        c.fail("sample_size", "must be between 0 (default 50) and 500")
     c.done()

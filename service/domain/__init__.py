@@ -3,13 +3,18 @@ delivery. Knows nothing of gRPC or HTTP; talks to the store and PowerSchool adap
 
 from service.domain.attendance import AttendanceService
 from service.domain.delivery import Deliverer
+from service.domain.diagnose import MappingDoctor
 from service.domain.districts import DistrictService
+from service.domain.roster_sync import RosterSync, SyncScheduler
 from service.domain.students import StudentResolver, visible_student_id
 
 __all__ = [
     "AttendanceService",
     "Deliverer",
     "DistrictService",
+    "MappingDoctor",
+    "RosterSync",
     "StudentResolver",
+    "SyncScheduler",
     "visible_student_id",
 ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import structlog
+
 from service.domain._powerschool_calls import call, client_for
 from service.errors import FailedPrecondition, NotFound
 from service.models import (
@@ -21,8 +23,15 @@ from service.models import (
     StudentKey,
     VisibleId,
 )
-from service.powerschool import PowerSchoolPool, PSStudentIds
+from service.powerschool import PowerSchoolError, PowerSchoolPool, PSStudentIds
 from service.store import StudentStore
+
+log = structlog.get_logger("students")
+
+# PowerSchool's schema and PowerQuery pages hold 100 rows; a few calls at a time is polite.
+_PREFETCH_BATCH = 100
+_PREFETCH_CONCURRENCY = 4
+_PREFETCH_MAX = 1_000_000
 
 
 def visible_student_id(district: District, student: Student) -> str:
@@ -84,6 +93,46 @@ class StudentResolver:
                 reason="STUDENT_KEY_AMBIGUOUS",
             )
         return found[0]
+
+    async def prefetch(self, district: District) -> tuple[int, int]:
+        """Look up STUDENTS.ID for every active student lacking it, many per call.
+
+        Returns ``(found, still_unresolved)``. PowerSchool trouble stops the prefetch, never
+        the caller: check-ins resolve on demand anyway.
+        """
+        if not district.powerschool.configured:
+            return 0, len(await self._students.unresolved(district.district_id, _PREFETCH_MAX))
+        pending = await self._students.unresolved(district.district_id, _PREFETCH_MAX)
+        keys = sorted({int(sis) for _, sis in pending if sis.isascii() and sis.isdigit()})
+        client = client_for(self._powerschool, district)
+        by = "dcid" if district.id_mode is IdMode.DCID else "id"
+        gate = asyncio.Semaphore(_PREFETCH_CONCURRENCY)
+        found: list[tuple[str, int, int]] = []
+
+        async def batch(chunk: list[int]) -> None:
+            async with gate:
+                mapping = await client.id_map(chunk, by=by)
+                if mapping is None:  # the PowerQuery is not installed: one query per student
+                    lookup = client.student_by_dcid if by == "dcid" else client.student_by_id
+                    rows = [await lookup(k) for k in chunk]
+                    mapping = {
+                        (r.dcid if by == "dcid" else r.id): (r.id if by == "dcid" else r.dcid)
+                        for r in rows
+                        if r is not None
+                    }
+            mine = [
+                (str(key), *((key, other) if by == "dcid" else (other, key)))
+                for key, other in mapping.items()
+            ]
+            await self._students.save_powerschool_ids_batch(district.district_id, mine)
+            found.extend(mine)
+
+        chunks = [keys[i : i + _PREFETCH_BATCH] for i in range(0, len(keys), _PREFETCH_BATCH)]
+        try:
+            await asyncio.gather(*(batch(c) for c in chunks))
+        except PowerSchoolError as exc:
+            log.warning("prefetch_stopped", error=str(exc))
+        return len(found), len(pending) - len(found)
 
     async def _find_by_unseen_powerschool_id(
         self, district: District, powerschool_id: int

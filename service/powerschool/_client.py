@@ -260,6 +260,35 @@ class PowerSchoolClient:
             enroll_status=_int_or_none(row.get("enroll_status")),
         )
 
+    async def id_map(self, keys: list[int], *, by: str = "dcid") -> dict[int, int] | None:
+        """Map many students at once with the core PowerQuery ``student_dcid_id_map``:
+        DCID -> STUDENTS.ID (``by="dcid"``) or STUDENTS.ID -> DCID (``by="id"``).
+
+        Returns None when the server does not offer the query, so callers can fall back.
+        """
+        argument = "students_dcid" if by == "dcid" else "students_id"
+        try:
+            body = await self.request(
+                "POST",
+                "/ws/schema/query/com.pearson.core.student.student_dcid_id_map",
+                json={argument: [int(_digits(k, "student key")) for k in keys]},
+            )
+        except PowerSchoolRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        mapping: dict[int, int] = {}
+        for record in body.get("record") or [] if isinstance(body, dict) else []:
+            row = (
+                record.get("tables", {}).get("students", record) if isinstance(record, dict) else {}
+            )
+            students_id, dcid = _int_or_none(row.get("id")), _int_or_none(row.get("dcid"))
+            if students_id is not None and dcid is not None:
+                mapping[dcid if by == "dcid" else students_id] = (
+                    students_id if by == "dcid" else dcid
+                )
+        return mapping
+
     async def year_terms(self, school_number: int) -> list[YearTerm]:
         """Every year-long term of a school, across all pages."""
         rows = await self._all_rows(

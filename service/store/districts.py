@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncpg
 
 from service.models import (
+    ClassLinkConnection,
+    CleverConnection,
     District,
     IdMode,
     PowerSchoolConnection,
@@ -58,8 +60,23 @@ class DistrictStore:
                 client_secret=row["ps_client_secret"],
             ),
             schools=tuple(_school(s) for s in schools),
+            clever=CleverConnection(
+                base_url=row["clever_base_url"],
+                client_id=row["clever_client_id"],
+                client_secret=row["clever_client_secret"],
+                district_token=row["clever_district_token"],
+                clever_district_id=row["clever_district_id"],
+            ),
+            classlink=ClassLinkConnection(
+                endpoint_url=row["classlink_endpoint_url"],
+                client_id=row["classlink_client_id"],
+                client_secret=row["classlink_client_secret"],
+            ),
+            sync_interval_seconds=row["sync_interval_seconds"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            last_sync_at=row["last_sync_at"],
+            last_sync_error=row["last_sync_error"],
         )
 
     async def upsert(self, district: District) -> None:
@@ -80,6 +97,15 @@ class DistrictStore:
                 district.powerschool.base_url,
                 district.powerschool.client_id,
                 district.powerschool.client_secret,
+                district.clever.base_url,
+                district.clever.client_id,
+                district.clever.client_secret,
+                district.clever.district_token,
+                district.clever.clever_district_id,
+                district.classlink.endpoint_url,
+                district.classlink.client_id,
+                district.classlink.client_secret,
+                district.sync_interval_seconds,
             )
             await conn.execute(_Q["delete_schools"], district.district_id)
             await conn.executemany(
@@ -100,3 +126,8 @@ class DistrictStore:
                     for s in district.schools
                 ],
             )
+
+    async def due_for_sync(self) -> list[str]:
+        """IDs of districts whose sync schedule is due."""
+        async with self._pool.acquire() as conn:
+            return [r["district_id"] for r in await conn.fetch(_Q["due_for_sync"])]

@@ -37,7 +37,8 @@ class StudentStore:
         self._pool = pool
 
     async def upsert(self, district_id: str, students: Sequence[RosterStudent]) -> ImportCounts:
-        """Insert or update a batch in one statement; unchanged rows are not written."""
+        """Insert or update a batch in one transaction; unchanged rows are not written, and
+        an older record holding a DCID that a now-active record carries is deactivated."""
         if not students:
             return ImportCounts()
         columns = list(
@@ -58,11 +59,22 @@ class StudentStore:
                 strict=True,
             )
         )
-        async with self._pool.acquire() as conn:
+        active = [s for s in students if s.active and s.sis_id]
+        async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_Q["upsert_students"], district_id, *map(list, columns))
+            displaced = await conn.fetch(
+                _Q["deactivate_dcid_holders"],
+                district_id,
+                [s.roster_id for s in active],
+                [s.sis_id for s in active],
+            )
         created = sum(1 for r in rows if r["inserted"])
-        updated = len(rows) - created
-        return ImportCounts(created=created, updated=updated, unchanged=len(students) - len(rows))
+        return ImportCounts(
+            created=created,
+            updated=len(rows) - created,
+            unchanged=len(students) - len(rows),
+            deactivated=len(displaced) + sum(1 for r in rows if r["deactivated"]),
+        )
 
     async def _find(self, query: str, district_id: str, value: object) -> list[Student]:
         async with self._pool.acquire() as conn:
@@ -105,3 +117,64 @@ class StudentStore:
                 powerschool_id,
                 school_number,
             )
+
+    async def deactivate_missing(self, district_id: str, seen: Sequence[str]) -> int:
+        """Deactivate every active student whose roster ID is not in ``seen``."""
+        async with self._pool.acquire() as conn:
+            return len(await conn.fetch(_Q["deactivate_missing"], district_id, list(seen)))
+
+    async def deactivate(self, district_id: str, roster_ids: Sequence[str]) -> int:
+        """Deactivate these students; returns how many were active."""
+        if not roster_ids:
+            return 0
+        async with self._pool.acquire() as conn:
+            return len(await conn.fetch(_Q["deactivate_ids"], district_id, list(roster_ids)))
+
+    async def unresolved(self, district_id: str, limit: int) -> list[tuple[str, str]]:
+        """``(roster_id, sis_id)`` of active students without a STUDENTS.ID yet."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_Q["unresolved"], district_id, limit)
+        return [(r["roster_id"], r["sis_id"]) for r in rows]
+
+    async def save_powerschool_ids_batch(
+        self, district_id: str, found: Sequence[tuple[str, int, int]]
+    ) -> None:
+        """Save ``(sis_id, dcid, students_id)`` for every student carrying that sis_id."""
+        if not found:
+            return
+        sis_ids, dcids, ids = (list(col) for col in zip(*found, strict=True))
+        async with self._pool.acquire() as conn:
+            await conn.execute(_Q["save_powerschool_ids_batch"], district_id, sis_ids, dcids, ids)
+
+    async def count_active(self, district_id: str) -> int:
+        """How many active students the district has."""
+        async with self._pool.acquire() as conn:
+            return int(await conn.fetchval(_Q["count_active"], district_id))
+
+    async def sample_active(self, district_id: str, size: int) -> list[Student]:
+        """Up to ``size`` active students picked at random."""
+        return await self._find("sample_active", district_id, size)
+
+    async def _roster_ids(self, query: str, district_id: str) -> list[str]:
+        async with self._pool.acquire() as conn:
+            return [r["roster_id"] for r in await conn.fetch(_Q[query], district_id)]
+
+    async def non_numeric_sis_ids(self, district_id: str) -> list[str]:
+        """Roster IDs of active students whose sis_id is not a number."""
+        return await self._roster_ids("non_numeric_sis_ids", district_id)
+
+    async def missing_student_numbers(self, district_id: str) -> list[str]:
+        """Roster IDs of active students without a student number."""
+        return await self._roster_ids("missing_student_numbers", district_id)
+
+    async def duplicate_student_numbers(self, district_id: str) -> dict[str, list[str]]:
+        """Student numbers held by more than one active student, with their roster IDs."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_Q["duplicate_student_numbers"], district_id)
+        return {r["student_number"]: list(r["roster_ids"]) for r in rows}
+
+    async def roster_school_counts(self, district_id: str) -> dict[str, int]:
+        """Active students per roster school ID."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_Q["roster_school_counts"], district_id)
+        return {r["roster_school_id"]: r["students"] for r in rows}

@@ -7,6 +7,7 @@ check-outs into attendance records in the district's PowerSchool.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -127,6 +128,78 @@ ATTENDANCE_STATE_SKIPPED: AttendanceState.ValueType  # 4
 """Kept but not sent (writeback disabled for the district or school)."""
 Global___AttendanceState: _TypeAlias = AttendanceState  # noqa: Y015
 
+class _FindingCode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FindingCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FindingCode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FINDING_CODE_UNSPECIFIED: _FindingCode.ValueType  # 0
+    FINDING_CODE_SIS_ID_LOOKS_LIKE_STUDENTS_ID: _FindingCode.ValueType  # 1
+    """The roster's student-ID field holds STUDENTS.ID where DCID is expected."""
+    FINDING_CODE_SIS_ID_NOT_NUMERIC: _FindingCode.ValueType  # 2
+    """The roster's student-ID field holds values that are not numbers (not PowerSchool keys)."""
+    FINDING_CODE_DCID_UNKNOWN: _FindingCode.ValueType  # 3
+    """The roster's student-ID values are unknown to PowerSchool."""
+    FINDING_CODE_STUDENT_NUMBER_MISMATCH: _FindingCode.ValueType  # 4
+    """Student numbers differ from PowerSchool's STUDENT_NUMBER (preferred ID mapped to the wrong field)."""
+    FINDING_CODE_DUPLICATE_STUDENT_NUMBER: _FindingCode.ValueType  # 5
+    """One student number belongs to several active students (barcode scans would be ambiguous)."""
+    FINDING_CODE_SCHOOL_NOT_MAPPED: _FindingCode.ValueType  # 6
+    """Roster schools with no PowerSchool school_number in the district's configuration."""
+    FINDING_CODE_VISIBLE_ID_SHOWS_DCID: _FindingCode.ValueType  # 7
+    """A Clever district shows the Student ID (a DCID) to staff instead of the Student Number."""
+    FINDING_CODE_STUDENT_NUMBER_MISSING: _FindingCode.ValueType  # 8
+    """Students without a student number (ClassLink identifier / Clever Student Number empty)."""
+    FINDING_CODE_SIS_ID_LOOKS_LIKE_DCID: _FindingCode.ValueType  # 9
+    """The district is set to ID_MODE_STUDENTS_ID but the field holds DCIDs."""
+
+class FindingCode(_FindingCode, metaclass=_FindingCodeEnumTypeWrapper): ...
+
+FINDING_CODE_UNSPECIFIED: FindingCode.ValueType  # 0
+FINDING_CODE_SIS_ID_LOOKS_LIKE_STUDENTS_ID: FindingCode.ValueType  # 1
+"""The roster's student-ID field holds STUDENTS.ID where DCID is expected."""
+FINDING_CODE_SIS_ID_NOT_NUMERIC: FindingCode.ValueType  # 2
+"""The roster's student-ID field holds values that are not numbers (not PowerSchool keys)."""
+FINDING_CODE_DCID_UNKNOWN: FindingCode.ValueType  # 3
+"""The roster's student-ID values are unknown to PowerSchool."""
+FINDING_CODE_STUDENT_NUMBER_MISMATCH: FindingCode.ValueType  # 4
+"""Student numbers differ from PowerSchool's STUDENT_NUMBER (preferred ID mapped to the wrong field)."""
+FINDING_CODE_DUPLICATE_STUDENT_NUMBER: FindingCode.ValueType  # 5
+"""One student number belongs to several active students (barcode scans would be ambiguous)."""
+FINDING_CODE_SCHOOL_NOT_MAPPED: FindingCode.ValueType  # 6
+"""Roster schools with no PowerSchool school_number in the district's configuration."""
+FINDING_CODE_VISIBLE_ID_SHOWS_DCID: FindingCode.ValueType  # 7
+"""A Clever district shows the Student ID (a DCID) to staff instead of the Student Number."""
+FINDING_CODE_STUDENT_NUMBER_MISSING: FindingCode.ValueType  # 8
+"""Students without a student number (ClassLink identifier / Clever Student Number empty)."""
+FINDING_CODE_SIS_ID_LOOKS_LIKE_DCID: FindingCode.ValueType  # 9
+"""The district is set to ID_MODE_STUDENTS_ID but the field holds DCIDs."""
+Global___FindingCode: _TypeAlias = FindingCode  # noqa: Y015
+
+class _Severity:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SeverityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Severity.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEVERITY_UNSPECIFIED: _Severity.ValueType  # 0
+    SEVERITY_INFO: _Severity.ValueType  # 1
+    SEVERITY_WARNING: _Severity.ValueType  # 2
+    """Staff will be inconvenienced (wrong visible ID, ambiguous scans)."""
+    SEVERITY_ERROR: _Severity.ValueType  # 3
+    """Writebacks will fail or land on the wrong student until fixed."""
+
+class Severity(_Severity, metaclass=_SeverityEnumTypeWrapper): ...
+
+SEVERITY_UNSPECIFIED: Severity.ValueType  # 0
+SEVERITY_INFO: Severity.ValueType  # 1
+SEVERITY_WARNING: Severity.ValueType  # 2
+"""Staff will be inconvenienced (wrong visible ID, ambiguous scans)."""
+SEVERITY_ERROR: Severity.ValueType  # 3
+"""Writebacks will fail or land on the wrong student until fixed."""
+Global___Severity: _TypeAlias = Severity  # noqa: Y015
+
 @_typing.final
 class PowerSchoolConnection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -158,6 +231,85 @@ class PowerSchoolConnection(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PowerSchoolConnection: _TypeAlias = PowerSchoolConnection  # noqa: Y015
+
+@_typing.final
+class CleverConnection(_message.Message):
+    """A Clever district-app connection. Give either client credentials (the service lists
+    the app's district tokens) or the district token itself.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    DISTRICT_TOKEN_FIELD_NUMBER: _builtins.int
+    CLEVER_DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    HAS_CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    HAS_DISTRICT_TOKEN_FIELD_NUMBER: _builtins.int
+    base_url: _builtins.str
+    """Default https://api.clever.com (tokens from https://clever.com/oauth/tokens); set for tests."""
+    client_id: _builtins.str
+    client_secret: _builtins.str
+    """Write-only."""
+    district_token: _builtins.str
+    """Write-only: a district-app bearer token, used instead of client credentials."""
+    clever_district_id: _builtins.str
+    """Clever's district id, to pick the right token when the app serves several districts."""
+    has_client_secret: _builtins.bool
+    """Output only."""
+    has_district_token: _builtins.bool
+    def __init__(
+        self,
+        *,
+        base_url: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+        district_token: _builtins.str = ...,
+        clever_district_id: _builtins.str = ...,
+        has_client_secret: _builtins.bool = ...,
+        has_district_token: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "clever_district_id", b"clever_district_id", "client_id", b"client_id", "client_secret", b"client_secret", "district_token", b"district_token", "has_client_secret", b"has_client_secret", "has_district_token", b"has_district_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleverConnection: _TypeAlias = CleverConnection  # noqa: Y015
+
+@_typing.final
+class ClassLinkConnection(_message.Message):
+    """A ClassLink Roster Server (OneRoster 1.1, OAuth 1.0a signed requests)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_URL_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    HAS_CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    endpoint_url: _builtins.str
+    """The district's Roster Server, e.g. https://district-tx-v2.rosterserver.com"""
+    client_id: _builtins.str
+    client_secret: _builtins.str
+    """Write-only."""
+    has_client_secret: _builtins.bool
+    """Output only."""
+    def __init__(
+        self,
+        *,
+        endpoint_url: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+        has_client_secret: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "endpoint_url", b"endpoint_url", "has_client_secret", b"has_client_secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClassLinkConnection: _TypeAlias = ClassLinkConnection  # noqa: Y015
 
 @_typing.final
 class School(_message.Message):
@@ -224,6 +376,11 @@ class District(_message.Message):
     SCHOOLS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CLEVER_FIELD_NUMBER: _builtins.int
+    CLASSLINK_FIELD_NUMBER: _builtins.int
+    SYNC_INTERVAL_FIELD_NUMBER: _builtins.int
+    LAST_SYNC_AT_FIELD_NUMBER: _builtins.int
+    LAST_SYNC_ERROR_FIELD_NUMBER: _builtins.int
     district_id: _builtins.str
     name: _builtins.str
     roster_source: Global___RosterSource.ValueType
@@ -233,6 +390,7 @@ class District(_message.Message):
     """The paid writeback subscription."""
     timezone: _builtins.str
     """IANA time zone, e.g. America/Chicago."""
+    last_sync_error: _builtins.str
     @_builtins.property
     def powerschool(self) -> Global___PowerSchoolConnection: ...
     @_builtins.property
@@ -243,6 +401,20 @@ class District(_message.Message):
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def clever(self) -> Global___CleverConnection:
+        """The roster connection for roster_source. Secrets are write-only; empty keeps the stored one."""
+
+    @_builtins.property
+    def classlink(self) -> Global___ClassLinkConnection: ...
+    @_builtins.property
+    def sync_interval(self) -> _duration_pb2.Duration:
+        """How often the service syncs the roster on its own; unset or zero turns the schedule off."""
+
+    @_builtins.property
+    def last_sync_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when the roster was last synced, and the last sync's error if it failed."""
+
     def __init__(
         self,
         *,
@@ -257,10 +429,15 @@ class District(_message.Message):
         schools: _abc.Iterable[Global___School] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        clever: Global___CleverConnection | None = ...,
+        classlink: Global___ClassLinkConnection | None = ...,
+        sync_interval: _duration_pb2.Duration | None = ...,
+        last_sync_at: _timestamp_pb2.Timestamp | None = ...,
+        last_sync_error: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "powerschool", b"powerschool", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["classlink", b"classlink", "clever", b"clever", "created_at", b"created_at", "last_sync_at", b"last_sync_at", "powerschool", b"powerschool", "sync_interval", b"sync_interval", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "district_id", b"district_id", "id_mode", b"id_mode", "name", b"name", "powerschool", b"powerschool", "roster_source", b"roster_source", "schools", b"schools", "timezone", b"timezone", "updated_at", b"updated_at", "visible_student_id", b"visible_student_id", "writeback_enabled", b"writeback_enabled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classlink", b"classlink", "clever", b"clever", "created_at", b"created_at", "district_id", b"district_id", "id_mode", b"id_mode", "last_sync_at", b"last_sync_at", "last_sync_error", b"last_sync_error", "name", b"name", "powerschool", b"powerschool", "roster_source", b"roster_source", "schools", b"schools", "sync_interval", b"sync_interval", "timezone", b"timezone", "updated_at", b"updated_at", "visible_student_id", b"visible_student_id", "writeback_enabled", b"writeback_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -751,3 +928,161 @@ class GetAttendanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAttendanceResponse: _TypeAlias = GetAttendanceResponse  # noqa: Y015
+
+@_typing.final
+class SyncRosterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    full: _builtins.bool
+    """Re-read every student (and deactivate the ones the roster no longer has)."""
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+        full: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_id", b"district_id", "full", b"full"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncRosterRequest: _TypeAlias = SyncRosterRequest  # noqa: Y015
+
+@_typing.final
+class SyncRosterResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    DEACTIVATED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
+    PREFETCHED_FIELD_NUMBER: _builtins.int
+    UNRESOLVED_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    updated: _builtins.int
+    deactivated: _builtins.int
+    unchanged: _builtins.int
+    full: _builtins.bool
+    """True when the sync read the whole roster (asked for, first sync, or an expired cursor)."""
+    prefetched: _builtins.int
+    """Students whose PowerSchool STUDENTS.ID was looked up after the sync."""
+    unresolved: _builtins.int
+    """Students still without a STUDENTS.ID after prefetch (see DiagnoseMapping)."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        deactivated: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        full: _builtins.bool = ...,
+        prefetched: _builtins.int = ...,
+        unresolved: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "deactivated", b"deactivated", "duration", b"duration", "full", b"full", "prefetched", b"prefetched", "unchanged", b"unchanged", "unresolved", b"unresolved", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncRosterResponse: _TypeAlias = SyncRosterResponse  # noqa: Y015
+
+@_typing.final
+class DiagnoseMappingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    sample_size: _builtins.int
+    """How many roster students to check against PowerSchool; 0 means 50, at most 500."""
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+        sample_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_id", b"district_id", "sample_size", b"sample_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnoseMappingRequest: _TypeAlias = DiagnoseMappingRequest  # noqa: Y015
+
+@_typing.final
+class MappingFinding(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    CHECKED_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    code: Global___FindingCode.ValueType
+    severity: Global___Severity.ValueType
+    message: _builtins.str
+    """What is wrong and what to change, in plain English."""
+    count: _builtins.int
+    """How many students (or schools) are affected."""
+    checked: _builtins.int
+    """Out of how many checked for this finding."""
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A few affected roster IDs (never names)."""
+
+    def __init__(
+        self,
+        *,
+        code: Global___FindingCode.ValueType = ...,
+        severity: Global___Severity.ValueType = ...,
+        message: _builtins.str = ...,
+        count: _builtins.int = ...,
+        checked: _builtins.int = ...,
+        examples: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "code", b"code", "count", b"count", "examples", b"examples", "message", b"message", "severity", b"severity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MappingFinding: _TypeAlias = MappingFinding  # noqa: Y015
+
+@_typing.final
+class DiagnoseMappingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    SAMPLED_FIELD_NUMBER: _builtins.int
+    ACTIVE_STUDENTS_FIELD_NUMBER: _builtins.int
+    sampled: _builtins.int
+    """Roster students checked against PowerSchool."""
+    active_students: _builtins.int
+    """Active roster students in the district."""
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___MappingFinding]: ...
+    def __init__(
+        self,
+        *,
+        findings: _abc.Iterable[Global___MappingFinding] | None = ...,
+        sampled: _builtins.int = ...,
+        active_students: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_students", b"active_students", "findings", b"findings", "sampled", b"sampled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnoseMappingResponse: _TypeAlias = DiagnoseMappingResponse  # noqa: Y015

@@ -64,6 +64,16 @@ class WritebackServiceStub:
                 request_serializer=writeback_dot_v1_dot_writeback__pb2.GetAttendanceRequest.SerializeToString,
                 response_deserializer=writeback_dot_v1_dot_writeback__pb2.GetAttendanceResponse.FromString,
                 _registered_method=True)
+        self.SyncRoster = channel.unary_unary(
+                '/writeback.v1.WritebackService/SyncRoster',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.SyncRosterRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.SyncRosterResponse.FromString,
+                _registered_method=True)
+        self.DiagnoseMapping = channel.unary_unary(
+                '/writeback.v1.WritebackService/DiagnoseMapping',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingResponse.FromString,
+                _registered_method=True)
 
 
 class WritebackServiceServicer:
@@ -111,6 +121,20 @@ class WritebackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncRoster(self, request, context):
+        """Reads the district's students from Clever or ClassLink now (incremental unless full).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiagnoseMapping(self, request, context):
+        """Samples roster students, checks them against PowerSchool, and reports mapping problems.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WritebackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +167,16 @@ def add_WritebackServiceServicer_to_server(servicer, server):
                     servicer.GetAttendance,
                     request_deserializer=writeback_dot_v1_dot_writeback__pb2.GetAttendanceRequest.FromString,
                     response_serializer=writeback_dot_v1_dot_writeback__pb2.GetAttendanceResponse.SerializeToString,
+            ),
+            'SyncRoster': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncRoster,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.SyncRosterRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.SyncRosterResponse.SerializeToString,
+            ),
+            'DiagnoseMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiagnoseMapping,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +341,60 @@ class WritebackService:
             '/writeback.v1.WritebackService/GetAttendance',
             writeback_dot_v1_dot_writeback__pb2.GetAttendanceRequest.SerializeToString,
             writeback_dot_v1_dot_writeback__pb2.GetAttendanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncRoster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/SyncRoster',
+            writeback_dot_v1_dot_writeback__pb2.SyncRosterRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.SyncRosterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiagnoseMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/DiagnoseMapping',
+            writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class WritebackServiceStub:
     """Records a late check-in or early check-out and writes it to PowerSchool."""
     GetAttendance: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.GetAttendanceRequest, _writeback_pb2.GetAttendanceResponse]
     """Returns one attendance record and its delivery state."""
+    SyncRoster: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.SyncRosterRequest, _writeback_pb2.SyncRosterResponse]
+    """Reads the district's students from Clever or ClassLink now (incremental unless full)."""
+    DiagnoseMapping: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.DiagnoseMappingRequest, _writeback_pb2.DiagnoseMappingResponse]
+    """Samples roster students, checks them against PowerSchool, and reports mapping problems."""
 
 @_typing.type_check_only
 class WritebackServiceAsyncStub(WritebackServiceStub):
@@ -61,6 +65,10 @@ class WritebackServiceAsyncStub(WritebackServiceStub):
     """Records a late check-in or early check-out and writes it to PowerSchool."""
     GetAttendance: _aio.UnaryUnaryMultiCallable[_writeback_pb2.GetAttendanceRequest, _writeback_pb2.GetAttendanceResponse]  # type: ignore[assignment]
     """Returns one attendance record and its delivery state."""
+    SyncRoster: _aio.UnaryUnaryMultiCallable[_writeback_pb2.SyncRosterRequest, _writeback_pb2.SyncRosterResponse]  # type: ignore[assignment]
+    """Reads the district's students from Clever or ClassLink now (incremental unless full)."""
+    DiagnoseMapping: _aio.UnaryUnaryMultiCallable[_writeback_pb2.DiagnoseMappingRequest, _writeback_pb2.DiagnoseMappingResponse]  # type: ignore[assignment]
+    """Samples roster students, checks them against PowerSchool, and reports mapping problems."""
 
 class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -110,5 +118,21 @@ class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_writeback_pb2.GetAttendanceResponse, _abc.Awaitable[_writeback_pb2.GetAttendanceResponse]]:
         """Returns one attendance record and its delivery state."""
+
+    @_abc_1.abstractmethod
+    def SyncRoster(
+        self,
+        request: _writeback_pb2.SyncRosterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.SyncRosterResponse, _abc.Awaitable[_writeback_pb2.SyncRosterResponse]]:
+        """Reads the district's students from Clever or ClassLink now (incremental unless full)."""
+
+    @_abc_1.abstractmethod
+    def DiagnoseMapping(
+        self,
+        request: _writeback_pb2.DiagnoseMappingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.DiagnoseMappingResponse, _abc.Awaitable[_writeback_pb2.DiagnoseMappingResponse]]:
+        """Samples roster students, checks them against PowerSchool, and reports mapping problems."""
 
 def add_WritebackServiceServicer_to_server(servicer: WritebackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

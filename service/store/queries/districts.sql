@@ -1,5 +1,7 @@
 -- name: get_district
-SELECT * FROM districts WHERE district_id = $1;
+SELECT d.*, r.last_sync_at, COALESCE(r.last_error, '') AS last_sync_error
+FROM districts d LEFT JOIN roster_sync_state r USING (district_id)
+WHERE d.district_id = $1;
 
 -- name: get_schools
 SELECT * FROM schools WHERE district_id = $1 ORDER BY school_number;
@@ -8,8 +10,11 @@ SELECT * FROM schools WHERE district_id = $1 ORDER BY school_number;
 -- An empty secret keeps the stored one: secrets are write-only and callers re-send configs without them.
 INSERT INTO districts AS d (
     district_id, name, roster_source, id_mode, visible_student_id, writeback_enabled,
-    timezone, ps_base_url, ps_client_id, ps_client_secret
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    timezone, ps_base_url, ps_client_id, ps_client_secret,
+    clever_base_url, clever_client_id, clever_client_secret, clever_district_token,
+    clever_district_id, classlink_endpoint_url, classlink_client_id, classlink_client_secret,
+    sync_interval_seconds
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (district_id) DO UPDATE SET
     name = EXCLUDED.name,
     roster_source = EXCLUDED.roster_source,
@@ -20,6 +25,15 @@ ON CONFLICT (district_id) DO UPDATE SET
     ps_base_url = EXCLUDED.ps_base_url,
     ps_client_id = EXCLUDED.ps_client_id,
     ps_client_secret = COALESCE(NULLIF(EXCLUDED.ps_client_secret, ''), d.ps_client_secret),
+    clever_base_url = EXCLUDED.clever_base_url,
+    clever_client_id = EXCLUDED.clever_client_id,
+    clever_client_secret = COALESCE(NULLIF(EXCLUDED.clever_client_secret, ''), d.clever_client_secret),
+    clever_district_token = COALESCE(NULLIF(EXCLUDED.clever_district_token, ''), d.clever_district_token),
+    clever_district_id = EXCLUDED.clever_district_id,
+    classlink_endpoint_url = EXCLUDED.classlink_endpoint_url,
+    classlink_client_id = EXCLUDED.classlink_client_id,
+    classlink_client_secret = COALESCE(NULLIF(EXCLUDED.classlink_client_secret, ''), d.classlink_client_secret),
+    sync_interval_seconds = EXCLUDED.sync_interval_seconds,
     updated_at = now();
 
 -- name: delete_schools
@@ -31,3 +45,13 @@ INSERT INTO schools (
     late_check_in_code, early_check_out_code, late_check_in_excused_code,
     early_check_out_excused_code
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: due_for_sync
+-- Districts whose schedule says a sync is due; the caller takes a per-district advisory lock.
+SELECT d.district_id
+FROM districts d LEFT JOIN roster_sync_state r USING (district_id)
+WHERE d.sync_interval_seconds > 0
+  AND (r.last_sync_at IS NULL
+       OR r.last_sync_at < now() - make_interval(secs => d.sync_interval_seconds))
+ORDER BY r.last_sync_at NULLS FIRST
+LIMIT 100;

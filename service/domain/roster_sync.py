@@ -1,0 +1,276 @@
+"""Roster sync from Clever or ClassLink through the one upsert path, and the schedule that
+runs it.
+
+Full sync reads everything and deactivates whoever the roster no longer lists; incremental
+sync reads Clever's user events or ClassLink's records modified since the cursor. After each
+sync, students still lacking a STUDENTS.ID are looked up in batches, so the morning's first
+check-in never waits on PowerSchool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import aiohttp
+import structlog
+
+from service.classlink import ClassLinkClient
+from service.clever import CleverClient
+from service.domain.districts import DistrictService
+from service.domain.students import StudentResolver
+from service.errors import FailedPrecondition, Unavailable
+from service.models import District, ImportCounts, RosterSource, RosterStudent, SyncResult
+from service.roster import (
+    RetryPolicy,
+    RosterAuthError,
+    RosterCursorExpired,
+    RosterError,
+    RosterUnavailable,
+)
+from service.store import DistrictStore, StudentStore, SyncState, SyncStateStore
+
+log = structlog.get_logger("roster_sync")
+
+T = TypeVar("T")
+# Clever keeps 30 days of events; start over a little before they are gone.
+_CLEVER_CURSOR_MAX_AGE = timedelta(days=29)
+# ClassLink deltas overlap by this much: record clocks and our cursor are not in lockstep.
+_CLASSLINK_OVERLAP = timedelta(minutes=5)
+# Hard deletes only show up as absences, so ClassLink districts are re-read in full this often.
+_CLASSLINK_FULL_EVERY = timedelta(hours=24)
+
+
+async def _pipelined(
+    pages: AsyncIterator[T], consume: Callable[[T], Awaitable[None]], depth: int = 2
+) -> None:
+    """Fetch the next pages while the current one is written, holding at most ``depth``."""
+    queue: asyncio.Queue[T | None] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for page in pages:
+                await queue.put(page)
+        finally:
+            await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (page := await queue.get()) is not None:
+            await consume(page)
+        await producer  # re-raise a fetch failure
+    finally:
+        producer.cancel()
+
+
+class RosterSync:
+    """Syncs one district at a time per district (a Postgres advisory lock guards it)."""
+
+    def __init__(
+        self,
+        districts: DistrictService,
+        students: StudentStore,
+        state: SyncStateStore,
+        resolver: StudentResolver,
+        session: aiohttp.ClientSession,
+        *,
+        retry: RetryPolicy | None = None,
+        page_size: int = 1000,
+    ) -> None:
+        self._districts = districts
+        self._students = students
+        self._state = state
+        self._resolver = resolver
+        self._session = session
+        self._retry = retry or RetryPolicy()
+        self._page_size = page_size
+
+    async def sync(self, district_id: str, *, full: bool = False) -> SyncResult:
+        """Sync the district's roster now; ``full`` re-reads everything."""
+        district = await self._districts.get(district_id)
+        async with self._state.lock(district_id) as got:
+            if not got:
+                raise FailedPrecondition(
+                    f"a roster sync of district {district_id!r} is already running",
+                    reason="SYNC_IN_PROGRESS",
+                )
+            started = time.perf_counter()
+            try:
+                counts, ran_full = await self._run(district, full=full)
+            except RosterAuthError as exc:
+                await self._state.finish(district_id, full=False, error=str(exc))
+                raise FailedPrecondition(str(exc), reason="ROSTER_AUTH_FAILED") from exc
+            except RosterUnavailable as exc:
+                await self._state.finish(district_id, full=False, error=str(exc))
+                raise Unavailable(str(exc), retry_after=exc.retry_after or 30.0) from exc
+            except RosterError as exc:
+                await self._state.finish(district_id, full=False, error=str(exc))
+                raise FailedPrecondition(str(exc), reason="ROSTER_REFUSED") from exc
+            await self._state.finish(district_id, full=ran_full)
+        prefetched, unresolved = await self._resolver.prefetch(district)
+        result = SyncResult(
+            counts=counts,
+            full=ran_full,
+            duration=time.perf_counter() - started,
+            prefetched=prefetched,
+            unresolved=unresolved,
+        )
+        log.info(
+            "roster_synced",
+            full=ran_full,
+            created=counts.created,
+            updated=counts.updated,
+            deactivated=counts.deactivated,
+            unchanged=counts.unchanged,
+            prefetched=prefetched,
+            unresolved=unresolved,
+            duration_s=round(result.duration, 2),
+        )
+        return result
+
+    async def _run(self, district: District, *, full: bool) -> tuple[ImportCounts, bool]:
+        state = await self._state.get(district.district_id)
+        if district.roster_source is RosterSource.CLEVER:
+            if not district.clever.configured:
+                raise _not_configured(district, "clever")
+            clever = CleverClient(
+                self._session, district.clever, page_size=self._page_size, retry=self._retry
+            )
+            if full or not _clever_cursor_fresh(state):
+                return await self._clever_full(district, clever), True
+            try:
+                return await self._clever_events(district, clever, state.cursor), False
+            except RosterCursorExpired:
+                log.info("roster_cursor_expired")
+                return await self._clever_full(district, clever), True
+        if not district.classlink.configured:
+            raise _not_configured(district, "classlink")
+        classlink = ClassLinkClient(
+            self._session, district.classlink, page_size=self._page_size, retry=self._retry
+        )
+        if full or not _classlink_delta_ok(state):
+            return await self._classlink_read(district, classlink, ""), True
+        return await self._classlink_read(district, classlink, state.cursor), False
+
+    async def _write(self, district_id: str, page: list[RosterStudent]) -> ImportCounts:
+        # A roster can name a record twice in one page (events); the last word wins.
+        latest = {s.roster_id: s for s in page if s.roster_id}
+        return await self._students.upsert(district_id, list(latest.values()))
+
+    async def _clever_full(self, district: District, clever: CleverClient) -> ImportCounts:
+        did = district.district_id
+        # Take the cursor first: whatever changes during the read is replayed afterwards.
+        cursor = await clever.latest_event_id()
+        seen: list[str] = []
+        total = ImportCounts()
+
+        async def write(page: list[RosterStudent]) -> None:
+            nonlocal total
+            total += await self._write(did, page)
+            seen.extend(s.roster_id for s in page)
+
+        await _pipelined(clever.students(), write)
+        gone = await self._students.deactivate_missing(did, seen)
+        await self._state.save_cursor(did, cursor)
+        return total + ImportCounts(deactivated=gone)
+
+    async def _clever_events(
+        self, district: District, clever: CleverClient, cursor: str
+    ) -> ImportCounts:
+        did = district.district_id
+        total = ImportCounts()
+        async for events in clever.events(cursor):
+            students = [e.student for e in events if e.student is not None]
+            total += await self._write(did, students)
+            # A user who lost the student role: switch off whatever we had for them.
+            dropped = [e.roster_id for e in events if e.student is None]
+            total += ImportCounts(deactivated=await self._students.deactivate(did, dropped))
+            await self._state.save_cursor(did, events[-1].id)
+        return total
+
+    async def _classlink_read(
+        self, district: District, classlink: ClassLinkClient, cursor: str
+    ) -> ImportCounts:
+        did = district.district_id
+        since = ""
+        if cursor:
+            since = (
+                datetime.fromisoformat(cursor.replace("Z", "+00:00")) - _CLASSLINK_OVERLAP
+            ).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        seen: list[str] = []
+        newest = cursor
+        total = ImportCounts()
+        async for page in classlink.students(modified_after=since):
+            total += await self._write(did, page.students)
+            seen.extend(s.roster_id for s in page.students)
+            newest = max(newest, page.newest_modified)
+        if not since:
+            total += ImportCounts(deactivated=await self._students.deactivate_missing(did, seen))
+        await self._state.save_cursor(did, newest)
+        return total
+
+
+def _not_configured(district: District, source: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"district {district.district_id!r} reads its roster from {source} but has no "
+        f"{source} connection configured",
+        reason="ROSTER_NOT_CONFIGURED",
+    )
+
+
+def _clever_cursor_fresh(state: SyncState) -> bool:
+    return bool(
+        state.last_full_at
+        and state.last_sync_at
+        and datetime.now(UTC) - state.last_sync_at < _CLEVER_CURSOR_MAX_AGE
+    )
+
+
+def _classlink_delta_ok(state: SyncState) -> bool:
+    return bool(
+        state.cursor
+        and state.last_full_at
+        and datetime.now(UTC) - state.last_full_at < _CLASSLINK_FULL_EVERY
+    )
+
+
+class SyncScheduler:
+    """Runs due syncs in the background; every service process may run one, the advisory
+    lock keeps a district to one sync at a time."""
+
+    def __init__(self, sync: RosterSync, districts: DistrictStore, *, poll: float = 30.0) -> None:
+        self._sync = sync
+        self._districts = districts
+        self._poll = poll
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start polling for due districts."""
+        self._task = asyncio.create_task(self._loop(), name="roster-sync-scheduler")
+
+    async def stop(self) -> None:
+        """Stop polling (a sync in progress is cancelled and resumes from its cursor)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                for district_id in await self._districts.due_for_sync():
+                    structlog.contextvars.bind_contextvars(district_id=district_id)
+                    try:
+                        await self._sync.sync(district_id)
+                    except (FailedPrecondition, Unavailable) as exc:
+                        log.warning("scheduled_sync_failed", error=str(exc))
+                    finally:
+                        structlog.contextvars.unbind_contextvars("district_id")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sync_scheduler_error")
+            await asyncio.sleep(self._poll)
