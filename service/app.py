@@ -18,11 +18,14 @@ from service.config import Settings
 from service.domain import (
     AttendanceService,
     Deliverer,
+    DeliveryWorker,
     DistrictService,
+    Guards,
     MappingDoctor,
     RosterSync,
     StudentResolver,
     SyncScheduler,
+    WorkerSettings,
 )
 from service.logs import configure
 from service.powerschool import PowerSchoolPool
@@ -55,6 +58,7 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._roster_http: aiohttp.ClientSession | None = None
         self._scheduler: SyncScheduler | None = None
+        self.worker: DeliveryWorker | None = None
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> int:
@@ -70,8 +74,28 @@ class Server:
         record_store = AttendanceStore(self._pool)
         districts = DistrictService(district_store)
         resolver = StudentResolver(student_store, self._powerschool)
-        deliverer = Deliverer(record_store, resolver, self._powerschool)
-        attendance = AttendanceService(districts, resolver, record_store, deliverer)
+        deliverer = Deliverer(resolver, self._powerschool, record_store)
+        settings = self.settings
+        self.worker = DeliveryWorker(
+            records=record_store,
+            districts=districts,
+            resolver=resolver,
+            deliverer=deliverer,
+            guards=Guards(
+                breaker_threshold=settings.breaker_threshold,
+                breaker_cooldown=settings.breaker_cooldown,
+                breaker_max_cooldown=settings.breaker_max_cooldown,
+            ),
+            settings=WorkerSettings(
+                concurrency=settings.worker_concurrency,
+                lease=settings.delivery_lease_seconds,
+                poll=settings.delivery_poll_seconds,
+                max_age=settings.delivery_max_age_hours * 3600,
+                backoff_base=settings.delivery_backoff_base,
+                backoff_cap=settings.delivery_backoff_cap,
+            ),
+        )
+        attendance = AttendanceService(districts, resolver, record_store, self.worker)
         self._roster_http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=50, limit_per_host=8)
         )
@@ -111,6 +135,7 @@ class Server:
             raise SystemExit(f"cannot bind gRPC port {self.settings.grpc_port}")
         await server.start()
         self._grpc = server
+        self.worker.start()
         if self.settings.run_scheduler:
             self._scheduler = SyncScheduler(
                 roster_sync, district_store, poll=self.settings.sync_poll_seconds
@@ -135,6 +160,9 @@ class Server:
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
         if self._roster_http is not None:
             await self._roster_http.close()
             self._roster_http = None

@@ -48,6 +48,15 @@ class Settings:
     roster_page_size: int = 1000
     sync_poll_seconds: float = 30.0
     run_scheduler: bool = True
+    worker_concurrency: int = 32
+    delivery_lease_seconds: float = 60.0
+    delivery_poll_seconds: float = 1.0
+    delivery_max_age_hours: float = 24.0
+    delivery_backoff_base: float = 1.0
+    delivery_backoff_cap: float = 300.0
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 2.0
+    breaker_max_cooldown: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,4 +76,13 @@ class Settings:
             powerschool_connections_per_host=_env_int("POWERSCHOOL_CONNECTIONS_PER_HOST", 8),
             roster_page_size=_env_int("ROSTER_PAGE_SIZE", 1000),
             sync_poll_seconds=_env_float("SYNC_POLL_SECONDS", 30.0),
+            worker_concurrency=_env_int("WORKER_CONCURRENCY", 32),
+            delivery_lease_seconds=_env_float("DELIVERY_LEASE_SECONDS", 60.0),
+            delivery_poll_seconds=_env_float("DELIVERY_POLL_SECONDS", 1.0),
+            delivery_max_age_hours=_env_float("DELIVERY_MAX_AGE_HOURS", 24.0),
+            delivery_backoff_base=_env_float("DELIVERY_BACKOFF_BASE", 1.0),
+            delivery_backoff_cap=_env_float("DELIVERY_BACKOFF_CAP", 300.0),
+            breaker_threshold=_env_int("BREAKER_THRESHOLD", 5),
+            breaker_cooldown=_env_float("BREAKER_COOLDOWN", 2.0),
+            breaker_max_cooldown=_env_float("BREAKER_MAX_COOLDOWN", 30.0),
         )

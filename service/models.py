@@ -42,6 +42,7 @@ class AttendanceState(enum.StrEnum):
     WRITTEN = "written"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,22 @@ class School:
     early_check_out_code: str = ""
     late_check_in_excused_code: str = ""
     early_check_out_excused_code: str = ""
+    late_and_early_code: str = ""
+    absence_codes: tuple[str, ...] = ()
+
+    def own_codes(self) -> set[str]:
+        """Every code the service itself writes for this school."""
+        return {
+            c
+            for c in (
+                self.late_check_in_code,
+                self.early_check_out_code,
+                self.late_check_in_excused_code,
+                self.early_check_out_excused_code,
+                self.late_and_early_code,
+            )
+            if c
+        }
 
     def code_for(self, event: AttendanceEvent, *, excused: bool) -> str:
         """The ATT_CODE to apply for an event; excused codes fall back to the plain ones."""
@@ -125,6 +142,8 @@ class District:
     clever: CleverConnection = CleverConnection()
     classlink: ClassLinkConnection = ClassLinkConnection()
     sync_interval_seconds: int = 0
+    max_in_flight: int = 0
+    max_requests_per_second: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
     last_sync_at: datetime | None = None
@@ -223,6 +242,55 @@ class AttendanceRecord:
     last_error: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    replaced_attendance_codeid: int | None = None
+    replaced_att_code: str = ""
+    replaced_comment: str = ""
+    replaced_set: bool = False
+    cancel_reason: str = ""
+    next_attempt_at: datetime | None = None
+
+
+class JobKind(enum.StrEnum):
+    """What a delivery job does in PowerSchool."""
+
+    WRITE = "write"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """A claimed unit of delivery work."""
+
+    record_id: str
+    district_id: str
+    kind: JobKind
+    attempts: int
+    first_attempt_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """ListAttendance filters; None means any."""
+
+    state: AttendanceState | None = None
+    school_number: int | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    roster_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """A district's delivery backlog and health."""
+
+    district_id: str
+    pending: int
+    oldest_pending_age: float | None
+    failed: int
+    written_last_hour: int
+    breaker_state: str = "closed"
+    paused_until: datetime | None = None
 
 
 class KeyKind(enum.StrEnum):

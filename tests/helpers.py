@@ -147,8 +147,11 @@ class World:
         student: PSStudent,
         when: datetime,
         event: int = pb.ATTENDANCE_EVENT_LATE_CHECK_IN,
+        *,
+        timeout: float = 10.0,
         **extra: Any,
     ) -> pb.SubmitAttendanceResponse:
+        """Submit and (by default) wait for the PowerSchool outcome, up to ``timeout``."""
         fields: dict[str, Any] = {
             "district_id": self.district_id,
             "idempotency_key": uuid.uuid4().hex,
@@ -156,9 +159,18 @@ class World:
             "event": event,
             "occurred_at": ts(when),
             "reason": "Doctor appointment",
+            "wait_for_writeback": True,
         }
         fields.update(extra)
-        return await self.stub.SubmitAttendance(pb.SubmitAttendanceRequest(**fields))
+        return await self.stub.SubmitAttendance(
+            pb.SubmitAttendanceRequest(**fields), timeout=timeout
+        )
+
+    async def record(self, record_id: str) -> pb.AttendanceRecord:
+        response = await self.stub.GetAttendance(
+            pb.GetAttendanceRequest(district_id=self.district_id, record_id=record_id)
+        )
+        return response.record
 
 
 @dataclass

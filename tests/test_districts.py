@@ -110,7 +110,9 @@ class TestLogs:
             "/ws/schema/table/students",
             "/ws/attendance/daily_time",
         }
-        assert all(c["request_id"] for c in calls)  # request context reaches adapter lines
+        # Context reaches adapter lines: the RPC's request id, or the worker's record id.
+        assert all(c["district_id"] == world.district_id for c in calls)
+        assert all(c.get("request_id") or c.get("record_id") for c in calls)
         text = logs.since(mark)
         for secret in (world.sim.client_secret, ps.first_name, ps.last_name, "Bearer"):
             assert secret not in text

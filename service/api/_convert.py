@@ -17,6 +17,7 @@ from service.models import (
     AttendanceState,
     ClassLinkConnection,
     CleverConnection,
+    DeliveryStats,
     Diagnosis,
     District,
     FindingCode,
@@ -57,7 +58,9 @@ _STATE = {
     AttendanceState.WRITTEN: pb.ATTENDANCE_STATE_WRITTEN,
     AttendanceState.FAILED: pb.ATTENDANCE_STATE_FAILED,
     AttendanceState.SKIPPED: pb.ATTENDANCE_STATE_SKIPPED,
+    AttendanceState.CANCELLED: pb.ATTENDANCE_STATE_CANCELLED,
 }
+STATE = {v: k for k, v in _STATE.items()}
 
 
 def _reverse(mapping: dict[K, V]) -> dict[V, K]:
@@ -106,6 +109,8 @@ def district_from_pb(msg: pb.District) -> District:
                 early_check_out_code=s.early_check_out_code,
                 late_check_in_excused_code=s.late_check_in_excused_code,
                 early_check_out_excused_code=s.early_check_out_excused_code,
+                late_and_early_code=s.late_and_early_code,
+                absence_codes=tuple(s.absence_codes),
             )
             for s in msg.schools
         ),
@@ -122,6 +127,8 @@ def district_from_pb(msg: pb.District) -> District:
             client_secret=msg.classlink.client_secret,
         ),
         sync_interval_seconds=msg.sync_interval.seconds,
+        max_in_flight=msg.max_in_flight,
+        max_requests_per_second=msg.max_requests_per_second,
     )
 
 
@@ -151,6 +158,8 @@ def district_to_pb(district: District) -> pb.District:
                 early_check_out_code=s.early_check_out_code,
                 late_check_in_excused_code=s.late_check_in_excused_code,
                 early_check_out_excused_code=s.early_check_out_excused_code,
+                late_and_early_code=s.late_and_early_code,
+                absence_codes=list(s.absence_codes),
             )
             for s in district.schools
         ],
@@ -173,6 +182,8 @@ def district_to_pb(district: District) -> pb.District:
         else None,
         last_sync_at=timestamp(district.last_sync_at),
         last_sync_error=district.last_sync_error,
+        max_in_flight=district.max_in_flight,
+        max_requests_per_second=district.max_requests_per_second,
     )
 
 
@@ -226,6 +237,11 @@ def record_to_pb(record: AttendanceRecord) -> pb.AttendanceRecord:
         school_number=record.school_number,
         occurred_at=timestamp(record.occurred_at),
         roster_id=record.roster_id,
+        replaced_attendance_code=record.replaced_att_code,
+        replaced_comment=record.replaced_comment,
+        next_attempt_at=timestamp(record.next_attempt_at),
+        reason=record.reason,
+        excused=record.excused,
     )
 
 
@@ -270,4 +286,28 @@ def diagnosis_to_pb(diagnosis: Diagnosis) -> pb.DiagnoseMappingResponse:
         ],
         sampled=diagnosis.sampled,
         active_students=diagnosis.active_students,
+    )
+
+
+_BREAKER_PB = {
+    "closed": pb.BREAKER_STATE_CLOSED,
+    "open": pb.BREAKER_STATE_OPEN,
+    "half_open": pb.BREAKER_STATE_HALF_OPEN,
+}
+
+
+def stats_to_pb(stats: DeliveryStats) -> pb.DeliveryStats:
+    """Delivery stats as a message."""
+    age = None
+    if stats.oldest_pending_age is not None:
+        age = Duration()
+        age.FromNanoseconds(int(stats.oldest_pending_age * 1e9))
+    return pb.DeliveryStats(
+        district_id=stats.district_id,
+        pending=stats.pending,
+        oldest_pending_age=age,
+        failed=stats.failed,
+        written_last_hour=stats.written_last_hour,
+        breaker_state=_BREAKER_PB[stats.breaker_state],
+        paused_until=timestamp(stats.paused_until),
     )

@@ -89,6 +89,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
     ) -> pb.SubmitAttendanceResponse:
         """Store a check-in/check-out and write it to PowerSchool."""
         key = validation.check_submit(request)
+        wait = _wait_budget(context) if request.wait_for_writeback else 0.0
         record, replayed = await self._attendance.submit(
             AttendanceRequest(
                 district_id=request.district_id,
@@ -102,6 +103,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
                 checked_out_by=request.checked_out_by,
             ),
             key,
+            wait=wait,
         )
         return pb.SubmitAttendanceResponse(record=_convert.record_to_pb(record), replayed=replayed)
 
@@ -128,3 +130,57 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         validation.check_diagnose(request)
         diagnosis = await self._doctor.diagnose(request.district_id, request.sample_size)
         return _convert.diagnosis_to_pb(diagnosis)
+
+    async def CancelAttendance(
+        self, request: pb.CancelAttendanceRequest, context: _Context
+    ) -> pb.CancelAttendanceResponse:
+        """Withdraw a check-in entered by mistake."""
+        validation.check_cancel(request)
+        wait = _wait_budget(context) if request.wait_for_writeback else 0.0
+        record = await self._attendance.cancel(
+            request.district_id, request.record_id, request.reason, wait=wait
+        )
+        return pb.CancelAttendanceResponse(record=_convert.record_to_pb(record))
+
+    async def ListAttendance(
+        self, request: pb.ListAttendanceRequest, context: _Context
+    ) -> pb.ListAttendanceResponse:
+        """A filtered page of records."""
+        where = validation.check_list(request)
+        records, token = await self._attendance.list(
+            request.district_id,
+            where,
+            page_size=request.page_size or 100,
+            page_token=request.page_token,
+        )
+        return pb.ListAttendanceResponse(
+            records=[_convert.record_to_pb(r) for r in records], next_page_token=token
+        )
+
+    async def RetryAttendance(
+        self, request: pb.RetryAttendanceRequest, context: _Context
+    ) -> pb.RetryAttendanceResponse:
+        """Queue records for delivery again."""
+        first, last = validation.check_retry(request)
+        count = await self._attendance.retry(request.district_id, request.record_id, first, last)
+        return pb.RetryAttendanceResponse(retried=count)
+
+    async def GetDeliveryStats(
+        self, request: pb.GetDeliveryStatsRequest, context: _Context
+    ) -> pb.GetDeliveryStatsResponse:
+        """Delivery health of a district."""
+        validation.check_district_id(request.district_id)
+        stats = await self._attendance.stats(request.district_id)
+        return pb.GetDeliveryStatsResponse(stats=_convert.stats_to_pb(stats))
+
+
+# Without a deadline, a waiting caller gets at most this long; answers leave this much early.
+_MAX_WAIT = 30.0
+_MARGIN = 0.25
+
+
+def _wait_budget(context: _Context) -> float:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return _MAX_WAIT
+    return max(min(remaining - max(_MARGIN, remaining * 0.1), _MAX_WAIT), 0.0)

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from writeback.v1 import writeback_pb2 as pb
 
-from service.api._convert import EVENT, ROSTER_SOURCE
+from service.api._convert import EVENT, ROSTER_SOURCE, STATE
 from service.errors import FieldViolation, InvalidArgument
-from service.models import KeyKind, StudentKey
+from service.models import KeyKind, RecordFilter, StudentKey
 
 _DISTRICT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Roster and card identifiers: visible ASCII, no spaces (they end up in lookups and logs).
@@ -128,29 +128,42 @@ def check_district(msg: pb.District, field: str = "district") -> None:
         or MIN_SYNC_INTERVAL <= msg.sync_interval.seconds <= 86_400 * 7
     ):
         c.fail(f"{field}.sync_interval", "must be 0 (off) or between 60 seconds and 7 days")
+    if not 0 <= msg.max_in_flight <= 64:
+        c.fail(f"{field}.max_in_flight", "must be between 0 (default 4) and 64")
+    if not 0 <= msg.max_requests_per_second <= 1000:
+        c.fail(f"{field}.max_requests_per_second", "must be between 0 (default 20) and 1000")
     numbers: set[int] = set()
     roster_ids: set[str] = set()
     for i, school in enumerate(msg.schools):
         f = f"{field}.schools[{i}]"
-        if school.school_number <= 0:
-            c.fail(f"{f}.school_number", "must be a positive PowerSchool SCHOOLS.SCHOOL_NUMBER")
-        elif school.school_number in numbers:
+        if school.school_number in numbers:
             c.fail(f"{f}.school_number", f"{school.school_number} appears more than once")
         numbers.add(school.school_number)
-        c.identifier(f"{f}.roster_school_id", school.roster_school_id, required=False)
         if school.roster_school_id and school.roster_school_id in roster_ids:
             c.fail(f"{f}.roster_school_id", "appears more than once")
         roster_ids.add(school.roster_school_id)
-        c.text(f"{f}.name", school.name, 200)
-        c.timezone(f"{f}.timezone", school.timezone, required=False)
-        for code_field in (
-            "late_check_in_code",
-            "early_check_out_code",
-            "late_check_in_excused_code",
-            "early_check_out_excused_code",
-        ):
-            c.att_code(f"{f}.{code_field}", getattr(school, code_field))
+        _check_school(c, f, school)
     c.done()
+
+
+def _check_school(c: Checker, f: str, school: pb.School) -> None:
+    if school.school_number <= 0:
+        c.fail(f"{f}.school_number", "must be a positive PowerSchool SCHOOLS.SCHOOL_NUMBER")
+    c.identifier(f"{f}.roster_school_id", school.roster_school_id, required=False)
+    c.text(f"{f}.name", school.name, 200)
+    c.timezone(f"{f}.timezone", school.timezone, required=False)
+    for code_field in (
+        "late_check_in_code",
+        "early_check_out_code",
+        "late_check_in_excused_code",
+        "early_check_out_excused_code",
+        "late_and_early_code",
+    ):
+        c.att_code(f"{f}.{code_field}", getattr(school, code_field))
+    for j, code in enumerate(school.absence_codes):
+        if not code:
+            c.fail(f"{f}.absence_codes[{j}]", "must not be empty")
+        c.att_code(f"{f}.absence_codes[{j}]", code)
 
 
 def check_roster_students(district_id: str, students: list[pb.RosterStudent]) -> None:
@@ -264,3 +277,74 @@ def check_diagnose(msg: pb.DiagnoseMappingRequest) -> None:
     if not 0 <= msg.sample_size <= 500:
         c.fail("sample_size", "must be between 0 (default 50) and 500")
     c.done()
+
+
+def _date(c: Checker, field: str, value: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        c.fail(field, "must be a date, YYYY-MM-DD")
+        return None
+
+
+def _record_id(c: Checker, field: str, value: str, *, required: bool = True) -> None:
+    if not value and not required:
+        return
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        c.fail(field, "must be a record ID as returned by SubmitAttendance (a UUID)")
+
+
+def check_cancel(msg: pb.CancelAttendanceRequest) -> None:
+    """Validate a CancelAttendance request."""
+    c = Checker()
+    c.district_id("district_id", msg.district_id)
+    _record_id(c, "record_id", msg.record_id)
+    c.text("reason", msg.reason, 200)
+    c.done()
+
+
+def check_list(msg: pb.ListAttendanceRequest) -> RecordFilter:
+    """Validate a ListAttendance request and return its filter."""
+    c = Checker()
+    c.district_id("district_id", msg.district_id)
+    if msg.state not in pb.AttendanceState.values():
+        c.fail("state", "is not a known AttendanceState")
+    if msg.school_number < 0:
+        c.fail("school_number", "must be positive, or 0 for any")
+    first = _date(c, "date_from", msg.date_from)
+    last = _date(c, "date_to", msg.date_to)
+    if first and last and first > last:
+        c.fail("date_to", "must not be before date_from")
+    c.identifier("roster_id", msg.roster_id, required=False)
+    if not 0 <= msg.page_size <= 500:
+        c.fail("page_size", "must be between 0 (default 100) and 500")
+    c.text("page_token", msg.page_token, 200)
+    c.done()
+    return RecordFilter(
+        state=STATE.get(msg.state),
+        school_number=msg.school_number or None,
+        date_from=first,
+        date_to=last,
+        roster_id=msg.roster_id or None,
+    )
+
+
+def check_retry(msg: pb.RetryAttendanceRequest) -> tuple[date | None, date | None]:
+    """Validate a RetryAttendance request: a record ID, or a date range."""
+    c = Checker()
+    c.district_id("district_id", msg.district_id)
+    _record_id(c, "record_id", msg.record_id, required=False)
+    first = _date(c, "date_from", msg.date_from)
+    last = _date(c, "date_to", msg.date_to)
+    if msg.record_id and (msg.date_from or msg.date_to):
+        c.fail("record_id", "give a record ID or a date range, not both")
+    elif not msg.record_id and not (first and last):
+        c.fail("date_from", "give a record ID, or both date_from and date_to")
+    elif first and last and first > last:
+        c.fail("date_to", "must not be before date_from")
+    c.done()
+    return first, last

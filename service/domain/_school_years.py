@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Generic, TypeVar
 
-from service.powerschool import PowerSchoolClient, YearTerm
+from service.powerschool import AttendanceCode, PowerSchoolClient, YearTerm
 
 _TTL = 6 * 3600.0
 _MISS_RECHECK = 300.0
@@ -32,7 +32,7 @@ class SchoolYears:
 
     def __init__(self) -> None:
         self._terms: dict[tuple[tuple[str, str], int], _Entry[list[YearTerm]]] = {}
-        self._codes: dict[tuple[tuple[str, str], int, int], _Entry[dict[str, int]]] = {}
+        self._codes: dict[tuple[tuple[str, str], int, int], _Entry[dict[str, AttendanceCode]]] = {}
 
     async def yearid(self, client: PowerSchoolClient, school_number: int, day: date) -> int | None:
         """The yearid of the school's year-long term containing ``day``, or None."""
@@ -42,15 +42,17 @@ class SchoolYears:
             entry = self._terms[key] = _Entry(await client.year_terms(school_number))
         return _term_for(entry.value, day)
 
-    async def code_id(
-        self, client: PowerSchoolClient, school_number: int, yearid: int, att_code: str
-    ) -> int | None:
-        """ATTENDANCE_CODE.ID of ``att_code`` in that school and year, or None."""
+    async def codes(
+        self, client: PowerSchoolClient, school_number: int, yearid: int, wanted: str
+    ) -> dict[str, AttendanceCode]:
+        """ATT_CODE -> ATTENDANCE_CODE of that school and year; re-read if ``wanted`` is
+        missing and the cached list is a few minutes old (an admin may just have added it)."""
         key = (client.cache_key, school_number, yearid)
         entry = self._codes.get(key)
-        if entry is None or entry.expired(missing=att_code not in entry.value):
-            entry = self._codes[key] = _Entry(await client.attendance_codes(school_number, yearid))
-        return entry.value.get(att_code)
+        if entry is None or entry.expired(missing=wanted not in entry.value):
+            fetched = await client.attendance_codes(school_number, yearid)
+            entry = self._codes[key] = _Entry({c.att_code: c for c in fetched})
+        return entry.value
 
 
 def _term_for(terms: list[YearTerm], day: date) -> int | None:

@@ -1,23 +1,39 @@
-"""Attendance rules: what a check-in or check-out becomes, and idempotent submission.
+"""Attendance intake: what a check-in or check-out becomes, idempotent submission and
+corrections, cancellation, and the operations views (listing, retries, delivery stats).
 
-A record is in Postgres before PowerSchool is called, whatever PowerSchool then does.
+A record and its delivery job are committed together before the RPC answers; delivery is
+the worker's job (see ``worker.py``), so nothing accepted is lost whatever PowerSchool does.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import time
 import uuid
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
-from service.domain.delivery import Deliverer, local_date, local_timezone
+from service.domain._guards import BreakerState
+from service.domain.delivery import local_time, local_timezone
 from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver, school_number_of
-from service.errors import AlreadyExists, FailedPrecondition, NotFound
+from service.domain.worker import DeliveryWorker
+from service.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from service.models import (
     AttendanceRecord,
     AttendanceRequest,
     AttendanceState,
+    DeliveryStats,
     District,
+    RecordFilter,
     School,
     StudentKey,
 )
@@ -51,28 +67,29 @@ def _writeback_off(district: District, school: School) -> str:
 
 
 class AttendanceService:
-    """Accepts check-ins and check-outs, stores them, and hands them to delivery."""
+    """Accepts check-ins and check-outs and answers questions about them."""
 
     def __init__(
         self,
         districts: DistrictService,
         resolver: StudentResolver,
         records: AttendanceStore,
-        deliverer: Deliverer,
+        worker: DeliveryWorker,
     ) -> None:
         self._districts = districts
         self._resolver = resolver
         self._records = records
-        self._deliverer = deliverer
+        self._worker = worker
 
     async def submit(
-        self, request: AttendanceRequest, key: StudentKey
+        self, request: AttendanceRequest, key: StudentKey, *, wait: float = 0.0
     ) -> tuple[AttendanceRecord, bool]:
-        """Store the record and try to write it; returns ``(record, replayed)``."""
+        """Store the record and queue its delivery; returns ``(record, replayed)``.
+
+        With ``wait`` > 0, answer once delivery has an outcome or after ``wait`` seconds.
+        A second submission for the same student, day and event corrects the first record.
+        """
         fingerprint = request_hash(request, key)
-        replay = await self._replay(request, fingerprint)
-        if replay is not None:
-            return replay, True
         district = await self._districts.get(request.district_id)
         student = await self._resolver.find(district, key)
         school = self._school(district, request, school_number_of(district, student))
@@ -91,46 +108,115 @@ class AttendanceService:
                 reason="POWERSCHOOL_NOT_CONFIGURED",
             )
         timezone = local_timezone(district, school)
-        record = AttendanceRecord(
-            record_id=str(uuid.uuid4()),
-            district_id=district.district_id,
-            idempotency_key=request.idempotency_key,
-            request_hash=fingerprint,
-            roster_id=student.roster.roster_id,
-            event=request.event,
-            occurred_at=request.occurred_at,
-            school_number=school.school_number,
-            att_date=local_date(request.occurred_at, timezone).date(),
-            attendance_code=code,
-            state=AttendanceState.SKIPPED if off else AttendanceState.PENDING,
-            reason=request.reason,
-            excused=request.excused,
-            comment=request.comment,
-            checked_out_by=request.checked_out_by,
-            last_error=off,
+        submitted = await self._records.submit(
+            AttendanceRecord(
+                record_id=str(uuid.uuid4()),
+                district_id=district.district_id,
+                idempotency_key=request.idempotency_key,
+                request_hash=fingerprint,
+                roster_id=student.roster.roster_id,
+                event=request.event,
+                occurred_at=request.occurred_at,
+                school_number=school.school_number,
+                att_date=local_time(request.occurred_at, timezone).date(),
+                attendance_code=code,
+                state=AttendanceState.SKIPPED if off else AttendanceState.PENDING,
+                reason=request.reason,
+                excused=request.excused,
+                comment=request.comment,
+                checked_out_by=request.checked_out_by,
+                last_error=off,
+            )
         )
-        stored = await self._records.insert(record)
-        if stored is None:  # a concurrent call with the same key won the insert
-            replay = await self._replay(request, fingerprint)
-            if replay is None:  # pragma: no cover  (records are never deleted)
-                raise NotFound("record vanished")
-            return replay, True
-        if stored.state is AttendanceState.PENDING:
-            stored = await self._deliverer.deliver(stored, district, school, student)
-        return stored, False
-
-    async def _replay(
-        self, request: AttendanceRequest, fingerprint: str
-    ) -> AttendanceRecord | None:
-        existing = await self._records.by_key(request.district_id, request.idempotency_key)
-        if existing is None:
-            return None
-        if existing.request_hash != fingerprint:
+        if submitted.replayed and submitted.key_hash != fingerprint:
             raise AlreadyExists(
                 "this idempotency key was already used for a different attendance request",
                 reason="IDEMPOTENCY_KEY_REUSED",
             )
-        return existing
+        record = submitted.record
+        if not submitted.replayed and record.state is AttendanceState.PENDING:
+            self._worker.wake()
+        return await self._maybe_wait(record, wait), submitted.replayed
+
+    async def _maybe_wait(self, record: AttendanceRecord, wait: float) -> AttendanceRecord:
+        if wait <= 0 or record.state is not AttendanceState.PENDING:
+            return record
+        await self._worker.wait_for(record.record_id, record.district_id, wait)
+        return await self.get(record.district_id, record.record_id)
+
+    async def cancel(
+        self, district_id: str, record_id: str, reason: str, *, wait: float = 0.0
+    ) -> AttendanceRecord:
+        """Withdraw a record; PowerSchool is put back by a cancel job."""
+        record = await self.get(district_id, record_id)
+        if record.state is AttendanceState.CANCELLED:
+            return record
+        cancelled = await self._records.cancel(record, reason)
+        self._worker.wake()
+        return await self._maybe_wait(cancelled, wait)
+
+    async def get(self, district_id: str, record_id: str) -> AttendanceRecord:
+        """One record of a district, or :class:`NotFound`."""
+        record = await self._records.get(district_id, record_id)
+        if record is None:
+            raise NotFound(
+                f"no attendance record {record_id} in district {district_id!r}",
+                reason="RECORD_NOT_FOUND",
+            )
+        return record
+
+    async def list(
+        self, district_id: str, where: RecordFilter, *, page_size: int, page_token: str
+    ) -> tuple[list[AttendanceRecord], str]:
+        """A page of records, newest first, and the token of the next page ("" at the end)."""
+        await self._districts.get(district_id)
+        after = _decode_token(page_token)
+        records = await self._records.list(district_id, where, limit=page_size + 1, after=after)
+        if len(records) <= page_size:
+            return records, ""
+        last = records[page_size - 1]
+        assert last.created_at is not None
+        return records[:page_size], _encode_token(last.created_at, last.record_id)
+
+    async def retry(
+        self, district_id: str, record_id: str, first: date | None, last: date | None
+    ) -> int:
+        """Queue one FAILED/PENDING record, or every FAILED record in a date range."""
+        await self._districts.get(district_id)
+        if record_id:
+            record = await self.get(district_id, record_id)
+            if await self._records.retry_one(district_id, record_id) is None:
+                raise FailedPrecondition(
+                    f"record {record_id} is {record.state.value}; only FAILED or PENDING "
+                    "records can be retried",
+                    reason="RECORD_NOT_RETRYABLE",
+                )
+            count = 1
+        else:
+            assert first is not None
+            assert last is not None
+            count = await self._records.retry_failed(district_id, first, last)
+        self._worker.wake()
+        return count
+
+    async def stats(self, district_id: str) -> DeliveryStats:
+        """Backlog, failures, recent writes and this process's breaker view."""
+        district = await self._districts.get(district_id)
+        stats = await self._records.stats(district_id)
+        host = self._worker.guards.hosts.get(district.powerschool.base_url)
+        if host is None:
+            return stats
+        paused = max(host.breaker.retry_at(), host.not_before) - time.monotonic()
+        return replace(
+            stats,
+            breaker_state=host.breaker.state.value,
+            paused_until=(
+                datetime.now(UTC) + timedelta(seconds=paused)
+                if (paused > 0 and host.breaker.state is not BreakerState.CLOSED)
+                or host.not_before > time.monotonic()
+                else None
+            ),
+        )
 
     @staticmethod
     def _school(district: District, request: AttendanceRequest, default: int | None) -> School:
@@ -149,9 +235,19 @@ class AttendanceService:
             )
         return school
 
-    async def get(self, district_id: str, record_id: str) -> AttendanceRecord:
-        """One record of a district, or :class:`NotFound`."""
-        record = await self._records.get(district_id, record_id)
-        if record is None:
-            raise NotFound(f"no attendance record {record_id} in district {district_id!r}")
-        return record
+
+def _encode_token(created_at: datetime, record_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{record_id}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        created, record_id = base64.urlsafe_b64decode(token.encode()).decode().split("|")
+        uuid.UUID(record_id)
+        return datetime.fromisoformat(created), record_id
+    except ValueError:
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token returned by ListAttendance")]
+        ) from None

@@ -1,6 +1,13 @@
 """PowerSchool adapter: OAuth, student ID lookups, terms, attendance codes and daily writes."""
 
-from service.powerschool._client import PowerSchoolClient, PSStudentIds, WriteResult, YearTerm
+from service.powerschool._client import (
+    AttendanceCode,
+    DailyAttendance,
+    PowerSchoolClient,
+    PSStudentIds,
+    WriteResult,
+    YearTerm,
+)
 from service.powerschool._errors import (
     PowerSchoolAuthError,
     PowerSchoolError,
@@ -12,6 +19,8 @@ from service.powerschool._errors import (
 from service.powerschool._pool import PowerSchoolPool
 
 __all__ = [
+    "AttendanceCode",
+    "DailyAttendance",
     "PSStudentIds",
     "PowerSchoolAuthError",
     "PowerSchoolClient",

@@ -55,6 +55,25 @@ class YearTerm:
 
 
 @dataclass(frozen=True)
+class AttendanceCode:
+    """One ATTENDANCE_CODE row of a school year."""
+
+    id: int
+    att_code: str
+    presence_status: str
+
+
+@dataclass(frozen=True)
+class DailyAttendance:
+    """A student's existing daily ATTENDANCE row."""
+
+    id: int
+    dcid: int
+    attendance_codeid: int | None
+    comment: str
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """What PowerSchool answered to an attendance write."""
 
@@ -215,7 +234,7 @@ class PowerSchoolClient:
                     if resp.status == 401 and attempt == 0:
                         token = await self._get_token(stale=token)
                         continue
-                    _raise_for(resp, body, path)
+                    _raise_for(resp, body, path, empty_ok=method == "DELETE")
                     return body
             except (aiohttp.ClientError, TimeoutError) as exc:
                 kind = PowerSchoolOutcomeUnknown if write else PowerSchoolUnavailable
@@ -307,20 +326,55 @@ class PowerSchoolClient:
                 terms.append(YearTerm(yearid=yearid, firstday=first, lastday=last))
         return terms
 
-    async def attendance_codes(self, school_number: int, yearid: int) -> dict[str, int]:
-        """ATT_CODE -> ATTENDANCE_CODE.ID for one school and year."""
+    async def attendance_codes(self, school_number: int, yearid: int) -> list[AttendanceCode]:
+        """Every ATTENDANCE_CODE of one school and year."""
         rows = await self._all_rows(
             "attendance_code",
             f"schoolid=={_digits(school_number, 'school number')};"
             f"yearid=={_digits(yearid, 'yearid')}",
-            "id,att_code",
+            "id,att_code,presence_status_cd",
         )
-        codes: dict[str, int] = {}
+        codes = []
         for row in rows:
             code_id = _int_or_none(row.get("id"))
             if code_id is not None:
-                codes[str(row.get("att_code") or "")] = code_id
+                codes.append(
+                    AttendanceCode(
+                        id=code_id,
+                        att_code=str(row.get("att_code") or ""),
+                        presence_status=str(row.get("presence_status_cd") or ""),
+                    )
+                )
         return codes
+
+    async def daily_attendance(self, students_id: int, att_date: date) -> DailyAttendance | None:
+        """The student's daily attendance row for that date, if PowerSchool has one."""
+        body = await self.request(
+            "GET",
+            "/ws/schema/table/attendance",
+            params={
+                "q": f"studentid=={_digits(students_id, 'STUDENTS.ID')};"
+                f"att_date=={att_date.isoformat()};att_mode_code==ATT_ModeDaily",
+                "projection": "id,dcid,attendance_codeid,att_comment",
+                "pagesize": "2",
+            },
+        )
+        for row in _rows(body, "attendance"):
+            row_id, dcid = _int_or_none(row.get("id")), _int_or_none(row.get("dcid"))
+            if row_id is not None and dcid is not None:
+                return DailyAttendance(
+                    id=row_id,
+                    dcid=dcid,
+                    attendance_codeid=_int_or_none(row.get("attendance_codeid")),
+                    comment=str(row.get("att_comment") or ""),
+                )
+        return None
+
+    async def delete_attendance(self, dcid: int) -> None:
+        """Delete an ATTENDANCE row by DCID (servers may refuse: 403/405)."""
+        await self.request(
+            "DELETE", f"/ws/schema/table/attendance/{_digits(dcid, 'DCID')}", write=True
+        )
 
     async def _all_rows(self, table: str, query: str, projection: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -422,10 +476,12 @@ def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
         return None
 
 
-def _raise_for(resp: aiohttp.ClientResponse, body: Any, path: str) -> None:
+def _raise_for(
+    resp: aiohttp.ClientResponse, body: Any, path: str, *, empty_ok: bool = False
+) -> None:
     status = resp.status
     if 200 <= status < 300:
-        if body is None:
+        if body is None and not empty_ok:
             raise PowerSchoolUnavailable(
                 f"PowerSchool answered {path} with a non-JSON body", status=status
             )

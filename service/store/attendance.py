@@ -1,15 +1,34 @@
-"""Attendance records and their delivery state."""
+"""Attendance records, their idempotency keys, and the durable delivery queue.
+
+A record and its delivery job are written in one transaction. Workers claim due jobs with
+``FOR UPDATE SKIP LOCKED`` under a lease that is committed before PowerSchool is called;
+every outcome is fenced by the lease, so a worker whose lease was taken back (or whose job
+was reset by a correction) cannot overwrite newer state.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
 
 import asyncpg
 
-from service.models import AttendanceEvent, AttendanceRecord, AttendanceState
+from service.models import (
+    AttendanceEvent,
+    AttendanceRecord,
+    AttendanceState,
+    DeliveryJob,
+    DeliveryStats,
+    JobKind,
+    RecordFilter,
+)
 from service.store._queries import load
 
 _Q = load("attendance")
+CHANNEL = "writeback_jobs"
 
 
 def _record(row: asyncpg.Record) -> AttendanceRecord:
@@ -34,44 +53,130 @@ def _record(row: asyncpg.Record) -> AttendanceRecord:
         last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        replaced_attendance_codeid=row["replaced_attendance_codeid"],
+        replaced_att_code=row["replaced_att_code"],
+        replaced_comment=row["replaced_comment"],
+        replaced_set=row["replaced_set"],
+        cancel_reason=row["cancel_reason"],
+        next_attempt_at=row["next_attempt_at"],
     )
 
 
+def _must(row: asyncpg.Record | None) -> asyncpg.Record:
+    """A row a statement always returns inside its transaction."""
+    if row is None:  # pragma: no cover
+        raise LookupError("expected a row")
+    return row
+
+
+def _job(row: asyncpg.Record) -> DeliveryJob:
+    return DeliveryJob(
+        record_id=str(row["record_id"]),
+        district_id=row["district_id"],
+        kind=JobKind(row["kind"]),
+        attempts=row["attempts"],
+        first_attempt_at=row["first_attempt_at"],
+        created_at=row["created_at"],
+    )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a submission did: a new record, a correction of one, or a replay of a key."""
+
+    record: AttendanceRecord
+    replayed: bool = False
+    key_hash: str = ""
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The PowerSchool value a write replaced."""
+
+    attendance_codeid: int | None
+    att_code: str
+    comment: str
+
+
 class AttendanceStore:
-    """Stores records before anything is sent, and their outcomes after."""
+    """Stores records, keys and jobs; hands jobs to workers."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert(self, record: AttendanceRecord) -> AttendanceRecord | None:
-        """Store a new record; None when its idempotency key is already taken."""
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                _Q["insert_record"],
-                uuid.UUID(record.record_id),
+    async def submit(self, record: AttendanceRecord) -> Submitted:
+        """In one transaction: claim the idempotency key; then correct the live record of
+        the same student, day and event, or insert this one; and queue its delivery."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            claimed = await conn.fetchval(
+                _Q["claim_key"],
                 record.district_id,
                 record.idempotency_key,
                 record.request_hash,
-                record.roster_id,
-                record.event.value,
-                record.occurred_at,
-                record.school_number,
-                record.att_date,
-                record.attendance_code,
-                record.reason,
-                record.excused,
-                record.comment,
-                record.checked_out_by,
-                record.state.value,
-                record.last_error,
+                uuid.UUID(record.record_id),
             )
-        return None if row is None else _record(row)
-
-    async def by_key(self, district_id: str, idempotency_key: str) -> AttendanceRecord | None:
-        """The record stored under an idempotency key, if any."""
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(_Q["get_by_key"], district_id, idempotency_key)
-        return None if row is None else _record(row)
+            if claimed is None:
+                row = _must(
+                    await conn.fetchrow(
+                        _Q["get_by_key"], record.district_id, record.idempotency_key
+                    )
+                )
+                return Submitted(_record(row), replayed=True, key_hash=row["key_hash"])
+            same_day = await conn.fetchrow(
+                _Q["find_same_day"],
+                record.district_id,
+                record.roster_id,
+                record.att_date,
+                record.event.value,
+            )
+            found: asyncpg.Record | None
+            if same_day is not None:
+                found = await conn.fetchrow(
+                    _Q["correct_record"],
+                    same_day["record_id"],
+                    record.occurred_at,
+                    record.school_number,
+                    record.attendance_code,
+                    record.reason,
+                    record.excused,
+                    record.comment,
+                    record.checked_out_by,
+                    record.state.value,
+                    record.last_error,
+                )
+                await conn.execute(
+                    _Q["point_key"],
+                    record.district_id,
+                    record.idempotency_key,
+                    same_day["record_id"],
+                )
+            else:
+                found = await conn.fetchrow(
+                    _Q["insert_record"],
+                    uuid.UUID(record.record_id),
+                    record.district_id,
+                    record.idempotency_key,
+                    record.request_hash,
+                    record.roster_id,
+                    record.event.value,
+                    record.occurred_at,
+                    record.school_number,
+                    record.att_date,
+                    record.attendance_code,
+                    record.reason,
+                    record.excused,
+                    record.comment,
+                    record.checked_out_by,
+                    record.state.value,
+                    record.last_error,
+                )
+            row = _must(found)
+            if record.state is AttendanceState.PENDING:
+                await conn.execute(
+                    _Q["upsert_job"], row["record_id"], record.district_id, JobKind.WRITE.value
+                )
+                await conn.execute(_Q["notify"], record.district_id)
+        return Submitted(_record(row))
 
     async def get(self, district_id: str, record_id: str) -> AttendanceRecord | None:
         """One record of a district, if it exists."""
@@ -79,25 +184,157 @@ class AttendanceStore:
             row = await conn.fetchrow(_Q["get_record"], district_id, uuid.UUID(record_id))
         return None if row is None else _record(row)
 
-    async def record_outcome(
+    async def cancel(self, record: AttendanceRecord, reason: str) -> AttendanceRecord:
+        """Withdraw a record: at once if PowerSchool was never touched, else by queuing a
+        cancel job that puts PowerSchool back."""
+        rid = uuid.UUID(record.record_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            job = await conn.fetchrow(_Q["get_job"], rid)
+            untouched = record.attempts == 0 and (job is None or job["attempts"] == 0)
+            if untouched or record.state is AttendanceState.SKIPPED:
+                await conn.execute(_Q["delete_job"], rid)
+                row = await conn.fetchrow(
+                    _Q["set_state"], rid, AttendanceState.CANCELLED.value, "", reason
+                )
+            else:
+                row = await conn.fetchrow(_Q["request_cancel"], rid, reason)
+                await conn.execute(_Q["upsert_job"], rid, record.district_id, JobKind.CANCEL.value)
+                await conn.execute(_Q["notify"], record.district_id)
+        return _record(_must(row))
+
+    async def claim(
         self,
-        record_id: str,
+        owner: str,
+        limit: int,
+        *,
+        lease: float,
+        exclude: list[str],
+        only: str | None = None,
+    ) -> list[DeliveryJob]:
+        """Lease up to ``limit`` due jobs (committed before returning)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_Q["claim_jobs"], owner, lease, exclude, only, limit)
+        return [_job(r) for r in rows]
+
+    async def finish(
+        self,
+        job: DeliveryJob,
+        owner: str,
         state: AttendanceState,
         *,
+        error: str = "",
         powerschool_attendance_id: int | None = None,
-        last_error: str = "",
-        attempted: bool = True,
-    ) -> AttendanceRecord:
-        """Save the result of a delivery attempt and return the updated record."""
+        code: str | None = None,
+    ) -> AttendanceRecord | None:
+        """Record a final outcome and drop the job; None if the lease was lost."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                _Q["record_outcome"],
-                uuid.UUID(record_id),
+                _Q["finish_job"],
+                uuid.UUID(job.record_id),
+                owner,
                 state.value,
                 powerschool_attendance_id,
-                last_error,
-                1 if attempted else 0,
+                error,
+                code,
             )
-        if row is None:  # pragma: no cover  (records are never deleted)
-            raise LookupError(record_id)
-        return _record(row)
+        return None if row is None else _record(row)
+
+    async def remember_replaced(self, job: DeliveryJob, owner: str, replaced: Replaced) -> None:
+        """Keep the PowerSchool value a write is about to replace (first one wins)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                _Q["remember_replaced"],
+                uuid.UUID(job.record_id),
+                owner,
+                replaced.attendance_codeid,
+                replaced.att_code,
+                replaced.comment,
+            )
+
+    async def reschedule(
+        self, job: DeliveryJob, owner: str, run_at: datetime, error: str
+    ) -> AttendanceRecord | None:
+        """Try again at ``run_at``; None if the lease was lost."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                _Q["reschedule_job"], uuid.UUID(job.record_id), owner, run_at, error
+            )
+        return None if row is None else _record(row)
+
+    async def release(self, job: DeliveryJob, owner: str) -> None:
+        """Give a claimed job back without counting an attempt."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(_Q["release_job"], uuid.UUID(job.record_id), owner)
+
+    async def release_district(self, district_id: str) -> None:
+        """Make the district's backed-off jobs due now (its PowerSchool is back)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(_Q["release_district"], district_id)
+            await conn.execute(_Q["notify"], district_id)
+
+    async def list(
+        self,
+        district_id: str,
+        where: RecordFilter,
+        *,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[AttendanceRecord]:
+        """Records newest first, after the keyset position ``after``."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                _Q["list_records"],
+                district_id,
+                where.state.value if where.state else None,
+                where.school_number,
+                where.date_from,
+                where.date_to,
+                where.roster_id,
+                after[0] if after else None,
+                uuid.UUID(after[1]) if after else None,
+                limit,
+            )
+        return [_record(r) for r in rows]
+
+    async def retry_one(self, district_id: str, record_id: str) -> AttendanceRecord | None:
+        """Queue a FAILED or PENDING record for delivery now; None if it is neither."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_Q["retry_one"], district_id, uuid.UUID(record_id))
+            if row is not None:
+                await conn.execute(_Q["upsert_job"], row["record_id"], district_id, "write")
+                await conn.execute(_Q["notify"], district_id)
+        return None if row is None else _record(row)
+
+    async def retry_failed(self, district_id: str, first: date, last: date) -> int:
+        """Queue every FAILED record with an attendance date in [first, last]."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_Q["retry_failed"], district_id, first, last)
+            await conn.execute(_Q["notify"], district_id)
+        return len(rows)
+
+    async def stats(self, district_id: str) -> DeliveryStats:
+        """Backlog and recent outcomes of a district."""
+        async with self._pool.acquire() as conn:
+            row = _must(await conn.fetchrow(_Q["stats"], district_id))
+        return DeliveryStats(
+            district_id=district_id,
+            pending=row["pending"],
+            oldest_pending_age=float(row["oldest_age"]) if row["oldest_age"] is not None else None,
+            failed=row["failed"],
+            written_last_hour=row["written_last_hour"],
+        )
+
+    @asynccontextmanager
+    async def listening(self, on_notify: Callable[[str], None]) -> AsyncIterator[None]:
+        """While the block runs, call ``on_notify(district_id)`` whenever a job is queued
+        (by any process); holds one pooled connection for LISTEN."""
+
+        def callback(*args: object) -> None:
+            on_notify(str(args[-1]))
+
+        async with self._pool.acquire() as conn:
+            await conn.add_listener(CHANNEL, callback)
+            try:
+                yield
+            finally:
+                await conn.remove_listener(CHANNEL, callback)

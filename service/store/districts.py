@@ -30,6 +30,8 @@ def _school(row: asyncpg.Record) -> School:
         early_check_out_code=row["early_check_out_code"],
         late_check_in_excused_code=row["late_check_in_excused_code"],
         early_check_out_excused_code=row["early_check_out_excused_code"],
+        late_and_early_code=row["late_and_early_code"],
+        absence_codes=tuple(row["absence_codes"]),
     )
 
 
@@ -73,6 +75,8 @@ class DistrictStore:
                 client_secret=row["classlink_client_secret"],
             ),
             sync_interval_seconds=row["sync_interval_seconds"],
+            max_in_flight=row["max_in_flight"],
+            max_requests_per_second=row["max_requests_per_second"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             last_sync_at=row["last_sync_at"],
@@ -106,6 +110,8 @@ class DistrictStore:
                 district.classlink.client_id,
                 district.classlink.client_secret,
                 district.sync_interval_seconds,
+                district.max_in_flight,
+                district.max_requests_per_second,
             )
             await conn.execute(_Q["delete_schools"], district.district_id)
             await conn.executemany(
@@ -122,6 +128,8 @@ class DistrictStore:
                         s.early_check_out_code,
                         s.late_check_in_excused_code,
                         s.early_check_out_excused_code,
+                        s.late_and_early_code,
+                        list(s.absence_codes),
                     )
                     for s in district.schools
                 ],

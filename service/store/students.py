@@ -69,11 +69,12 @@ class StudentStore:
                 [s.sis_id for s in active],
             )
         created = sum(1 for r in rows if r["inserted"])
+        switched_off = sum(1 for r in rows if r["deactivated"])
         return ImportCounts(
             created=created,
-            updated=len(rows) - created,
+            updated=len(rows) - created - switched_off,
             unchanged=len(students) - len(rows),
-            deactivated=len(displaced) + sum(1 for r in rows if r["deactivated"]),
+            deactivated=len(displaced) + switched_off,
         )
 
     async def _find(self, query: str, district_id: str, value: object) -> list[Student]:

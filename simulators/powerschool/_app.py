@@ -90,6 +90,12 @@ class Faults:
     """Seconds added to every ``/ws`` and ``/oauth`` request."""
     outage: bool = False
     """Every ``/ws`` and ``/oauth`` request answers 503 with an HTML maintenance page."""
+    outage_until: float = 0.0
+    """Like ``outage`` until this ``time.time()``: an outage window that ends on its own."""
+    hang_after_write: int = 0
+    """The next N successful daily_time writes are committed, then the answer is held for
+    ``hang_seconds`` (longer than the client waits): the write-then-timeout case."""
+    hang_seconds: float = 30.0
     queue: list[tuple[int, float | None]] = field(default_factory=list)
     """Failures served, FIFO, to the next ``/ws`` requests: (status, Retry-After seconds)."""
     write_error_in_body: bool = False
@@ -195,6 +201,7 @@ class PowerSchoolSimulator:
         district_timezone: str = "America/Chicago",
         dcid_id_map_query: bool = True,
         strict_string_values: bool = True,
+        allow_attendance_delete: bool = True,
         field_grants: Mapping[str, Iterable[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -202,6 +209,7 @@ class PowerSchoolSimulator:
         self.dataset = copy.deepcopy(dataset) if dataset is not None else demo_dataset()
         self.client_id = client_id
         self.client_secret = client_secret
+        self.allow_attendance_delete = allow_attendance_delete
         self.max_page_size = max_page_size
         self.token_ttl = token_ttl
         self.expires_in_as_string = expires_in_as_string
@@ -324,6 +332,7 @@ class PowerSchoolSimulator:
         r.add_get("/ws/schema/table/{table}", self._table_query)
         r.add_get("/ws/schema/table/{table}/count", self._table_count)
         r.add_get("/ws/schema/table/{table}/{dcid}", self._table_row)
+        r.add_delete("/ws/schema/table/{table}/{dcid}", self._table_delete)
         r.add_post("/ws/schema/query/{name}", self._powerquery)
         r.add_post("/ws/schema/query/{name}/count", self._powerquery_count)
         r.add_post("/ws/attendance/daily_time", self._daily_time)
@@ -368,7 +377,7 @@ class PowerSchoolSimulator:
             return await handler(request)
         if self.faults.latency > 0:
             await asyncio.sleep(self.faults.latency)
-        if self.faults.outage:
+        if self.faults.outage or time.time() < self.faults.outage_until:
             return web.Response(status=503, text=_MAINTENANCE_PAGE, content_type="text/html")
         if ws and self.faults.queue:
             status, retry_after = self.faults.queue.pop(0)
@@ -637,6 +646,22 @@ class PowerSchoolSimulator:
             raise _ApiError(404, {"message": _ROW_NOT_FOUND})
         self._check_grants(spec, columns)
         return web.json_response(self._render_record(spec, row, columns))
+
+    async def _table_delete(self, request: web.Request) -> web.Response:
+        """Only ATTENDANCE rows, and only when ``allow_attendance_delete`` (unverified on a
+        real server: the client must cope with a refusal)."""
+        table = request.match_info["table"].lower()
+        if table != "attendance" or not self.allow_attendance_delete:
+            raise _ApiError(405, {"message": f"DELETE is not allowed on table {table.upper()}"})
+        dcid = _int_or_none(request.match_info["dcid"])
+        rows = self._rows["attendance"]
+        keep = [r for r in rows if r["dcid"] != dcid]
+        if len(keep) == len(rows):
+            raise _ApiError(
+                404, {"message": "Database row or table specified by the URI not found"}
+            )
+        self._rows["attendance"] = keep
+        return web.Response(status=204)
 
     def _find(self, table: str, column: str, value: object) -> Row | None:
         for row in self._rows[table]:
@@ -912,6 +937,9 @@ class PowerSchoolSimulator:
             self._rows["attendance"].append(row)
             action = "INSERT"
         ref = f"{request.scheme}://{request.host}/ws/schema/table/attendance/{row['dcid']}"
+        if self.faults.hang_after_write > 0:
+            self.faults.hang_after_write -= 1
+            await asyncio.sleep(self.faults.hang_seconds)
         return web.json_response(
             {
                 "result": [
@@ -1030,8 +1058,10 @@ def _parse_faults(body: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in body.items():
         if name not in known:
             raise ValueError(f"unknown fault {name!r}; known: {sorted(known)}")
-        if name == "latency":
+        if name in ("latency", "outage_until", "hang_seconds"):
             out[name] = float(value)
+        elif name == "hang_after_write":
+            out[name] = int(value)
         elif name == "queue":
             out[name] = [_queue_item(item) for item in value]
         elif isinstance(value, bool):

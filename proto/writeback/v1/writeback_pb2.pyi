@@ -114,7 +114,11 @@ class _AttendanceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Atten
     ATTENDANCE_STATE_FAILED: _AttendanceState.ValueType  # 3
     """PowerSchool refused it, or it cannot be written as configured; see last_error."""
     ATTENDANCE_STATE_SKIPPED: _AttendanceState.ValueType  # 4
-    """Kept but not sent (writeback disabled for the district or school)."""
+    """Kept but not sent: writeback disabled, or PowerSchool already holds a record the service
+    must not overwrite (see last_error).
+    """
+    ATTENDANCE_STATE_CANCELLED: _AttendanceState.ValueType  # 5
+    """Withdrawn with CancelAttendance; PowerSchool was put back as it was."""
 
 class AttendanceState(_AttendanceState, metaclass=_AttendanceStateEnumTypeWrapper): ...
 
@@ -125,7 +129,11 @@ ATTENDANCE_STATE_WRITTEN: AttendanceState.ValueType  # 2
 ATTENDANCE_STATE_FAILED: AttendanceState.ValueType  # 3
 """PowerSchool refused it, or it cannot be written as configured; see last_error."""
 ATTENDANCE_STATE_SKIPPED: AttendanceState.ValueType  # 4
-"""Kept but not sent (writeback disabled for the district or school)."""
+"""Kept but not sent: writeback disabled, or PowerSchool already holds a record the service
+must not overwrite (see last_error).
+"""
+ATTENDANCE_STATE_CANCELLED: AttendanceState.ValueType  # 5
+"""Withdrawn with CancelAttendance; PowerSchool was put back as it was."""
 Global___AttendanceState: _TypeAlias = AttendanceState  # noqa: Y015
 
 class _FindingCode:
@@ -199,6 +207,31 @@ SEVERITY_WARNING: Severity.ValueType  # 2
 SEVERITY_ERROR: Severity.ValueType  # 3
 """Writebacks will fail or land on the wrong student until fixed."""
 Global___Severity: _TypeAlias = Severity  # noqa: Y015
+
+class _BreakerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BreakerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BreakerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BREAKER_STATE_UNSPECIFIED: _BreakerState.ValueType  # 0
+    BREAKER_STATE_CLOSED: _BreakerState.ValueType  # 1
+    """Deliveries flow."""
+    BREAKER_STATE_OPEN: _BreakerState.ValueType  # 2
+    """PowerSchool looked down: the district's queue is paused until the next probe."""
+    BREAKER_STATE_HALF_OPEN: _BreakerState.ValueType  # 3
+    """One probe delivery is testing whether PowerSchool is back."""
+
+class BreakerState(_BreakerState, metaclass=_BreakerStateEnumTypeWrapper): ...
+
+BREAKER_STATE_UNSPECIFIED: BreakerState.ValueType  # 0
+BREAKER_STATE_CLOSED: BreakerState.ValueType  # 1
+"""Deliveries flow."""
+BREAKER_STATE_OPEN: BreakerState.ValueType  # 2
+"""PowerSchool looked down: the district's queue is paused until the next probe."""
+BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 3
+"""One probe delivery is testing whether PowerSchool is back."""
+Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
 
 @_typing.final
 class PowerSchoolConnection(_message.Message):
@@ -324,6 +357,8 @@ class School(_message.Message):
     EARLY_CHECK_OUT_CODE_FIELD_NUMBER: _builtins.int
     LATE_CHECK_IN_EXCUSED_CODE_FIELD_NUMBER: _builtins.int
     EARLY_CHECK_OUT_EXCUSED_CODE_FIELD_NUMBER: _builtins.int
+    LATE_AND_EARLY_CODE_FIELD_NUMBER: _builtins.int
+    ABSENCE_CODES_FIELD_NUMBER: _builtins.int
     school_number: _builtins.int
     """PowerSchool SCHOOLS.SCHOOL_NUMBER (what ATTENDANCE.SCHOOLID holds)."""
     roster_school_id: _builtins.str
@@ -340,6 +375,16 @@ class School(_message.Message):
     late_check_in_excused_code: _builtins.str
     """Optional codes used when the event is excused; empty means use the codes above."""
     early_check_out_excused_code: _builtins.str
+    late_and_early_code: _builtins.str
+    """Optional ATT_CODE for a student who arrived late and left early the same day, e.g. "LE".
+    Without it, the later event's code wins and the comment notes both.
+    """
+    @_builtins.property
+    def absence_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ATT_CODEs a late check-in or early check-out may replace (a teacher's absence). Empty means
+        any code whose PowerSchool presence status is Absent.
+        """
+
     def __init__(
         self,
         *,
@@ -352,10 +397,12 @@ class School(_message.Message):
         early_check_out_code: _builtins.str = ...,
         late_check_in_excused_code: _builtins.str = ...,
         early_check_out_excused_code: _builtins.str = ...,
+        late_and_early_code: _builtins.str = ...,
+        absence_codes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["early_check_out_code", b"early_check_out_code", "early_check_out_excused_code", b"early_check_out_excused_code", "late_check_in_code", b"late_check_in_code", "late_check_in_excused_code", b"late_check_in_excused_code", "name", b"name", "roster_school_id", b"roster_school_id", "school_number", b"school_number", "timezone", b"timezone", "writeback_enabled", b"writeback_enabled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absence_codes", b"absence_codes", "early_check_out_code", b"early_check_out_code", "early_check_out_excused_code", b"early_check_out_excused_code", "late_and_early_code", b"late_and_early_code", "late_check_in_code", b"late_check_in_code", "late_check_in_excused_code", b"late_check_in_excused_code", "name", b"name", "roster_school_id", b"roster_school_id", "school_number", b"school_number", "timezone", b"timezone", "writeback_enabled", b"writeback_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,6 +428,8 @@ class District(_message.Message):
     SYNC_INTERVAL_FIELD_NUMBER: _builtins.int
     LAST_SYNC_AT_FIELD_NUMBER: _builtins.int
     LAST_SYNC_ERROR_FIELD_NUMBER: _builtins.int
+    MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    MAX_REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
     district_id: _builtins.str
     name: _builtins.str
     roster_source: Global___RosterSource.ValueType
@@ -391,6 +440,11 @@ class District(_message.Message):
     timezone: _builtins.str
     """IANA time zone, e.g. America/Chicago."""
     last_sync_error: _builtins.str
+    max_in_flight: _builtins.int
+    """Politeness toward this district's PowerSchool: at most this many calls in flight
+    (0 means 4) and this many calls a second (0 means 20).
+    """
+    max_requests_per_second: _builtins.int
     @_builtins.property
     def powerschool(self) -> Global___PowerSchoolConnection: ...
     @_builtins.property
@@ -434,10 +488,12 @@ class District(_message.Message):
         sync_interval: _duration_pb2.Duration | None = ...,
         last_sync_at: _timestamp_pb2.Timestamp | None = ...,
         last_sync_error: _builtins.str = ...,
+        max_in_flight: _builtins.int = ...,
+        max_requests_per_second: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["classlink", b"classlink", "clever", b"clever", "created_at", b"created_at", "last_sync_at", b"last_sync_at", "powerschool", b"powerschool", "sync_interval", b"sync_interval", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["classlink", b"classlink", "clever", b"clever", "created_at", b"created_at", "district_id", b"district_id", "id_mode", b"id_mode", "last_sync_at", b"last_sync_at", "last_sync_error", b"last_sync_error", "name", b"name", "powerschool", b"powerschool", "roster_source", b"roster_source", "schools", b"schools", "sync_interval", b"sync_interval", "timezone", b"timezone", "updated_at", b"updated_at", "visible_student_id", b"visible_student_id", "writeback_enabled", b"writeback_enabled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classlink", b"classlink", "clever", b"clever", "created_at", b"created_at", "district_id", b"district_id", "id_mode", b"id_mode", "last_sync_at", b"last_sync_at", "last_sync_error", b"last_sync_error", "max_in_flight", b"max_in_flight", "max_requests_per_second", b"max_requests_per_second", "name", b"name", "powerschool", b"powerschool", "roster_source", b"roster_source", "schools", b"schools", "sync_interval", b"sync_interval", "timezone", b"timezone", "updated_at", b"updated_at", "visible_student_id", b"visible_student_id", "writeback_enabled", b"writeback_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -763,6 +819,11 @@ class AttendanceRecord(_message.Message):
     SCHOOL_NUMBER_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     ROSTER_ID_FIELD_NUMBER: _builtins.int
+    REPLACED_ATTENDANCE_CODE_FIELD_NUMBER: _builtins.int
+    REPLACED_COMMENT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXCUSED_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     district_id: _builtins.str
     state: Global___AttendanceState.ValueType
@@ -779,12 +840,23 @@ class AttendanceRecord(_message.Message):
     school_number: _builtins.int
     roster_id: _builtins.str
     """The student's roster_id."""
+    replaced_attendance_code: _builtins.str
+    """The PowerSchool value this record replaced (a teacher's absence, or the service's own
+    earlier code), so an admin can see what changed; empty when it created the row.
+    """
+    replaced_comment: _builtins.str
+    reason: _builtins.str
+    excused: _builtins.bool
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the next delivery attempt is due (PENDING only)."""
+
     def __init__(
         self,
         *,
@@ -803,10 +875,15 @@ class AttendanceRecord(_message.Message):
         school_number: _builtins.int = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         roster_id: _builtins.str = ...,
+        replaced_attendance_code: _builtins.str = ...,
+        replaced_comment: _builtins.str = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        excused: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "occurred_at", b"occurred_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["att_date", b"att_date", "attempts", b"attempts", "attendance_code", b"attendance_code", "created_at", b"created_at", "district_id", b"district_id", "event", b"event", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "occurred_at", b"occurred_at", "powerschool_attendance_id", b"powerschool_attendance_id", "record_id", b"record_id", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["att_date", b"att_date", "attempts", b"attempts", "attendance_code", b"attendance_code", "created_at", b"created_at", "district_id", b"district_id", "event", b"event", "excused", b"excused", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "powerschool_attendance_id", b"powerschool_attendance_id", "reason", b"reason", "record_id", b"record_id", "replaced_attendance_code", b"replaced_attendance_code", "replaced_comment", b"replaced_comment", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -826,6 +903,7 @@ class SubmitAttendanceRequest(_message.Message):
     EXCUSED_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     CHECKED_OUT_BY_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_WRITEBACK_FIELD_NUMBER: _builtins.int
     district_id: _builtins.str
     idempotency_key: _builtins.str
     """Caller-chosen key, unique per district; a retry with the same key and request returns the stored record."""
@@ -837,6 +915,10 @@ class SubmitAttendanceRequest(_message.Message):
     comment: _builtins.str
     checked_out_by: _builtins.str
     """Who the student left with (early check-out)."""
+    wait_for_writeback: _builtins.bool
+    """Answer with the PowerSchool outcome instead of at once; if the call's deadline comes
+    first, the answer is the record as it stands (PENDING), and delivery carries on.
+    """
     @_builtins.property
     def student(self) -> Global___StudentKey: ...
     @_builtins.property
@@ -854,10 +936,11 @@ class SubmitAttendanceRequest(_message.Message):
         excused: _builtins.bool = ...,
         comment: _builtins.str = ...,
         checked_out_by: _builtins.str = ...,
+        wait_for_writeback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "student", b"student"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_out_by", b"checked_out_by", "comment", b"comment", "district_id", b"district_id", "event", b"event", "excused", b"excused", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "reason", b"reason", "school_number", b"school_number", "student", b"student"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_out_by", b"checked_out_by", "comment", b"comment", "district_id", b"district_id", "event", b"event", "excused", b"excused", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "reason", b"reason", "school_number", b"school_number", "student", b"student", "wait_for_writeback", b"wait_for_writeback"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1086,3 +1169,247 @@ class DiagnoseMappingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DiagnoseMappingResponse: _TypeAlias = DiagnoseMappingResponse  # noqa: Y015
+
+@_typing.final
+class CancelAttendanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_WRITEBACK_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    record_id: _builtins.str
+    reason: _builtins.str
+    wait_for_writeback: _builtins.bool
+    """As for SubmitAttendance."""
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        wait_for_writeback: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_id", b"district_id", "reason", b"reason", "record_id", b"record_id", "wait_for_writeback", b"wait_for_writeback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelAttendanceRequest: _TypeAlias = CancelAttendanceRequest  # noqa: Y015
+
+@_typing.final
+class CancelAttendanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def record(self) -> Global___AttendanceRecord: ...
+    def __init__(
+        self,
+        *,
+        record: Global___AttendanceRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelAttendanceResponse: _TypeAlias = CancelAttendanceResponse  # noqa: Y015
+
+@_typing.final
+class ListAttendanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SCHOOL_NUMBER_FIELD_NUMBER: _builtins.int
+    DATE_FROM_FIELD_NUMBER: _builtins.int
+    DATE_TO_FIELD_NUMBER: _builtins.int
+    ROSTER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    state: Global___AttendanceState.ValueType
+    """Zero values mean "any"."""
+    school_number: _builtins.int
+    date_from: _builtins.str
+    """Inclusive YYYY-MM-DD bounds on the attendance date."""
+    date_to: _builtins.str
+    roster_id: _builtins.str
+    page_size: _builtins.int
+    """At most 500; 0 means 100."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+        state: Global___AttendanceState.ValueType = ...,
+        school_number: _builtins.int = ...,
+        date_from: _builtins.str = ...,
+        date_to: _builtins.str = ...,
+        roster_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_from", b"date_from", "date_to", b"date_to", "district_id", b"district_id", "page_size", b"page_size", "page_token", b"page_token", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAttendanceRequest: _TypeAlias = ListAttendanceRequest  # noqa: Y015
+
+@_typing.final
+class ListAttendanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttendanceRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___AttendanceRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAttendanceResponse: _TypeAlias = ListAttendanceResponse  # noqa: Y015
+
+@_typing.final
+class RetryAttendanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    DATE_FROM_FIELD_NUMBER: _builtins.int
+    DATE_TO_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    record_id: _builtins.str
+    """One record (FAILED or PENDING)..."""
+    date_from: _builtins.str
+    """...or every FAILED record with an attendance date in this inclusive range."""
+    date_to: _builtins.str
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        date_from: _builtins.str = ...,
+        date_to: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_from", b"date_from", "date_to", b"date_to", "district_id", b"district_id", "record_id", b"record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryAttendanceRequest: _TypeAlias = RetryAttendanceRequest  # noqa: Y015
+
+@_typing.final
+class RetryAttendanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRIED_FIELD_NUMBER: _builtins.int
+    retried: _builtins.int
+    def __init__(
+        self,
+        *,
+        retried: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retried", b"retried"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryAttendanceResponse: _TypeAlias = RetryAttendanceResponse  # noqa: Y015
+
+@_typing.final
+class GetDeliveryStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_id", b"district_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeliveryStatsRequest: _TypeAlias = GetDeliveryStatsRequest  # noqa: Y015
+
+@_typing.final
+class DeliveryStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    OLDEST_PENDING_AGE_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    WRITTEN_LAST_HOUR_FIELD_NUMBER: _builtins.int
+    BREAKER_STATE_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    pending: _builtins.int
+    failed: _builtins.int
+    written_last_hour: _builtins.int
+    breaker_state: Global___BreakerState.ValueType
+    """This service process's view of the district's PowerSchool."""
+    @_builtins.property
+    def oldest_pending_age(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+        pending: _builtins.int = ...,
+        oldest_pending_age: _duration_pb2.Duration | None = ...,
+        failed: _builtins.int = ...,
+        written_last_hour: _builtins.int = ...,
+        breaker_state: Global___BreakerState.ValueType = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_pending_age", b"oldest_pending_age", "paused_until", b"paused_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breaker_state", b"breaker_state", "district_id", b"district_id", "failed", b"failed", "oldest_pending_age", b"oldest_pending_age", "paused_until", b"paused_until", "pending", b"pending", "written_last_hour", b"written_last_hour"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryStats: _TypeAlias = DeliveryStats  # noqa: Y015
+
+@_typing.final
+class GetDeliveryStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> Global___DeliveryStats: ...
+    def __init__(
+        self,
+        *,
+        stats: Global___DeliveryStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeliveryStatsResponse: _TypeAlias = GetDeliveryStatsResponse  # noqa: Y015

@@ -74,6 +74,26 @@ class WritebackServiceStub:
                 request_serializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingRequest.SerializeToString,
                 response_deserializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingResponse.FromString,
                 _registered_method=True)
+        self.CancelAttendance = channel.unary_unary(
+                '/writeback.v1.WritebackService/CancelAttendance',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.CancelAttendanceRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.CancelAttendanceResponse.FromString,
+                _registered_method=True)
+        self.ListAttendance = channel.unary_unary(
+                '/writeback.v1.WritebackService/ListAttendance',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.ListAttendanceRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.ListAttendanceResponse.FromString,
+                _registered_method=True)
+        self.RetryAttendance = channel.unary_unary(
+                '/writeback.v1.WritebackService/RetryAttendance',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.RetryAttendanceRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.RetryAttendanceResponse.FromString,
+                _registered_method=True)
+        self.GetDeliveryStats = channel.unary_unary(
+                '/writeback.v1.WritebackService/GetDeliveryStats',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsResponse.FromString,
+                _registered_method=True)
 
 
 class WritebackServiceServicer:
@@ -135,6 +155,35 @@ class WritebackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelAttendance(self, request, context):
+        """Withdraws a check-in entered by mistake: restores what the service replaced in
+        PowerSchool, or removes the row it created.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAttendance(self, request, context):
+        """Lists a district's records, newest first, with filters and page tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryAttendance(self, request, context):
+        """Sends records again: one record, or every FAILED record of a district in a date range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeliveryStats(self, request, context):
+        """Delivery health per district: backlog, failures, recent writes, circuit breaker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WritebackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +226,26 @@ def add_WritebackServiceServicer_to_server(servicer, server):
                     servicer.DiagnoseMapping,
                     request_deserializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingRequest.FromString,
                     response_serializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingResponse.SerializeToString,
+            ),
+            'CancelAttendance': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAttendance,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.CancelAttendanceRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.CancelAttendanceResponse.SerializeToString,
+            ),
+            'ListAttendance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAttendance,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.ListAttendanceRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.ListAttendanceResponse.SerializeToString,
+            ),
+            'RetryAttendance': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryAttendance,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.RetryAttendanceRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.RetryAttendanceResponse.SerializeToString,
+            ),
+            'GetDeliveryStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeliveryStats,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +464,114 @@ class WritebackService:
             '/writeback.v1.WritebackService/DiagnoseMapping',
             writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingRequest.SerializeToString,
             writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAttendance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/CancelAttendance',
+            writeback_dot_v1_dot_writeback__pb2.CancelAttendanceRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.CancelAttendanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAttendance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/ListAttendance',
+            writeback_dot_v1_dot_writeback__pb2.ListAttendanceRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.ListAttendanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryAttendance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/RetryAttendance',
+            writeback_dot_v1_dot_writeback__pb2.RetryAttendanceRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.RetryAttendanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeliveryStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/GetDeliveryStats',
+            writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

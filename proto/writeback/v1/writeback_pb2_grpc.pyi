@@ -49,6 +49,16 @@ class WritebackServiceStub:
     """Reads the district's students from Clever or ClassLink now (incremental unless full)."""
     DiagnoseMapping: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.DiagnoseMappingRequest, _writeback_pb2.DiagnoseMappingResponse]
     """Samples roster students, checks them against PowerSchool, and reports mapping problems."""
+    CancelAttendance: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.CancelAttendanceRequest, _writeback_pb2.CancelAttendanceResponse]
+    """Withdraws a check-in entered by mistake: restores what the service replaced in
+    PowerSchool, or removes the row it created.
+    """
+    ListAttendance: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.ListAttendanceRequest, _writeback_pb2.ListAttendanceResponse]
+    """Lists a district's records, newest first, with filters and page tokens."""
+    RetryAttendance: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.RetryAttendanceRequest, _writeback_pb2.RetryAttendanceResponse]
+    """Sends records again: one record, or every FAILED record of a district in a date range."""
+    GetDeliveryStats: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.GetDeliveryStatsRequest, _writeback_pb2.GetDeliveryStatsResponse]
+    """Delivery health per district: backlog, failures, recent writes, circuit breaker."""
 
 @_typing.type_check_only
 class WritebackServiceAsyncStub(WritebackServiceStub):
@@ -69,6 +79,16 @@ class WritebackServiceAsyncStub(WritebackServiceStub):
     """Reads the district's students from Clever or ClassLink now (incremental unless full)."""
     DiagnoseMapping: _aio.UnaryUnaryMultiCallable[_writeback_pb2.DiagnoseMappingRequest, _writeback_pb2.DiagnoseMappingResponse]  # type: ignore[assignment]
     """Samples roster students, checks them against PowerSchool, and reports mapping problems."""
+    CancelAttendance: _aio.UnaryUnaryMultiCallable[_writeback_pb2.CancelAttendanceRequest, _writeback_pb2.CancelAttendanceResponse]  # type: ignore[assignment]
+    """Withdraws a check-in entered by mistake: restores what the service replaced in
+    PowerSchool, or removes the row it created.
+    """
+    ListAttendance: _aio.UnaryUnaryMultiCallable[_writeback_pb2.ListAttendanceRequest, _writeback_pb2.ListAttendanceResponse]  # type: ignore[assignment]
+    """Lists a district's records, newest first, with filters and page tokens."""
+    RetryAttendance: _aio.UnaryUnaryMultiCallable[_writeback_pb2.RetryAttendanceRequest, _writeback_pb2.RetryAttendanceResponse]  # type: ignore[assignment]
+    """Sends records again: one record, or every FAILED record of a district in a date range."""
+    GetDeliveryStats: _aio.UnaryUnaryMultiCallable[_writeback_pb2.GetDeliveryStatsRequest, _writeback_pb2.GetDeliveryStatsResponse]  # type: ignore[assignment]
+    """Delivery health per district: backlog, failures, recent writes, circuit breaker."""
 
 class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -134,5 +154,39 @@ class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_writeback_pb2.DiagnoseMappingResponse, _abc.Awaitable[_writeback_pb2.DiagnoseMappingResponse]]:
         """Samples roster students, checks them against PowerSchool, and reports mapping problems."""
+
+    @_abc_1.abstractmethod
+    def CancelAttendance(
+        self,
+        request: _writeback_pb2.CancelAttendanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.CancelAttendanceResponse, _abc.Awaitable[_writeback_pb2.CancelAttendanceResponse]]:
+        """Withdraws a check-in entered by mistake: restores what the service replaced in
+        PowerSchool, or removes the row it created.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAttendance(
+        self,
+        request: _writeback_pb2.ListAttendanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.ListAttendanceResponse, _abc.Awaitable[_writeback_pb2.ListAttendanceResponse]]:
+        """Lists a district's records, newest first, with filters and page tokens."""
+
+    @_abc_1.abstractmethod
+    def RetryAttendance(
+        self,
+        request: _writeback_pb2.RetryAttendanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.RetryAttendanceResponse, _abc.Awaitable[_writeback_pb2.RetryAttendanceResponse]]:
+        """Sends records again: one record, or every FAILED record of a district in a date range."""
+
+    @_abc_1.abstractmethod
+    def GetDeliveryStats(
+        self,
+        request: _writeback_pb2.GetDeliveryStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.GetDeliveryStatsResponse, _abc.Awaitable[_writeback_pb2.GetDeliveryStatsResponse]]:
+        """Delivery health per district: backlog, failures, recent writes, circuit breaker."""
 
 def add_WritebackServiceServicer_to_server(servicer: WritebackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

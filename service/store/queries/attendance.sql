@@ -1,22 +1,176 @@
+-- name: claim_key
+-- First statement of a submission: blocks behind a concurrent submission of the same key,
+-- and returns nothing if the key is taken (the caller then replays the stored record).
+INSERT INTO idempotency_keys (district_id, idempotency_key, request_hash, record_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+RETURNING record_id;
+
+-- name: get_by_key
+SELECT k.request_hash AS key_hash, r.*
+FROM idempotency_keys k JOIN attendance_records r USING (record_id)
+WHERE k.district_id = $1 AND k.idempotency_key = $2;
+
+-- name: find_same_day
+-- A correction: the same student, day and event already has a live record.
+SELECT * FROM attendance_records
+WHERE district_id = $1 AND roster_id = $2 AND att_date = $3 AND event = $4
+  AND state <> 'cancelled'
+ORDER BY created_at DESC
+LIMIT 1
+FOR UPDATE;
+
 -- name: insert_record
--- Returns nothing when the idempotency key is already taken; the caller then reads the stored one.
 INSERT INTO attendance_records (
     record_id, district_id, idempotency_key, request_hash, roster_id, event, occurred_at,
     school_number, att_date, attendance_code, reason, excused, comment, checked_out_by, state,
     last_error
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-ON CONFLICT (district_id, idempotency_key) DO NOTHING
 RETURNING *;
 
--- name: get_by_key
-SELECT * FROM attendance_records WHERE district_id = $1 AND idempotency_key = $2;
+-- name: correct_record
+UPDATE attendance_records SET
+    occurred_at = $2, school_number = $3, attendance_code = $4, reason = $5, excused = $6,
+    comment = $7, checked_out_by = $8, state = $9, last_error = $10, next_attempt_at = NULL,
+    updated_at = now()
+WHERE record_id = $1
+RETURNING *;
+
+-- name: point_key
+UPDATE idempotency_keys SET record_id = $3 WHERE district_id = $1 AND idempotency_key = $2;
+
+-- name: upsert_job
+-- A fresh job, or a reset one: clearing the lease fences off a worker still busy with the
+-- old version, so its outcome is discarded and the job runs again.
+INSERT INTO delivery_jobs (record_id, district_id, kind) VALUES ($1, $2, $3)
+ON CONFLICT (record_id) DO UPDATE SET
+    kind = EXCLUDED.kind, run_at = now(), lease_owner = NULL, lease_until = NULL,
+    attempts = 0, first_attempt_at = NULL;
+
+-- name: notify
+SELECT pg_notify('writeback_jobs', $1);
 
 -- name: get_record
 SELECT * FROM attendance_records WHERE district_id = $1 AND record_id = $2;
 
--- name: record_outcome
-UPDATE attendance_records
-SET state = $2, powerschool_attendance_id = COALESCE($3, powerschool_attendance_id),
-    last_error = $4, attempts = attempts + $5, updated_at = now()
+-- name: get_job
+SELECT * FROM delivery_jobs WHERE record_id = $1;
+
+-- name: delete_job
+DELETE FROM delivery_jobs WHERE record_id = $1;
+
+-- name: set_state
+UPDATE attendance_records SET state = $2, last_error = $3, cancel_reason = $4,
+    next_attempt_at = NULL, updated_at = now()
 WHERE record_id = $1
 RETURNING *;
+
+-- name: request_cancel
+UPDATE attendance_records SET state = 'pending', cancel_reason = $2, last_error = '',
+    updated_at = now()
+WHERE record_id = $1
+RETURNING *;
+
+-- name: claim_jobs
+-- Due, unleased (or lease expired) jobs of districts that are not paused, oldest first.
+-- The lease is committed before PowerSchool is called.
+UPDATE delivery_jobs j SET
+    lease_owner = $1,
+    lease_until = now() + make_interval(secs => $2),
+    attempts = j.attempts + 1,
+    first_attempt_at = COALESCE(j.first_attempt_at, now())
+WHERE j.record_id IN (
+    SELECT record_id FROM delivery_jobs
+    WHERE run_at <= now()
+      AND (lease_until IS NULL OR lease_until < now())
+      AND NOT (district_id = ANY($3::text[]))
+      AND ($4::text IS NULL OR district_id = $4)
+    ORDER BY run_at
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING j.*;
+
+-- name: finish_job
+-- Fenced: only the lease holder may record an outcome.
+WITH done AS (
+    DELETE FROM delivery_jobs WHERE record_id = $1 AND lease_owner = $2 RETURNING record_id
+)
+UPDATE attendance_records r SET
+    state = $3,
+    powerschool_attendance_id = COALESCE($4, r.powerschool_attendance_id),
+    last_error = $5,
+    attempts = r.attempts + 1,
+    attendance_code = COALESCE($6, r.attendance_code),
+    next_attempt_at = NULL,
+    updated_at = now()
+FROM done WHERE r.record_id = done.record_id
+RETURNING r.*;
+
+-- name: remember_replaced
+-- Saved before the write that replaces it is sent; the first value seen is the one kept.
+UPDATE attendance_records r SET
+    replaced_attendance_codeid = $3, replaced_att_code = $4, replaced_comment = $5,
+    replaced_set = true, updated_at = now()
+FROM delivery_jobs j
+WHERE r.record_id = $1 AND j.record_id = r.record_id AND j.lease_owner = $2
+  AND NOT r.replaced_set;
+
+-- name: reschedule_job
+WITH later AS (
+    UPDATE delivery_jobs SET run_at = $3, lease_owner = NULL, lease_until = NULL
+    WHERE record_id = $1 AND lease_owner = $2
+    RETURNING record_id
+)
+UPDATE attendance_records r SET
+    last_error = $4, attempts = r.attempts + 1, next_attempt_at = $3, updated_at = now()
+FROM later WHERE r.record_id = later.record_id
+RETURNING r.*;
+
+-- name: release_job
+-- Put a claimed job back untouched (its district was paused meanwhile).
+UPDATE delivery_jobs SET lease_owner = NULL, lease_until = NULL, attempts = attempts - 1
+WHERE record_id = $1 AND lease_owner = $2;
+
+-- name: release_district
+-- PowerSchool is back: jobs waiting out a backoff can go now.
+UPDATE delivery_jobs SET run_at = now()
+WHERE district_id = $1 AND run_at > now() AND lease_owner IS NULL;
+
+-- name: list_records
+SELECT * FROM attendance_records
+WHERE district_id = $1
+  AND ($2::text IS NULL OR state = $2)
+  AND ($3::bigint IS NULL OR school_number = $3)
+  AND ($4::date IS NULL OR att_date >= $4)
+  AND ($5::date IS NULL OR att_date <= $5)
+  AND ($6::text IS NULL OR roster_id = $6)
+  AND ($7::timestamptz IS NULL OR (created_at, record_id) < ($7, $8::uuid))
+ORDER BY created_at DESC, record_id DESC
+LIMIT $9;
+
+-- name: retry_one
+UPDATE attendance_records SET state = 'pending', last_error = '', updated_at = now()
+WHERE district_id = $1 AND record_id = $2 AND state IN ('failed', 'pending')
+RETURNING *;
+
+-- name: retry_failed
+WITH again AS (
+    UPDATE attendance_records SET state = 'pending', last_error = '', updated_at = now()
+    WHERE district_id = $1 AND state = 'failed' AND att_date BETWEEN $2 AND $3
+    RETURNING record_id, district_id
+)
+INSERT INTO delivery_jobs (record_id, district_id, kind)
+SELECT record_id, district_id, 'write' FROM again
+ON CONFLICT (record_id) DO UPDATE SET run_at = now(), attempts = 0, first_attempt_at = NULL
+RETURNING record_id;
+
+-- name: stats
+SELECT
+    count(*) FILTER (WHERE state = 'pending') AS pending,
+    extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 'pending')) AS oldest_age,
+    count(*) FILTER (WHERE state = 'failed') AS failed,
+    count(*) FILTER (WHERE state = 'written' AND updated_at > now() - interval '1 hour')
+        AS written_last_hour
+FROM attendance_records
+WHERE district_id = $1;

@@ -13,8 +13,9 @@ INSERT INTO districts AS d (
     timezone, ps_base_url, ps_client_id, ps_client_secret,
     clever_base_url, clever_client_id, clever_client_secret, clever_district_token,
     clever_district_id, classlink_endpoint_url, classlink_client_id, classlink_client_secret,
-    sync_interval_seconds
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    sync_interval_seconds, max_in_flight, max_requests_per_second
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+          $20, $21)
 ON CONFLICT (district_id) DO UPDATE SET
     name = EXCLUDED.name,
     roster_source = EXCLUDED.roster_source,
@@ -34,6 +35,8 @@ ON CONFLICT (district_id) DO UPDATE SET
     classlink_client_id = EXCLUDED.classlink_client_id,
     classlink_client_secret = COALESCE(NULLIF(EXCLUDED.classlink_client_secret, ''), d.classlink_client_secret),
     sync_interval_seconds = EXCLUDED.sync_interval_seconds,
+    max_in_flight = EXCLUDED.max_in_flight,
+    max_requests_per_second = EXCLUDED.max_requests_per_second,
     updated_at = now();
 
 -- name: delete_schools
@@ -43,8 +46,8 @@ DELETE FROM schools WHERE district_id = $1;
 INSERT INTO schools (
     district_id, school_number, roster_school_id, name, timezone, writeback_enabled,
     late_check_in_code, early_check_out_code, late_check_in_excused_code,
-    early_check_out_excused_code
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+    early_check_out_excused_code, late_and_early_code, absence_codes
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 
 -- name: due_for_sync
 -- Districts whose schedule says a sync is due; the caller takes a per-district advisory lock.
