@@ -12,11 +12,11 @@ import grpc
 import pytest
 from writeback.v1 import writeback_pb2_grpc
 
-from service import Server, Settings
+from service import Server
 from service.logs import configure
 from service.store import EmbeddedPostgres
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
-from tests.helpers import World
+from tests.helpers import World, fast_settings
 
 
 class LogCapture(io.StringIO):
@@ -51,7 +51,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def server(database_url: str, logs: LogCapture) -> AsyncIterator[Server]:
-    srv = Server(Settings(database_url=database_url, grpc_host="127.0.0.1", grpc_port=0))
+    srv = Server(fast_settings(database_url))
     await srv.start()
     yield srv
     await srv.stop()

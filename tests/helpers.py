@@ -15,9 +15,27 @@ from grpc_status import rpc_status
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
+from service import Settings
 from simulators.powerschool import PowerSchoolSimulator, PSStudent
 
 TZ = "America/Chicago"
+
+# Production patience scaled down so tests see retries, breakers and timeouts in seconds.
+FAST = {
+    "grpc_host": "127.0.0.1",
+    "grpc_port": 0,
+    "powerschool_timeout": 2.0,
+    "delivery_poll_seconds": 0.2,
+    "delivery_backoff_base": 0.2,
+    "delivery_backoff_cap": 2.0,
+    "breaker_cooldown": 0.5,
+    "breaker_max_cooldown": 2.0,
+}
+
+
+def fast_settings(database_url: str, **overrides: Any) -> Settings:
+    """Service settings for tests (see FAST)."""
+    return Settings(database_url=database_url, **{**FAST, **overrides})
 
 
 def roster_id_of(s: PSStudent) -> str:
@@ -148,10 +166,10 @@ class World:
         when: datetime,
         event: int = pb.ATTENDANCE_EVENT_LATE_CHECK_IN,
         *,
-        timeout: float = 10.0,
+        deadline: float = 10.0,
         **extra: Any,
     ) -> pb.SubmitAttendanceResponse:
-        """Submit and (by default) wait for the PowerSchool outcome, up to ``timeout``."""
+        """Submit and (by default) wait for the PowerSchool outcome, up to ``deadline`` seconds."""
         fields: dict[str, Any] = {
             "district_id": self.district_id,
             "idempotency_key": uuid.uuid4().hex,
@@ -163,7 +181,7 @@ class World:
         }
         fields.update(extra)
         return await self.stub.SubmitAttendance(
-            pb.SubmitAttendanceRequest(**fields), timeout=timeout
+            pb.SubmitAttendanceRequest(**fields), timeout=deadline
         )
 
     async def record(self, record_id: str) -> pb.AttendanceRecord:

@@ -155,7 +155,7 @@ class TestPowerSchoolTrouble:
         """PowerSchool down: the record is accepted and stored, not lost."""
         await world.setup()
         world.sim.faults.outage = True
-        response = await world.submit(world.student(), local(world.school_day(), 8, 30), timeout=2)
+        response = await world.submit(world.student(), local(world.school_day(), 8, 30), deadline=2)
         record = response.record
         assert record.state == pb.ATTENDANCE_STATE_PENDING
         assert "503" in record.last_error

@@ -9,8 +9,8 @@ import pytest
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
-from service import Server, Settings
-from tests.helpers import World, failure, roster_id_of
+from service import Server
+from tests.helpers import World, failure, fast_settings, roster_id_of
 
 STUDENTS_TABLE = "/ws/schema/table/students"
 
@@ -45,7 +45,7 @@ class TestDcidMode:
         await world.setup()
         ps = world.student()
         await world.resolve(sis_id=str(ps.dcid))
-        fresh = Server(Settings(database_url=database_url, grpc_host="127.0.0.1", grpc_port=0))
+        fresh = Server(fast_settings(database_url))
         await fresh.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{fresh.port}") as ch:

@@ -14,12 +14,12 @@ from google.protobuf.duration_pb2 import Duration
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
-from service import Server, Settings
+from service import Server
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, PSStudent
 from simulators.roster import roster_from_powerschool, school_roster_id
-from tests.helpers import World, failure
+from tests.helpers import World, failure, fast_settings
 
 DCID_MAP = "/ws/schema/query/com.pearson.core.student.student_dcid_id_map"
 
@@ -301,14 +301,7 @@ class TestSchedule:
     async def test_background_schedule_syncs_on_its_own(
         self, world: World, clever: CleverSimulator, database_url: str
     ) -> None:
-        srv = Server(
-            Settings(
-                database_url=database_url,
-                grpc_host="127.0.0.1",
-                grpc_port=0,
-                sync_poll_seconds=0.2,
-            )
-        )
+        srv = Server(fast_settings(database_url, sync_poll_seconds=0.2))
         await srv.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:

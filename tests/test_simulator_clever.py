@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDictProxy
 
 from simulators.clever import CleverSimulator
 from simulators.powerschool import demo_dataset
@@ -30,7 +31,7 @@ class Clever:
 
     async def get(
         self, path: str, token: str | None = None, **params: Any
-    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+    ) -> tuple[int, Any, CIMultiDictProxy[str]]:
         token = self.sim.district_token if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with self.session.get(
@@ -561,7 +562,8 @@ async def test_100k_roster_builds_and_serves_quickly(
     people = roster_from_powerschool(dataset, "clever")
     clever = await make(session, sims, people)
     headers = {"Authorization": f"Bearer {clever.sim.district_token}"}
-    uri, ids, pages = "/v3.0/users?role=student&limit=10000", [], 0
+    uri, pages = "/v3.0/users?role=student&limit=10000", 0
+    ids: list[str] = []
     gc.disable()  # time the simulator, not the collector's passes over 1M parsed objects
     try:
         while uri:

@@ -163,6 +163,7 @@ class ClassLinkSimulator:
         self._version = 0
         self._sorted: dict[tuple[str, bool], tuple[int, list[UserRecord]]] = {}
         self._nonces: dict[str, OrderedDict[str, float]] = {}
+        self._role_cache: tuple[int, set[str]] = (-1, set())
         self._last_ms = 0
         for person in copy_people(students):
             self._add(person, "student")
@@ -279,6 +280,12 @@ class ClassLinkSimulator:
         return datetime.datetime.fromtimestamp(ms // 1000, datetime.UTC).replace(
             microsecond=ms % 1000 * 1000
         )
+
+    def _roles(self) -> set[str]:
+        """The distinct roles present (cached per state version)."""
+        if self._role_cache[0] != self._version:
+            self._role_cache = (self._version, {r.role for r in self._records.values()})
+        return self._role_cache[1]
 
     def _ordered(self, sort: str, desc: bool) -> list[UserRecord]:
         """All users in ``sort`` order (insertion order when ``sort`` is empty), cached."""
@@ -479,6 +486,8 @@ class ClassLinkSimulator:
         predicate = parse_filter(raw_filter) if raw_filter else None
         selection = self._selection(request)
         records = self._ordered(sort, desc)
+        if role is not None and all(r == role for r in self._roles()):
+            role = None  # everyone has the role: skip a pass over the whole district
         if role is not None or school or predicate is not None:
             records = [
                 r

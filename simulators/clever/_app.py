@@ -235,7 +235,7 @@ class CleverSimulator:
             if person.roster_id in self._users:
                 raise ValueError(f"duplicate roster_id {person.roster_id!r}")
             self._users[person.roster_id] = UserRecord(person, "student", person.last_modified)
-            self._max_user_id = max(self._max_user_id, person.roster_id)
+        self._max_user_id = max(self._users, default=self._max_user_id)
         visible = sorted(uid for uid, rec in self._users.items() if rec.visible)
         self._visible[""] = visible
         self._visible["student"] = list(visible)

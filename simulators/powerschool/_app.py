@@ -115,6 +115,8 @@ class Call:
     query: dict[str, str]
     status: int
     body: Any
+    at: float = 0.0
+    """``time.monotonic()`` when the answer was sent."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form, as served by ``GET /_sim/calls``."""
@@ -124,6 +126,7 @@ class Call:
             "query": self.query,
             "status": self.status,
             "body": self.body,
+            "at": self.at,
         }
 
 
@@ -365,7 +368,14 @@ class PowerSchoolSimulator:
             )
         if not request.path.startswith("/_sim"):
             self.calls.append(
-                Call(request.method, request.path, dict(request.query), response.status, body)
+                Call(
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    response.status,
+                    body,
+                    time.monotonic(),
+                )
             )
         return response
 
