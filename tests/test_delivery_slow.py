@@ -1,0 +1,242 @@
+"""Deliberately slow delivery tests (marker ``slow``, run by ``make test``): a 30-second
+PowerSchool outage under 1,000 check-ins, a SIGKILL in the middle of 500 deliveries, and
+three service processes sharing one database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from writeback.v1 import writeback_pb2 as pb
+from writeback.v1 import writeback_pb2_grpc
+
+from simulators.powerschool import PowerSchoolSimulator, demo_dataset
+from tests.helpers import FAST, World, local, ts
+
+pytestmark = pytest.mark.slow
+
+WRITES = "/ws/attendance/daily_time"
+_TAG = re.compile(r"\[writeback:([0-9a-f-]{36})\]")
+
+
+def write_counts(sim: PowerSchoolSimulator) -> Counter[str]:
+    """How many accepted writes PowerSchool saw per record (by the record's tag)."""
+    counts: Counter[str] = Counter()
+    for call in sim.calls:
+        if call.path == WRITES and call.status == 200:
+            comment = call.body["record"][0]["tables"]["attendance"]["att_comment"]
+            counts.update(set(_TAG.findall(comment)))
+    return counts
+
+
+@pytest.fixture
+async def big_sim() -> AsyncIterator[PowerSchoolSimulator]:
+    simulator = PowerSchoolSimulator(demo_dataset(students_per_school=500))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+async def prepare(world: World) -> None:
+    """A district allowed 32 calls in flight, its roster imported and resolved."""
+    await world.setup(max_in_flight=32, max_requests_per_second=1000)
+    sem = asyncio.Semaphore(32)
+
+    async def resolve(dcid: int) -> None:
+        async with sem:
+            await world.resolve(sis_id=str(dcid))
+
+    await asyncio.gather(*(resolve(s.dcid) for s in world.students))
+
+
+async def submit_all(
+    stubs: list[writeback_pb2_grpc.WritebackServiceStub], world: World, count: int
+) -> list[str]:
+    day = world.school_day()
+    sem = asyncio.Semaphore(64)
+
+    async def one(i: int) -> str:
+        student = world.students[i]
+        async with sem:
+            response = await stubs[i % len(stubs)].SubmitAttendance(
+                pb.SubmitAttendanceRequest(
+                    district_id=world.district_id,
+                    idempotency_key=f"load-{i}",
+                    student=pb.StudentKey(sis_id=str(student.dcid)),
+                    event=pb.ATTENDANCE_EVENT_LATE_CHECK_IN,
+                    occurred_at=ts(local(day, 8, i % 60)),
+                    reason="Bus late",
+                ),
+                timeout=30,
+            )
+        return response.record.record_id
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def stats(world: World) -> pb.DeliveryStats:
+    response = await world.stub.GetDeliveryStats(
+        pb.GetDeliveryStatsRequest(district_id=world.district_id)
+    )
+    return response.stats
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    """``python -m service`` in its own process, configured like the test server."""
+
+    def __init__(self, database_url: str, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        env = {key.upper(): str(value) for key, value in FAST.items() if key != "grpc_port"}
+        self.env = {
+            **os.environ,
+            **env,
+            "DATABASE_URL": database_url,
+            "GRPC_PORT": str(self.port),
+            "DELIVERY_LEASE_SECONDS": "3",
+            "SYNC_POLL_SECONDS": "3600",
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "service", env=self.env, stderr=out
+            )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.proc.wait(), timeout=30)
+
+    def deliveries(self) -> int:
+        lines = self.log.read_text().splitlines()
+        return sum(
+            1
+            for line in lines
+            if line.startswith("{") and json.loads(line).get("event") == "attendance_delivery"
+        )
+
+
+async def test_thousand_check_ins_survive_a_thirty_second_outage(
+    stub: writeback_pb2_grpc.WritebackServiceStub, big_sim: PowerSchoolSimulator
+) -> None:
+    world = World(stub, big_sim)
+    await prepare(world)
+    big_sim.faults.outage_until = time.time() + 30
+    started = time.monotonic()
+    record_ids = await submit_all([stub], world, 1000)
+    assert (await stats(world)).written_last_hour == 0
+
+    async def all_written() -> bool:
+        s = await stats(world)
+        return s.written_last_hour == 1000 and s.pending == 0
+
+    await until(all_written, 150)
+    assert time.monotonic() - started >= 30
+    counts = write_counts(big_sim)
+    assert set(counts) == set(record_ids)
+    assert set(counts.values()) == {1}
+    assert len(big_sim.attendance_rows()) == 1000
+
+
+async def test_sigkill_mid_delivery_then_restart_writes_each_once(
+    big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
+) -> None:
+    first = ServiceProcess(database_url, tmp_path / "first.log")
+    second = ServiceProcess(database_url, tmp_path / "second.log")
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            world = World(writeback_pb2_grpc.WritebackServiceStub(channel), big_sim)
+            await prepare(world)
+            big_sim.faults.latency = 0.05
+            record_ids = await submit_all([world.stub], world, 500)
+
+            async def some_written() -> bool:
+                return (await stats(world)).written_last_hour >= 50
+
+            await until(some_written, 60)
+            written_at_kill = (await stats(world)).written_last_hour
+        await first.kill()
+        assert written_at_kill < 500, "delivery finished before the kill; nothing was tested"
+        await second.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            world = World(
+                writeback_pb2_grpc.WritebackServiceStub(channel), big_sim, world.district_id
+            )
+
+            async def all_written() -> bool:
+                s = await stats(world)
+                return s.written_last_hour == 500 and s.pending == 0
+
+            await until(all_written, 120)
+    finally:
+        await first.stop()
+        await second.stop()
+    await asyncio.sleep(0.5)
+    counts = write_counts(big_sim)
+    assert set(counts) == set(record_ids)
+    assert set(counts.values()) == {1}, Counter(counts.values())
+    assert second.deliveries() > 0
+
+
+async def test_three_processes_share_the_work_without_duplicates(
+    big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
+) -> None:
+    procs = [ServiceProcess(database_url, tmp_path / f"p{i}.log") for i in range(3)]
+    await asyncio.gather(*(p.start() for p in procs))
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in procs]
+    try:
+        stubs = [writeback_pb2_grpc.WritebackServiceStub(c) for c in channels]
+        world = World(stubs[0], big_sim)
+        await prepare(world)
+        big_sim.faults.latency = 0.02
+        record_ids = await submit_all(stubs, world, 1000)
+
+        async def all_written() -> bool:
+            s = await stats(world)
+            return s.written_last_hour == 1000 and s.pending == 0
+
+        await until(all_written, 120)
+    finally:
+        for c in channels:
+            await c.close()
+        for p in procs:
+            await p.stop()
+    counts = write_counts(big_sim)
+    assert set(counts) == set(record_ids)
+    assert set(counts.values()) == {1}
+    assert all(p.deliveries() > 0 for p in procs), [p.deliveries() for p in procs]
