@@ -40,10 +40,10 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     data_dir: Path = Path(".data")
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     powerschool_timeout: float = 10.0
     powerschool_connections: int = 100
-    powerschool_connections_per_host: int = 8
+    powerschool_connections_per_host: int = 32
     shutdown_grace: float = 5.0
     roster_page_size: int = 1000
     sync_poll_seconds: float = 30.0
@@ -71,9 +71,9 @@ class Settings:
             log_level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
             log_format=log_format,
             data_dir=Path(os.environ.get("WRITEBACK_DATA_DIR", ".data")),
-            db_pool_size=_env_int("DB_POOL_SIZE", 10),
+            db_pool_size=_env_int("DB_POOL_SIZE", 20),
             powerschool_timeout=_env_float("POWERSCHOOL_TIMEOUT", 10.0),
-            powerschool_connections_per_host=_env_int("POWERSCHOOL_CONNECTIONS_PER_HOST", 8),
+            powerschool_connections_per_host=_env_int("POWERSCHOOL_CONNECTIONS_PER_HOST", 32),
             roster_page_size=_env_int("ROSTER_PAGE_SIZE", 1000),
             sync_poll_seconds=_env_float("SYNC_POLL_SECONDS", 30.0),
             worker_concurrency=_env_int("WORKER_CONCURRENCY", 32),

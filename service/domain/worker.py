@@ -157,9 +157,14 @@ class DeliveryWorker:
             for job in jobs:
                 task = asyncio.create_task(self._deliver(job))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._task_done)
             if len(jobs) < free:
                 return
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # A freed slot may have due work waiting (a backlog, or a retry now due).
+        self._tasks.discard(task)
+        self._wake.set()
 
     async def _district(self, district_id: str) -> District:
         cached = self._district_cache.get(district_id)
