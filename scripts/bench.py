@@ -245,7 +245,7 @@ def _free_port() -> int:
 
 def _simulator(module: str, per_school: int, *args: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -350,7 +350,7 @@ def sync_figures(database_url: str, per_school: int) -> dict[str, dict[str, floa
         ):
             sim, url = _simulator(module, per_school)
             try:
-                child = subprocess.run(  # noqa: S603
+                child = subprocess.run(
                     [sys.executable, __file__, "sync-child", source, database_url, ps_url, url],
                     capture_output=True,
                     text=True,
