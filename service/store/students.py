@@ -10,6 +10,7 @@ from service.models import ImportCounts, RosterStudent, Student
 from service.store._queries import load
 
 _Q = load("students")
+_ANALYZE_AFTER = 500
 
 
 def _student(row: asyncpg.Record) -> Student:
@@ -35,6 +36,8 @@ class StudentStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._created_since_analyze = 0
+        self._rows_at_analyze = 0
 
     async def upsert(self, district_id: str, students: Sequence[RosterStudent]) -> ImportCounts:
         """Insert or update a batch in one transaction; unchanged rows are not written, and
@@ -69,6 +72,15 @@ class StudentStore:
                 [s.sis_id for s in active],
             )
         created = sum(1 for r in rows if r["inserted"])
+        self._created_since_analyze += created
+        if self._created_since_analyze >= max(_ANALYZE_AFTER, self._rows_at_analyze // 2):
+            # Planner statistics lag a bulk load; without them each batch's lookups scan the
+            # whole district instead of using the (district_id, ...) indexes. Re-analyzing
+            # each time the table grows by half keeps that to a handful of ANALYZEs.
+            self._rows_at_analyze += self._created_since_analyze
+            self._created_since_analyze = 0
+            async with self._pool.acquire() as conn:
+                await conn.execute("ANALYZE students")
         switched_off = sum(1 for r in rows if r["deactivated"])
         return ImportCounts(
             created=created,

@@ -63,11 +63,14 @@ WHERE district_id = $1 AND roster_id = $2 AND sis_id = $3;
 
 -- name: deactivate_dcid_holders
 -- A DCID carried by a newly active roster record (Clever re-provisions a user with a new id
--- when sis_id changes) must not stay active on the older record too.
+-- when sis_id changes) must not stay active on the older record too. sis_id = ANY() keeps this
+-- on the (district_id, sis_id) index, so a batch costs its own size, not the district's.
 UPDATE students s SET active = false, updated_at = now()
-FROM unnest($2::text[], $3::text[]) AS b(roster_id, sis_id)
-WHERE s.district_id = $1 AND s.active AND b.sis_id <> ''
-  AND s.sis_id = b.sis_id AND s.roster_id <> b.roster_id
+WHERE s.district_id = $1 AND s.active AND s.sis_id = ANY($3::text[])
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest($2::text[], $3::text[]) AS b(roster_id, sis_id)
+      WHERE b.roster_id = s.roster_id AND b.sis_id = s.sis_id
+  )
 RETURNING s.roster_id;
 
 -- name: deactivate_missing
