@@ -179,7 +179,8 @@ class Deliverer:
         held = by_id.get(existing.attendance_codeid or -1) if existing else None
 
         code, notes, replaced = record.attendance_code, [record], None
-        if existing is not None and record.record_id not in tags and not tags:
+        ours = record.record_id in tags or sibling is not None
+        if existing is not None and not ours:
             # Someone else's row: only an absence may be overwritten.
             if not _is_absence(held, school):
                 shown = repr(held.att_code) if held else f"code id {existing.attendance_codeid}"
