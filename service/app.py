@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import aiohttp
 import asyncpg
 import grpc
 import structlog
@@ -29,6 +28,7 @@ from service.domain import (
 )
 from service.logs import configure
 from service.powerschool import PowerSchoolPool
+from service.roster.pool import RosterPool
 from service.store import (
     AttendanceStore,
     DistrictStore,
@@ -56,7 +56,7 @@ class Server:
             limit_per_host=settings.powerschool_connections_per_host,
         )
         self._grpc: grpc.aio.Server | None = None
-        self._roster_http: aiohttp.ClientSession | None = None
+        self._rosters = RosterPool(page_size=settings.roster_page_size)
         self._scheduler: SyncScheduler | None = None
         self.worker: DeliveryWorker | None = None
         self._health = health.aio.HealthServicer()
@@ -96,16 +96,8 @@ class Server:
             ),
         )
         attendance = AttendanceService(districts, resolver, record_store, self.worker)
-        self._roster_http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=50, limit_per_host=8)
-        )
         roster_sync = RosterSync(
-            districts,
-            student_store,
-            SyncStateStore(self._pool),
-            resolver,
-            self._roster_http,
-            page_size=self.settings.roster_page_size,
+            districts, student_store, SyncStateStore(self._pool), resolver, self._rosters
         )
         doctor = MappingDoctor(districts, student_store, self._powerschool)
 
@@ -163,9 +155,7 @@ class Server:
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
-        if self._roster_http is not None:
-            await self._roster_http.close()
-            self._roster_http = None
+        await self._rosters.close()
         await self._powerschool.close()
         if self._pool is not None:
             await self._pool.close()

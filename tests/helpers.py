@@ -10,11 +10,10 @@ from zoneinfo import ZoneInfo
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
+from clients import WritebackError
 from service import Settings
 from simulators.powerschool import PowerSchoolSimulator, PSStudent
 
@@ -191,32 +190,6 @@ class World:
         return response.record
 
 
-@dataclass
-class RpcFailure:
-    code: grpc.StatusCode
-    message: str
-    violations: dict[str, str]
-    reason: str
-    retry_delay: float | None
-
-
-def failure(err: grpc.aio.AioRpcError) -> RpcFailure:
-    """The status code and google.rpc details of a failed call."""
-    status = rpc_status.from_call(err)
-    violations: dict[str, str] = {}
-    reason = ""
-    retry: float | None = None
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations.update({v.field: v.description for v in bad.field_violations})
-        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info_r = error_details_pb2.RetryInfo()
-            detail.Unpack(info_r)
-            retry = info_r.retry_delay.ToTimedelta().total_seconds()
-    return RpcFailure(err.code(), err.details() or "", violations, reason, retry)
+def failure(err: grpc.aio.AioRpcError) -> WritebackError:
+    """The status code and google.rpc details of a failed call, decoded by the client library."""
+    return WritebackError.from_rpc_error(err)

@@ -197,8 +197,8 @@ class TestUnavailable:
         world.sim.faults.outage = True
         got = await fails(world.resolve(sis_id=str(world.student().dcid)))
         assert got.code is grpc.StatusCode.UNAVAILABLE
-        assert got.retry_delay is not None
-        assert got.retry_delay > 0
+        assert got.retry_after is not None
+        assert got.retry_after > 0
 
     async def test_outage_with_the_mapping_cached_still_answers(self, world: World) -> None:
         await world.setup()
@@ -213,4 +213,4 @@ class TestUnavailable:
         world.sim.faults.queue.append((429, 7.0))
         got = await fails(world.resolve(sis_id=str(world.student(100, 1).dcid)))
         assert got.code is grpc.StatusCode.UNAVAILABLE
-        assert got.retry_delay == 7.0
+        assert got.retry_after == 7.0

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-import aiohttp
 import structlog
 
 from service.classlink import ClassLinkClient
@@ -25,12 +24,12 @@ from service.domain.students import StudentResolver
 from service.errors import FailedPrecondition, Unavailable
 from service.models import District, ImportCounts, RosterSource, RosterStudent, SyncResult
 from service.roster import (
-    RetryPolicy,
     RosterAuthError,
     RosterCursorExpired,
     RosterError,
     RosterUnavailable,
 )
+from service.roster.pool import RosterPool
 from service.store import DistrictStore, StudentStore, SyncState, SyncStateStore
 
 log = structlog.get_logger("roster_sync")
@@ -75,18 +74,13 @@ class RosterSync:
         students: StudentStore,
         state: SyncStateStore,
         resolver: StudentResolver,
-        session: aiohttp.ClientSession,
-        *,
-        retry: RetryPolicy | None = None,
-        page_size: int = 1000,
+        rosters: RosterPool,
     ) -> None:
         self._districts = districts
         self._students = students
         self._state = state
         self._resolver = resolver
-        self._session = session
-        self._retry = retry or RetryPolicy()
-        self._page_size = page_size
+        self._rosters = rosters
 
     async def sync(self, district_id: str, *, full: bool = False) -> SyncResult:
         """Sync the district's roster now; ``full`` re-reads everything."""
@@ -136,9 +130,7 @@ class RosterSync:
         if district.roster_source is RosterSource.CLEVER:
             if not district.clever.configured:
                 raise _not_configured(district, "clever")
-            clever = CleverClient(
-                self._session, district.clever, page_size=self._page_size, retry=self._retry
-            )
+            clever = self._rosters.clever(district.clever)
             if full or not _clever_cursor_fresh(state):
                 return await self._clever_full(district, clever), True
             try:
@@ -148,9 +140,7 @@ class RosterSync:
                 return await self._clever_full(district, clever), True
         if not district.classlink.configured:
             raise _not_configured(district, "classlink")
-        classlink = ClassLinkClient(
-            self._session, district.classlink, page_size=self._page_size, retry=self._retry
-        )
+        classlink = self._rosters.classlink(district.classlink)
         if full or not _classlink_delta_ok(state):
             return await self._classlink_read(district, classlink, ""), True
         return await self._classlink_read(district, classlink, state.cursor), False

@@ -80,7 +80,7 @@ class StudentStore:
             self._rows_at_analyze += self._created_since_analyze
             self._created_since_analyze = 0
             async with self._pool.acquire() as conn:
-                await conn.execute("ANALYZE students")
+                await conn.execute(_Q["analyze"])
         switched_off = sum(1 for r in rows if r["deactivated"])
         return ImportCounts(
             created=created,

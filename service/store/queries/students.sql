@@ -124,3 +124,6 @@ GROUP BY roster_school_id ORDER BY roster_school_id;
 UPDATE students SET active = false, updated_at = now()
 WHERE district_id = $1 AND active AND roster_id = ANY($2::text[])
 RETURNING roster_id;
+
+-- name: analyze
+ANALYZE students;

@@ -1,0 +1,47 @@
+"""One HTTP session for roster services, and the Clever / ClassLink clients built on it.
+
+Kept out of ``service.roster``'s ``__init__`` because the two adapters import that package.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from service.classlink import ClassLinkClient
+from service.clever import CleverClient
+from service.models import ClassLinkConnection, CleverConnection
+from service.roster._retry import RetryPolicy
+
+
+class RosterPool:
+    """Hands out roster clients that share one bounded connection pool."""
+
+    def __init__(self, *, page_size: int = 1000, retry: RetryPolicy | None = None) -> None:
+        self._page_size = page_size
+        self._retry = retry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=50, limit_per_host=8)
+            )
+        return self._session
+
+    def clever(self, connection: CleverConnection) -> CleverClient:
+        """A client for one Clever district."""
+        return CleverClient(
+            self._get_session(), connection, page_size=self._page_size, retry=self._retry
+        )
+
+    def classlink(self, connection: ClassLinkConnection) -> ClassLinkClient:
+        """A client for one ClassLink Roster Server."""
+        return ClassLinkClient(
+            self._get_session(), connection, page_size=self._page_size, retry=self._retry
+        )
+
+    async def close(self) -> None:
+        """Close the shared session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
