@@ -38,7 +38,7 @@ from writeback.v1 import writeback_pb2_grpc
 from service import Server, Settings
 from service.logs import configure
 from service.store import EmbeddedPostgres
-from simulators.powerschool import PowerSchoolSimulator, demo_dataset
+from simulators.powerschool import PowerSchoolSimulator, demo_dataset, recent_school_day
 from simulators.roster import school_roster_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,11 +211,8 @@ async def service_figures(database_url: str, seconds: float) -> dict[str, float]
 
 
 def _school_day(sim: PowerSchoolSimulator) -> datetime:
-    day = datetime.now(UTC).date() - timedelta(days=1)
-    terms = [t for t in sim.dataset.terms if t.isyearrec]
-    while not any(t.firstday <= day <= t.lastday for t in terms):
-        day -= timedelta(days=1)
-    return datetime.combine(day, dtime(8, 0), tzinfo=ZoneInfo(TZ))
+    """Yesterday (or the last day of the school year), 08:47 local time."""
+    return datetime.combine(recent_school_day(sim.dataset), dtime(8, 0), tzinfo=ZoneInfo(TZ))
 
 
 def _submit(

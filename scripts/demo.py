@@ -13,7 +13,7 @@ import asyncio
 import os
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,7 @@ from service import Server, Settings
 from service.logs import configure
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
-from simulators.powerschool import PowerSchoolSimulator, demo_dataset
+from simulators.powerschool import PowerSchoolSimulator, demo_dataset, recent_school_day
 from simulators.roster import roster_from_powerschool, school_roster_id
 
 TZ = "America/Chicago"
@@ -33,11 +33,7 @@ TZ = "America/Chicago"
 
 def _school_day(sim: PowerSchoolSimulator) -> datetime:
     """Yesterday (or the last day of the school year), 08:47 local time."""
-    day = datetime.now(UTC).date() - timedelta(days=1)
-    terms = [t for t in sim.dataset.terms if t.isyearrec]
-    while not any(t.firstday <= day <= t.lastday for t in terms):
-        day -= timedelta(days=1)
-    return datetime.combine(day, time(8, 47), tzinfo=ZoneInfo(TZ))
+    return datetime.combine(recent_school_day(sim.dataset), time(8, 47), tzinfo=ZoneInfo(TZ))
 
 
 def _district(

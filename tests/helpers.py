@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,7 @@ from writeback.v1 import writeback_pb2_grpc
 
 from clients import WritebackError
 from service import Settings
-from simulators.powerschool import PowerSchoolSimulator, PSStudent
+from simulators.powerschool import PowerSchoolSimulator, PSStudent, recent_school_day
 
 TZ = "America/Chicago"
 
@@ -72,12 +72,7 @@ class World:
 
     def school_day(self, back: int = 1) -> date:
         """A recent date inside one of the simulator's school years (a real school day)."""
-        day = datetime.now(UTC).date() - timedelta(days=back)
-        for _ in range(400):
-            if any(t.isyearrec and t.firstday <= day <= t.lastday for t in self.sim.dataset.terms):
-                return day
-            day -= timedelta(days=1)
-        raise AssertionError("simulator dataset has no school year in the last 400 days")
+        return recent_school_day(self.sim.dataset, back=back)
 
     def yearid(self, school_number: int, day: date) -> int:
         return next(

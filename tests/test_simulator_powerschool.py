@@ -16,6 +16,7 @@ from simulators.powerschool import (
     PowerSchoolSimulator,
     PSStudent,
     demo_dataset,
+    recent_school_day,
 )
 
 # The tests below name years 35 (2025-26) and 36 (2026-27), so pin the dataset to 2026-27.
@@ -168,6 +169,29 @@ def test_demo_dataset_invariants() -> None:
     assert len({t.dcid for t in ds.terms}) == len(ds.terms)
     assert demo_dataset(today=FIXED_TODAY) == ds  # deterministic
     assert demo_dataset(seed=8, today=FIXED_TODAY).students != ds.students
+
+
+def test_recent_school_day_skips_summer_and_semester_terms() -> None:
+    ds = demo_dataset(today=FIXED_TODAY)  # years 2025-08-12..2026-06-04, 2026-08-12..2027-06-04
+    assert recent_school_day(ds, today=FIXED_TODAY) == datetime.date(2026, 10, 31)
+    assert recent_school_day(ds, back=3, today=FIXED_TODAY) == datetime.date(2026, 10, 29)
+    assert recent_school_day(ds, back=0, today=datetime.date(2026, 8, 12)) == datetime.date(
+        2026, 8, 12
+    )
+    summer = datetime.date(2026, 8, 12)  # back=1 lands on 08-11, in the summer break
+    assert recent_school_day(ds, today=summer) == datetime.date(2026, 6, 4)
+    assert recent_school_day(demo_dataset()) <= datetime.date.today() - datetime.timedelta(days=1)
+    semesters_only = Dataset(
+        schools=ds.schools,
+        students=[],
+        terms=[t for t in ds.terms if t.isyearrec != 1],
+        codes=[],
+    )
+    with pytest.raises(ValueError, match="year-long term"):
+        recent_school_day(semesters_only, today=FIXED_TODAY)
+    far = datetime.date(2028, 8, 1)  # the last school day, 2027-06-04, is over 400 days back
+    with pytest.raises(ValueError, match="year-long term"):
+        recent_school_day(ds, today=far)
 
 
 # ---------------------------------------------------------------------------------------------

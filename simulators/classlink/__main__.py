@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
-import sys
 
+from simulators._server import serve_until_signalled
 from simulators.powerschool import demo_dataset
 from simulators.roster import roster_from_powerschool
 
@@ -63,28 +62,23 @@ async def _serve(args: argparse.Namespace) -> None:
         link_header=not args.no_link_header,
     )
     sim.faults.latency = args.latency
-    base_url = await sim.start(args.host, args.port)
-    try:
-        print(f"ClassLink simulator listening on {base_url} (API under {API_PREFIX})")
-        print(f"  endpoint_url={base_url} client_id={sim.client_id} "
-              f"client_secret={sim.client_secret} (OAuth 1.0a HMAC-SHA256)")  # fmt: skip
-        for p in roster[:4]:
-            print(
+
+    def banner(base_url: str) -> list[str]:
+        return [
+            f"ClassLink simulator listening on {base_url} (API under {API_PREFIX})",
+            f"  endpoint_url={base_url} client_id={sim.client_id} "
+            f"client_secret={sim.client_secret} (OAuth 1.0a HMAC-SHA256)",
+            *(
                 f"  student sourcedId={p.roster_id} identifier={p.student_number!r} "
                 f"org={p.school_id} {p.first_name} {p.last_name}"
-            )
-        print("  control: GET /_sim/calls, GET|POST /_sim/faults, GET|POST /_sim/people, "
-              "POST|DELETE /_sim/people/{id}, POST /_sim/people/{id}/soft-delete, "
-              "POST /_sim/reset-calls; Ctrl-C to stop")  # fmt: skip
-        sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await sim.stop()
+                for p in roster[:4]
+            ),
+            "  control: GET /_sim/calls, GET|POST /_sim/faults, GET|POST /_sim/people, "
+            "POST|DELETE /_sim/people/{id}, POST /_sim/people/{id}/soft-delete, "
+            "POST /_sim/reset-calls; Ctrl-C to stop",
+        ]
+
+    await serve_until_signalled(sim, args.host, args.port, banner)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from aiohttp import web
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature, utils
 
+from simulators._server import HttpSimulator
 from simulators.roster import (
     PERSON_FIELDS,
     RosterPerson,
@@ -105,7 +106,7 @@ class _Unauthorized(Exception):
     pass
 
 
-class ClassLinkSimulator:
+class ClassLinkSimulator(HttpSimulator[Call]):
     """One district's ClassLink Roster Server (OneRoster 1.1, direct OAuth1 mode), in-process.
 
     ``base_url`` is the district's ``endpoint_url``; the API lives under
@@ -119,12 +120,6 @@ class ClassLinkSimulator:
 
     faults: Faults
     """Current failure modes."""
-    calls: list[Call]
-    """Every request except ``/_sim/*``, in the order they completed."""
-    app: web.Application
-    """The aiohttp application (serve it yourself or via ``start()``)."""
-    base_url: str
-    """``http://host:port`` once ``start()`` returned (the district ``endpoint_url``)."""
     rejected_signatures: int
     """How many requests got 401 (missing header, wrong key, bad signature, stale
     timestamp, replayed nonce, unsupported signature method)."""
@@ -145,6 +140,7 @@ class ClassLinkSimulator:
     ) -> None:
         """Build the district from ``students`` (copied; ``sourcedId`` = ``roster_id``, or
         ``sis_id`` when ``roster_id`` is empty)."""
+        super().__init__()
         self.client_id = client_id
         self.client_secret = client_secret
         self.enabled_user_as_string = enabled_user_as_string
@@ -154,11 +150,8 @@ class ClassLinkSimulator:
         self.allow_sha1 = allow_sha1
         self.link_header = link_header
         self.faults = Faults()
-        self.calls = []
-        self.base_url = ""
         self.rejected_signatures = 0
         self._clock = clock
-        self._runner: web.AppRunner | None = None
         self._records: dict[str, UserRecord] = {}
         self._version = 0
         self._sorted: dict[tuple[str, bool], tuple[int, list[UserRecord]]] = {}
@@ -170,49 +163,13 @@ class ClassLinkSimulator:
         self.app = self._build_app()
 
     # -----------------------------------------------------------------------------------------
-    # Lifecycle and test helpers
+    # Test helpers (start, stop, count and reset_calls live on HttpSimulator)
     # -----------------------------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 = any free port); return and remember the base URL."""
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_port = int(runner.addresses[0][1])
-        shown = f"[{host}]" if ":" in host else host
-        self.base_url = f"http://{shown}:{bound_port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
 
     @property
     def api_url(self) -> str:
         """``{base_url}/ims/oneroster/v1p1``."""
         return self.base_url + API_PREFIX
-
-    def count(self, path_prefix: str, method: str | None = None) -> int:
-        """Number of recorded calls whose path starts with ``path_prefix`` (and ``method``)."""
-        return sum(
-            1
-            for c in self.calls
-            if c.path.startswith(path_prefix) and (method is None or c.method == method.upper())
-        )
-
-    def reset_calls(self) -> None:
-        """Forget the recorded calls."""
-        self.calls.clear()
 
     def people(self, role: str = "student") -> list[RosterPerson]:
         """Copies of every stored user with ``role`` (``tobedeleted`` ones too)."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
-import sys
 
+from simulators._server import serve_until_signalled
 from simulators.powerschool import demo_dataset
 from simulators.roster import roster_from_powerschool
 
@@ -76,28 +75,23 @@ async def _serve(args: argparse.Namespace) -> None:
         next_link_keeps_params=not args.bare_next_links,
     )
     sim.faults.latency = args.latency
-    base_url = await sim.start(args.host, args.port)
-    try:
-        print(f"Clever simulator listening on {base_url}")
-        print(f"  client_id={sim.client_id} client_secret={sim.client_secret}")
-        print(f"  district_id={sim.district_id} district_token={sim.district_token}")
-        for p in roster[:4]:
-            print(
+
+    def banner(base_url: str) -> list[str]:
+        return [
+            f"Clever simulator listening on {base_url}",
+            f"  client_id={sim.client_id} client_secret={sim.client_secret}",
+            f"  district_id={sim.district_id} district_token={sim.district_token}",
+            *(
                 f"  user {p.roster_id} sis_id={p.sis_id} student_number={p.student_number!r} "
                 f"school={p.school_id} {p.first_name} {p.last_name}"
-            )
-        print("  control: GET /_sim/calls, GET|POST /_sim/faults, GET|POST /_sim/people, "
-              "POST|DELETE /_sim/people/{id}, POST /_sim/people/{id}/sis-id, "
-              "POST /_sim/age-events, POST /_sim/reset-calls; Ctrl-C to stop")  # fmt: skip
-        sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await sim.stop()
+                for p in roster[:4]
+            ),
+            "  control: GET /_sim/calls, GET|POST /_sim/faults, GET|POST /_sim/people, "
+            "POST|DELETE /_sim/people/{id}, POST /_sim/people/{id}/sis-id, "
+            "POST /_sim/age-events, POST /_sim/reset-calls; Ctrl-C to stop",
+        ]
+
+    await serve_until_signalled(sim, args.host, args.port, banner)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from simulators._server import HttpSimulator
 from simulators.roster import (
     PERSON_FIELDS,
     RosterPerson,
@@ -137,7 +138,7 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-class CleverSimulator:
+class CleverSimulator(HttpSimulator[Call]):
     """One Clever district (a Secure Sync connection of one app), in-process.
 
     Serves ``GET /oauth/tokens`` (Basic auth) and, with the district token as Bearer,
@@ -148,18 +149,12 @@ class CleverSimulator:
     Events are kept for ``event_retention``; ``starting_after``/``ending_before`` naming an
     event that is unknown or no longer retained answers 404 ``{"message": ...}``, which the
     sync client must treat as "cursor expired: do a full resync". ``clock`` (Unix seconds)
-    drives rate-limit windows, ids and timestamps; tests may pass a fake one.
+    drives rate-limit windows, ids and timestamps; tests may pass a fake one. ``base_url``
+    stands for both ``https://clever.com`` (tokens) and ``https://api.clever.com``.
     """
 
     faults: Faults
     """Current failure modes."""
-    calls: list[Call]
-    """Every request except ``/_sim/*``, in the order they completed."""
-    app: web.Application
-    """The aiohttp application (serve it yourself or via ``start()``)."""
-    base_url: str
-    """``http://host:port`` once ``start()`` returned; empty before. Stands for both
-    ``https://clever.com`` (tokens) and ``https://api.clever.com``."""
     district_id: str
     """The district's 24-hex id (``owner.id`` of its token)."""
     district_token: str
@@ -194,6 +189,7 @@ class CleverSimulator:
         (both ``/v3.0`` and ``/v3.1`` are served, each in its own shape). A person with an
         empty ``roster_id`` gets a new id.
         """
+        super().__init__()
         if api_version not in API_VERSIONS:
             raise ValueError(f"api_version must be one of {API_VERSIONS}")
         if rate_limit < 1 or rate_window <= 0:
@@ -214,10 +210,7 @@ class CleverSimulator:
         self.previous_attributes_in_data = previous_attributes_in_data
         self.connected = True
         self.faults = Faults()
-        self.calls = []
-        self.base_url = ""
         self._clock = clock
-        self._runner: web.AppRunner | None = None
         self._machine = secrets.randbits(40)
         self._counter = secrets.randbits(20)
         self._buckets: dict[str, tuple[int, int]] = {}
@@ -242,44 +235,8 @@ class CleverSimulator:
         self.app = self._build_app()
 
     # -----------------------------------------------------------------------------------------
-    # Lifecycle and test helpers
+    # Test helpers (start, stop, count and reset_calls live on HttpSimulator)
     # -----------------------------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 = any free port); return and remember the base URL."""
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_port = int(runner.addresses[0][1])
-        shown = f"[{host}]" if ":" in host else host
-        self.base_url = f"http://{shown}:{bound_port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    def count(self, path_prefix: str, method: str | None = None) -> int:
-        """Number of recorded calls whose path starts with ``path_prefix`` (and ``method``)."""
-        return sum(
-            1
-            for c in self.calls
-            if c.path.startswith(path_prefix) and (method is None or c.method == method.upper())
-        )
-
-    def reset_calls(self) -> None:
-        """Forget the recorded calls."""
-        self.calls.clear()
 
     def people(self, role: str = "student") -> list[RosterPerson]:
         """Copies of every stored user with ``role`` (inactive ones too), ascending id."""

@@ -15,6 +15,7 @@ from ._data import (
     PSStudent,
     PSTerm,
     demo_dataset,
+    recent_school_day,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "PSTerm",
     "PowerSchoolSimulator",
     "demo_dataset",
+    "recent_school_day",
 ]

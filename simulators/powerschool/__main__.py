@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
-import sys
+
+from simulators._server import serve_until_signalled
 
 from ._app import PowerSchoolSimulator
 from ._data import Dataset, demo_dataset
@@ -46,28 +46,22 @@ async def _serve(args: argparse.Namespace) -> None:
         district_timezone=args.timezone,
     )
     sim.faults.latency = args.latency
-    base_url = await sim.start(args.host, args.port)
-    try:
-        print(f"PowerSchool simulator listening on {base_url}")
-        print(f"  client_id={sim.client_id} client_secret={sim.client_secret}")
-        for school in sim.dataset.schools:
-            print(f"  school {school.school_number} {school.name!r}")
-        for s in sim.dataset.students[:4]:
-            print(
+
+    def banner(base_url: str) -> list[str]:
+        return [
+            f"PowerSchool simulator listening on {base_url}",
+            f"  client_id={sim.client_id} client_secret={sim.client_secret}",
+            *(f"  school {school.school_number} {school.name!r}" for school in sim.dataset.schools),
+            *(
                 f"  student dcid={s.dcid} id={s.id} number={s.student_number} "
                 f"school={s.schoolid} {s.first_name} {s.last_name}"
-            )
-        print("  control: GET /_sim/calls, GET /_sim/attendance, POST /_sim/faults, "
-              "POST /_sim/reset-calls; Ctrl-C to stop")  # fmt: skip
-        sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await sim.stop()
+                for s in sim.dataset.students[:4]
+            ),
+            "  control: GET /_sim/calls, GET /_sim/attendance, POST /_sim/faults, "
+            "POST /_sim/reset-calls; Ctrl-C to stop",
+        ]
+
+    await serve_until_signalled(sim, args.host, args.port, banner)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from simulators._server import HttpSimulator
+
 from ._data import (
     ATTENDANCE_DEFAULTS,
     FORBIDDEN_TABLES,
@@ -184,7 +186,7 @@ def _is_oauth(path: str) -> bool:
     return path == "/oauth" or path.startswith("/oauth/")
 
 
-class PowerSchoolSimulator:
+class PowerSchoolSimulator(HttpSimulator[Call]):
     """One district's PowerSchool server, in-process. Every bit of state lives on the instance.
 
     ``field_grants`` (table -> granted column names; ``None`` grants everything) simulates the
@@ -194,12 +196,6 @@ class PowerSchoolSimulator:
 
     faults: Faults
     """Current failure modes."""
-    calls: list[Call]
-    """Every request except ``/_sim/*``, in the order they completed."""
-    app: web.Application
-    """The aiohttp application (serve it yourself or via ``start()``)."""
-    base_url: str
-    """``http://host:port`` once ``start()`` returned; empty before."""
     dataset: Dataset
     """The simulator's own copy of the district data (``add_student`` appends to it)."""
 
@@ -220,6 +216,7 @@ class PowerSchoolSimulator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Build the district from ``dataset`` (default: ``demo_dataset()``)."""
+        super().__init__()
         self.dataset = copy.deepcopy(dataset) if dataset is not None else demo_dataset()
         self.client_id = client_id
         self.client_secret = client_secret
@@ -237,10 +234,7 @@ class PowerSchoolSimulator:
         )
         self._clock = clock
         self.faults = Faults()
-        self.calls = []
-        self.base_url = ""
         self._tokens: dict[str, float] = {}
-        self._runner: web.AppRunner | None = None
         self._next_attendance_id = _FIRST_ATTENDANCE_ID
         self._next_attendance_dcid = _FIRST_ATTENDANCE_DCID
         self._rows: dict[str, list[Row]] = {key: [] for key in TABLES}
@@ -255,44 +249,8 @@ class PowerSchoolSimulator:
         self.app = self._build_app()
 
     # -----------------------------------------------------------------------------------------
-    # Lifecycle and test helpers
+    # Test helpers (start, stop, count and reset_calls live on HttpSimulator)
     # -----------------------------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 = any free port); return and remember the base URL."""
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_port = int(runner.addresses[0][1])
-        shown = f"[{host}]" if ":" in host else host
-        self.base_url = f"http://{shown}:{bound_port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    def count(self, path_prefix: str, method: str | None = None) -> int:
-        """Number of recorded calls whose path starts with ``path_prefix`` (and ``method``)."""
-        return sum(
-            1
-            for c in self.calls
-            if c.path.startswith(path_prefix) and (method is None or c.method == method.upper())
-        )
-
-    def reset_calls(self) -> None:
-        """Forget the recorded calls."""
-        self.calls.clear()
 
     def revoke_tokens(self) -> None:
         """Invalidate every issued token (like "Regenerate Client ID and Secret")."""

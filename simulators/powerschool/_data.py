@@ -409,3 +409,21 @@ def demo_dataset(
     terms = [t for i, s in enumerate(schools) for t in _terms_for(s, i, years)]
     codes = [c for s in schools for c in _codes_for(s, years)]
     return Dataset(schools=schools, students=students, terms=terms, codes=codes)
+
+
+def recent_school_day(
+    dataset: Dataset, *, back: int = 1, today: datetime.date | None = None
+) -> datetime.date:
+    """Return the most recent date at least ``back`` days before ``today`` (default: the real
+    date) that lies inside a year-long term (``isyearrec == 1``) of ``dataset``.
+
+    Looks at the 400 days ending ``back`` days before ``today``; raises ``ValueError`` when
+    none of them is inside such a term.
+    """
+    years = [(t.firstday, t.lastday) for t in dataset.terms if t.isyearrec == 1]
+    start = (today or datetime.date.today()) - datetime.timedelta(days=back)
+    for offset in range(400):
+        day = start - datetime.timedelta(days=offset)
+        if any(first <= day <= last for first, last in years):
+            return day
+    raise ValueError(f"no day of a year-long term in the 400 days up to {start}")
