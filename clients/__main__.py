@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
+from writeback.v1 import writeback_pb2 as pb
 
 from clients._client import WritebackClient, student_key
 from clients._errors import WritebackError
@@ -50,10 +51,44 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--excused", action="store_true")
     submit.add_argument("--school-number", type=int, default=0)
     submit.add_argument("--idempotency-key", default="", help="default: a new random key")
+    submit.add_argument("--wait", action="store_true", help="answer with PowerSchool's outcome")
 
     get_attendance = commands.add_parser("get-attendance", help="show one attendance record")
     get_attendance.add_argument("district_id")
     get_attendance.add_argument("record_id")
+
+    cancel = commands.add_parser("cancel", help="withdraw a check-in entered by mistake")
+    cancel.add_argument("district_id")
+    cancel.add_argument("record_id")
+    cancel.add_argument("--reason", default="")
+
+    listing = commands.add_parser("list", help="list a district's records, newest first")
+    listing.add_argument("district_id")
+    listing.add_argument(
+        "--state", choices=["pending", "written", "failed", "skipped", "cancelled"]
+    )
+    listing.add_argument("--school-number", type=int, default=0)
+    listing.add_argument("--date-from", default="")
+    listing.add_argument("--date-to", default="")
+    listing.add_argument("--page-size", type=int, default=50)
+    listing.add_argument("--page-token", default="")
+
+    retry = commands.add_parser("retry", help="send a record, or FAILED records in a range, again")
+    retry.add_argument("district_id")
+    retry.add_argument("--record-id", default="")
+    retry.add_argument("--date-from", default="")
+    retry.add_argument("--date-to", default="")
+
+    stats = commands.add_parser("stats", help="a district's delivery backlog and health")
+    stats.add_argument("district_id")
+
+    sync = commands.add_parser("sync", help="sync the district's roster now")
+    sync.add_argument("district_id")
+    sync.add_argument("--full", action="store_true")
+
+    diagnose = commands.add_parser("diagnose", help="check the roster mapping against PowerSchool")
+    diagnose.add_argument("district_id")
+    diagnose.add_argument("--sample-size", type=int, default=0)
     return parser
 
 
@@ -63,6 +98,9 @@ async def _run(args: argparse.Namespace) -> Message:
             return await client.get_district(args.district_id)
         if args.command == "get-attendance":
             return await client.get_attendance(args.district_id, args.record_id)
+        operations = await _operations(client, args)
+        if operations is not None:
+            return operations
         key = student_key(
             sis_id=args.sis_id,
             student_number=args.student_number,
@@ -83,7 +121,49 @@ async def _run(args: argparse.Namespace) -> Message:
             school_number=args.school_number,
             reason=args.reason,
             excused=args.excused,
+            wait=args.wait,
         )
+
+
+async def _operations(client: WritebackClient, args: argparse.Namespace) -> Message | None:
+    """The operations commands; None for the student commands."""
+    did = args.district_id
+    if args.command == "cancel":
+        return await client.cancel_attendance(did, args.record_id, reason=args.reason)
+    if args.command == "list":
+        state = (
+            f"ATTENDANCE_STATE_{args.state.upper()}"
+            if args.state
+            else "ATTENDANCE_STATE_UNSPECIFIED"
+        )
+        return await client.list_attendance(
+            pb.ListAttendanceRequest(
+                district_id=did,
+                state=pb.AttendanceState.Value(state),
+                school_number=args.school_number,
+                date_from=args.date_from,
+                date_to=args.date_to,
+                page_size=args.page_size,
+                page_token=args.page_token,
+            )
+        )
+    if args.command == "retry":
+        retried = await client.retry_attendance(
+            pb.RetryAttendanceRequest(
+                district_id=did,
+                record_id=args.record_id,
+                date_from=args.date_from,
+                date_to=args.date_to,
+            )
+        )
+        return pb.RetryAttendanceResponse(retried=retried)
+    if args.command == "stats":
+        return await client.delivery_stats(did)
+    if args.command == "sync":
+        return await client.sync_roster(did, full=args.full)
+    if args.command == "diagnose":
+        return await client.diagnose_mapping(did, args.sample_size)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,8 +124,10 @@ class WritebackClient:
         excused: bool = False,
         comment: str = "",
         checked_out_by: str = "",
+        wait: bool = False,
     ) -> pb.SubmitAttendanceResponse:
-        """Record a late check-in or early check-out. Safe to retry with the same key."""
+        """Record a late check-in or early check-out. Safe to retry with the same key.
+        ``wait`` answers with PowerSchool's outcome (or PENDING near the deadline)."""
         when = Timestamp()
         when.FromDatetime(occurred_at.astimezone(UTC))
         return await self._call(
@@ -141,6 +143,7 @@ class WritebackClient:
                 excused=excused,
                 comment=comment,
                 checked_out_by=checked_out_by,
+                wait_for_writeback=wait,
             ),
         )
 
@@ -151,3 +154,46 @@ class WritebackClient:
             pb.GetAttendanceRequest(district_id=district_id, record_id=record_id),
         )
         return response.record
+
+    async def cancel_attendance(
+        self, district_id: str, record_id: str, *, reason: str = "", wait: bool = False
+    ) -> pb.AttendanceRecord:
+        """Withdraw a record entered by mistake (PowerSchool is put back as it was)."""
+        response = await self._call(
+            self._stub.CancelAttendance,
+            pb.CancelAttendanceRequest(
+                district_id=district_id, record_id=record_id, reason=reason, wait_for_writeback=wait
+            ),
+        )
+        return response.record
+
+    async def list_attendance(self, request: pb.ListAttendanceRequest) -> pb.ListAttendanceResponse:
+        """One page of records; pass ``next_page_token`` back for the next."""
+        return await self._call(self._stub.ListAttendance, request)
+
+    async def retry_attendance(self, request: pb.RetryAttendanceRequest) -> int:
+        """Queue one record, or a district's FAILED records in a date range; returns how many."""
+        response = await self._call(self._stub.RetryAttendance, request)
+        return response.retried
+
+    async def delivery_stats(self, district_id: str) -> pb.DeliveryStats:
+        """Backlog, failures, recent writes and breaker state of a district."""
+        response = await self._call(
+            self._stub.GetDeliveryStats, pb.GetDeliveryStatsRequest(district_id=district_id)
+        )
+        return response.stats
+
+    async def sync_roster(self, district_id: str, *, full: bool = False) -> pb.SyncRosterResponse:
+        """Sync the district's roster from Clever or ClassLink now."""
+        return await self._call(
+            self._stub.SyncRoster, pb.SyncRosterRequest(district_id=district_id, full=full)
+        )
+
+    async def diagnose_mapping(
+        self, district_id: str, sample_size: int = 0
+    ) -> pb.DiagnoseMappingResponse:
+        """Check the district's roster mapping against PowerSchool."""
+        return await self._call(
+            self._stub.DiagnoseMapping,
+            pb.DiagnoseMappingRequest(district_id=district_id, sample_size=sample_size),
+        )
