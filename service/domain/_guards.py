@@ -120,6 +120,17 @@ class Guards:
             self.districts[district_id] = guard
         return guard
 
+    def view(self, base_url: str) -> tuple[BreakerState, float]:
+        """A host's breaker state and how many seconds its calls are held back (0 if none)."""
+        host = self.hosts.get(base_url)
+        if host is None:
+            return BreakerState.CLOSED, 0.0
+        now = time.monotonic()
+        held = host.not_before - now
+        if host.breaker.state is BreakerState.OPEN:
+            held = max(held, host.breaker.retry_at() - now)
+        return host.breaker.state, max(held, 0.0)
+
     @asynccontextmanager
     async def call(self, district: DistrictGuard, host: HostGuard) -> AsyncIterator[None]:
         """Hold an in-flight slot, wait for the rate limit and any Retry-After, then call."""

@@ -10,12 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
-from service.domain._guards import BreakerState
 from service.domain.delivery import local_time, local_timezone
 from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver, school_number_of
@@ -203,19 +201,11 @@ class AttendanceService:
         """Backlog, failures, recent writes and this process's breaker view."""
         district = await self._districts.get(district_id)
         stats = await self._records.stats(district_id)
-        host = self._worker.guards.hosts.get(district.powerschool.base_url)
-        if host is None:
-            return stats
-        paused = max(host.breaker.retry_at(), host.not_before) - time.monotonic()
+        state, paused_for = self._worker.guards.view(district.powerschool.base_url)
         return replace(
             stats,
-            breaker_state=host.breaker.state.value,
-            paused_until=(
-                datetime.now(UTC) + timedelta(seconds=paused)
-                if (paused > 0 and host.breaker.state is not BreakerState.CLOSED)
-                or host.not_before > time.monotonic()
-                else None
-            ),
+            breaker_state=state.value,
+            paused_until=datetime.now(UTC) + timedelta(seconds=paused_for) if paused_for else None,
         )
 
     @staticmethod
