@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,7 +35,7 @@ from service.models import (
     KeyKind,
     StudentKey,
 )
-from service.store import AttendanceStore, Replaced
+from service.store import AttendanceStore
 
 log = structlog.get_logger("delivery")
 
@@ -224,14 +224,12 @@ class DeliveryWorker:
                 return await self._deliverer.cancel(record, district, student)
             assert school is not None
             return await self._deliverer.write(
-                record, district, school, student, self._remember(job)
+                record,
+                district,
+                school,
+                student,
+                functools.partial(self._records.remember_replaced, record.record_id),
             )
-
-    def _remember(self, job: DeliveryJob) -> Callable[[Replaced], Awaitable[None]]:
-        async def remember(replaced: Replaced) -> None:
-            await self._records.remember_replaced(job, self.owner, replaced)
-
-        return remember
 
     async def _apply(self, job: DeliveryJob, record: AttendanceRecord, outcome: Outcome) -> None:
         district = self._district_cache.get(job.district_id)

@@ -239,13 +239,12 @@ class AttendanceStore:
             )
         return None if row is None else _record(row)
 
-    async def remember_replaced(self, job: DeliveryJob, owner: str, replaced: Replaced) -> None:
+    async def remember_replaced(self, record_id: str, replaced: Replaced) -> None:
         """Keep the PowerSchool value a write is about to replace (first one wins)."""
         async with self._pool.acquire() as conn:
             await conn.execute(
                 _Q["remember_replaced"],
-                uuid.UUID(job.record_id),
-                owner,
+                uuid.UUID(record_id),
                 replaced.attendance_codeid,
                 replaced.att_code,
                 replaced.comment,

@@ -108,13 +108,13 @@ FROM done WHERE r.record_id = done.record_id
 RETURNING r.*;
 
 -- name: remember_replaced
--- Saved before the write that replaces it is sent; the first value seen is the one kept.
-UPDATE attendance_records r SET
-    replaced_attendance_codeid = $3, replaced_att_code = $4, replaced_comment = $5,
+-- Saved before the write that replaces it is sent, and not fenced by the lease: even a worker
+-- that lost its lease (say, to a cancel) may still be writing, and the value it saw is the one
+-- PowerSchool held. The first value seen is the one kept.
+UPDATE attendance_records SET
+    replaced_attendance_codeid = $2, replaced_att_code = $3, replaced_comment = $4,
     replaced_set = true, updated_at = now()
-FROM delivery_jobs j
-WHERE r.record_id = $1 AND j.record_id = r.record_id AND j.lease_owner = $2
-  AND NOT r.replaced_set;
+WHERE record_id = $1 AND NOT replaced_set;
 
 -- name: reschedule_job
 WITH later AS (
