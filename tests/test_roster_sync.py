@@ -19,6 +19,7 @@ from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, PSStudent
 from simulators.roster import roster_from_powerschool, school_roster_id
+from tests.conftest import LogCapture
 from tests.helpers import World, failure, fast_settings
 
 DCID_MAP = "/ws/schema/query/com.pearson.core.student.student_dcid_id_map"
@@ -323,3 +324,25 @@ class TestSchedule:
                 assert (await other.resolve(sis_id=str(ps.dcid))).powerschool_id == ps.id
         finally:
             await srv.stop()
+
+
+class TestLogs:
+    async def test_sync_logs_carry_no_records_tokens_or_names(
+        self, world: World, clever: CleverSimulator, classlink: ClassLinkSimulator, logs: LogCapture
+    ) -> None:
+        mark = logs.tell()
+        await clever_district(world, clever)
+        await sync(world)
+        other = World(world.stub, world.sim)
+        await classlink_district(other, classlink)
+        await sync(other)
+        text = logs.since(mark)
+        assert '"clever_call"' in text
+        assert '"classlink_call"' in text
+        assert '"roster_synced"' in text
+        for secret in (clever.client_secret, clever.district_token, classlink.client_secret):
+            assert secret not in text
+        for person in clever.people()[:10] + classlink.people()[:10]:
+            assert person.last_name not in text
+            assert person.first_name not in text
+        assert "oauth_signature" not in text
