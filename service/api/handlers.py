@@ -59,7 +59,8 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
     ) -> pb.GetDistrictResponse:
         """Return a district without its secrets."""
         validation.check_district_id(request.district_id)
-        district = await self._districts.get(request.district_id)
+        # An admin's view: never a cached copy.
+        district = await self._districts.get(request.district_id, fresh=True)
         return pb.GetDistrictResponse(district=_convert.district_to_pb(district))
 
     async def ImportStudents(

@@ -50,7 +50,6 @@ class WorkerSettings:
     max_age: float = 24 * 3600.0
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
-    district_cache: float = 5.0
 
 
 class DeliveryWorker:
@@ -76,7 +75,8 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._district_cache: dict[str, tuple[float, District]] = {}
+        # The districts this worker has delivered for, to know which to pause with a host.
+        self._known: dict[str, District] = {}
         self._waiters: dict[str, asyncio.Event] = {}
 
     def start(self) -> None:
@@ -129,7 +129,7 @@ class DeliveryWorker:
         """Districts not to claim for, and districts whose host is ready for one probe."""
         paused, probes = [], []
         now = time.monotonic()
-        for district_id, (_, district) in self._district_cache.items():
+        for district_id, district in self._known.items():
             host = self.guards.host(district.powerschool.base_url)
             state = host.breaker.state
             if state is BreakerState.HALF_OPEN and not host.breaker.probing:
@@ -149,9 +149,7 @@ class DeliveryWorker:
                     self.owner, 1, lease=self.settings.lease, exclude=[], only=district_id
                 )
                 if probe:
-                    host = self.guards.host(
-                        self._district_cache[district_id][1].powerschool.base_url
-                    )
+                    host = self.guards.host(self._known[district_id].powerschool.base_url)
                     host.breaker.probing = True
                     jobs += probe
             for job in jobs:
@@ -167,11 +165,8 @@ class DeliveryWorker:
         self._wake.set()
 
     async def _district(self, district_id: str) -> District:
-        cached = self._district_cache.get(district_id)
-        if cached is not None and time.monotonic() - cached[0] < self.settings.district_cache:
-            return cached[1]
         district = await self._districts.get(district_id)
-        self._district_cache[district_id] = (time.monotonic(), district)
+        self._known[district_id] = district
         return district
 
     async def _deliver(self, job: DeliveryJob) -> None:
@@ -232,11 +227,11 @@ class DeliveryWorker:
             )
 
     async def _apply(self, job: DeliveryJob, record: AttendanceRecord, outcome: Outcome) -> None:
-        district = self._district_cache.get(job.district_id)
-        host = self.guards.host(district[1].powerschool.base_url) if district else None
+        district = self._known.get(job.district_id)
+        host = self.guards.host(district.powerschool.base_url) if district else None
         if outcome.state is not None:
             if host is not None and host.breaker.success():
-                await self._reopen_host(district[1].powerschool.base_url if district else "")
+                await self._reopen_host(district.powerschool.base_url if district else "")
             saved = await self._records.finish(
                 job,
                 self.owner,
@@ -291,7 +286,7 @@ class DeliveryWorker:
 
     async def _reopen_host(self, base_url: str) -> None:
         """The host answered again: its districts' backed-off jobs can go now."""
-        for district_id, (_, district) in list(self._district_cache.items()):
+        for district_id, district in list(self._known.items()):
             if district.powerschool.base_url == base_url:
                 await self._records.release_district(district_id)
         log.info("powerschool_back")
