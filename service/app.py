@@ -35,6 +35,7 @@ from service.store import (
     EmbeddedPostgres,
     StudentStore,
     SyncStateStore,
+    WorkerRegistry,
     open_pool,
 )
 
@@ -78,6 +79,7 @@ class Server:
         settings = self.settings
         self.worker = DeliveryWorker(
             records=record_store,
+            workers=WorkerRegistry(self._pool),
             districts=districts,
             resolver=resolver,
             deliverer=deliverer,

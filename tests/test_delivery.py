@@ -392,3 +392,40 @@ class TestOperations:
         assert stats.pending == 6
         assert stats.oldest_pending_age.ToTimedelta().total_seconds() > 0
         world.sim.faults.outage = False
+
+
+class TestSharedLimits:
+    async def test_two_processes_share_a_districts_in_flight_cap(
+        self, world: World, database_url: str
+    ) -> None:
+        """Two service instances on one database: PowerSchool never sees more than the
+        district's max_in_flight calls at once, however the work is split."""
+        second = Server(fast_settings(database_url))
+        await second.start()
+        try:
+            await asyncio.sleep(2.5)  # both workers have heartbeated and know they are two
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+                from writeback.v1 import writeback_pb2_grpc  # noqa: PLC0415
+
+                other = World(writeback_pb2_grpc.WritebackServiceStub(channel), world.sim)
+                other.district_id = world.district_id
+                await world.setup(max_in_flight=4, max_requests_per_second=1000)
+                for s in world.students[:16]:
+                    await world.resolve(sis_id=str(s.dcid))
+                world.sim.faults.latency = 0.2
+                world.sim.peak_in_flight = 0
+                day = world.school_day()
+                responses = await asyncio.gather(
+                    *(
+                        (world if i % 2 else other).submit(
+                            s, local(day, 8, i), wait_for_writeback=False
+                        )
+                        for i, s in enumerate(world.students[:16])
+                    )
+                )
+                records = [await settled(world, r.record.record_id, 30) for r in responses]
+        finally:
+            await second.stop()
+        assert {r.state for r in records} == {pb.ATTENDANCE_STATE_WRITTEN}
+        assert world.sim.peak_in_flight <= 4
+        assert world.sim.peak_in_flight >= 2  # the cap was used, not serialised

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,8 @@ from aiolimiter import AsyncLimiter
 
 DEFAULT_IN_FLIGHT = 4
 DEFAULT_RATE = 20
+# PowerSchool calls per delivery: the read-before-write and the write.
+CALLS = 2
 
 
 class BreakerState(enum.StrEnum):
@@ -84,7 +87,7 @@ class DistrictGuard:
 
     in_flight: asyncio.Semaphore
     limiter: AsyncLimiter
-    settings: tuple[int, int] = (0, 0)
+    settings: tuple[int, int, int] = (0, 0, 1)
 
 
 @dataclass
@@ -96,6 +99,8 @@ class Guards:
     breaker_max_cooldown: float = 30.0
     hosts: dict[str, HostGuard] = field(default_factory=dict)
     districts: dict[str, DistrictGuard] = field(default_factory=dict)
+    share: int = 1
+    """How many delivery workers split each district's limits (this one included)."""
 
     def host(self, base_url: str) -> HostGuard:
         """The guard of a PowerSchool host."""
@@ -110,12 +115,18 @@ class Guards:
         return guard
 
     def district(self, district_id: str, in_flight: int, rate: int) -> DistrictGuard:
-        """The guard of a district, rebuilt if its limits changed."""
-        wanted = (in_flight or DEFAULT_IN_FLIGHT, rate or DEFAULT_RATE)
+        """The guard of a district: this worker's share of its limits, rebuilt when the
+        limits or the number of workers change."""
+        share = max(self.share, 1)
+        wanted = (in_flight or DEFAULT_IN_FLIGHT, rate or DEFAULT_RATE, share)
         guard = self.districts.get(district_id)
         if guard is None or guard.settings != wanted:
+            slots = max(math.ceil(wanted[0] / share), 1)
+            per_second = wanted[1] / share
+            # Room for one delivery's CALLS calls at once, at the same average rate.
+            burst = max(per_second, CALLS)
             guard = DistrictGuard(
-                asyncio.Semaphore(wanted[0]), AsyncLimiter(wanted[1], 1.0), wanted
+                asyncio.Semaphore(slots), AsyncLimiter(burst, burst / per_second), wanted
             )
             self.districts[district_id] = guard
         return guard
@@ -135,7 +146,7 @@ class Guards:
     async def call(self, district: DistrictGuard, host: HostGuard) -> AsyncIterator[None]:
         """Hold an in-flight slot, wait for the rate limit and any Retry-After, then call."""
         async with district.in_flight:
-            await district.limiter.acquire()
+            await district.limiter.acquire(CALLS)
             wait = host.not_before - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)

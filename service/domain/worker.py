@@ -35,9 +35,10 @@ from service.models import (
     KeyKind,
     StudentKey,
 )
-from service.store import AttendanceStore
+from service.store import AttendanceStore, WorkerRegistry
 
 log = structlog.get_logger("delivery")
+_HEARTBEAT = 2.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class DeliveryWorker:
         self,
         *,
         records: AttendanceStore,
+        workers: WorkerRegistry,
         districts: DistrictService,
         resolver: StudentResolver,
         deliverer: Deliverer,
@@ -66,6 +68,8 @@ class DeliveryWorker:
         settings: WorkerSettings | None = None,
     ) -> None:
         self._records = records
+        self._workers = workers
+        self._next_heartbeat = 0.0
         self._districts = districts
         self._resolver = resolver
         self._deliverer = deliverer
@@ -92,6 +96,7 @@ class DeliveryWorker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._workers.leave(self.owner)
 
     def wake(self, _district_id: str = "") -> None:
         """Look for due jobs now."""
@@ -112,10 +117,18 @@ class DeliveryWorker:
         finally:
             self._waiters.pop(record_id, None)
 
+    async def _heartbeat(self) -> None:
+        """Every few seconds: say we are alive and learn how many workers share the limits."""
+        if time.monotonic() < self._next_heartbeat:
+            return
+        self._next_heartbeat = time.monotonic() + _HEARTBEAT
+        self.guards.share = await self._workers.heartbeat(self.owner, alive_within=_HEARTBEAT * 3)
+
     async def _run_loop(self) -> None:
         async with self._records.listening(self.wake):
             while True:
                 try:
+                    await self._heartbeat()
                     await self._dispatch()
                 except asyncio.CancelledError:
                     raise

@@ -5,6 +5,7 @@ from service.store.attendance import AttendanceStore, Replaced, Submitted
 from service.store.districts import DistrictStore
 from service.store.students import StudentStore
 from service.store.sync_state import SyncState, SyncStateStore
+from service.store.workers import WorkerRegistry
 
 __all__ = [
     "AttendanceStore",
@@ -15,5 +16,6 @@ __all__ = [
     "Submitted",
     "SyncState",
     "SyncStateStore",
+    "WorkerRegistry",
     "open_pool",
 ]

@@ -221,6 +221,9 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         self.client_id = client_id
         self.client_secret = client_secret
         self.allow_attendance_delete = allow_attendance_delete
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        """The most ``/ws`` requests PowerSchool was serving at once (politeness checks)."""
         self.max_page_size = max_page_size
         self.token_ttl = token_ttl
         self.expires_in_as_string = expires_in_as_string
@@ -355,6 +358,18 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         ws, oauth = _is_ws(request.path), _is_oauth(request.path)
         if not (ws or oauth):
             return await handler(request)
+        if ws:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._with_faults(request, handler, ws=ws)
+        finally:
+            if ws:
+                self.in_flight -= 1
+
+    async def _with_faults(
+        self, request: web.Request, handler: Handler, *, ws: bool
+    ) -> web.StreamResponse:
         if self.faults.latency > 0:
             await asyncio.sleep(self.faults.latency)
         if self.faults.outage or time.time() < self.faults.outage_until:
