@@ -212,9 +212,10 @@ class AttendanceRequest:
     event: AttendanceEvent
     occurred_at: datetime
     school_number: int | None = None
-    reason: str = ""
+    # Free text from the front office may name people: kept out of reprs.
+    reason: str = field(default="", repr=False)
     excused: bool = False
-    comment: str = ""
+    comment: str = field(default="", repr=False)
     checked_out_by: str = field(default="", repr=False)
 
 
@@ -233,9 +234,9 @@ class AttendanceRecord:
     att_date: date
     attendance_code: str
     state: AttendanceState
-    reason: str = ""
+    reason: str = field(default="", repr=False)
     excused: bool = False
-    comment: str = ""
+    comment: str = field(default="", repr=False)
     checked_out_by: str = field(default="", repr=False)
     powerschool_attendance_id: int | None = None
     attempts: int = 0
@@ -244,9 +245,9 @@ class AttendanceRecord:
     updated_at: datetime | None = None
     replaced_attendance_codeid: int | None = None
     replaced_att_code: str = ""
-    replaced_comment: str = ""
+    replaced_comment: str = field(default="", repr=False)
     replaced_set: bool = False
-    cancel_reason: str = ""
+    cancel_reason: str = field(default="", repr=False)
     next_attempt_at: datetime | None = None
 
 

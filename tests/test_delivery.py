@@ -257,6 +257,7 @@ class TestCancel:
             timeout=10,
         )
         assert cancelled.record.state == pb.ATTENDANCE_STATE_CANCELLED
+        assert cancelled.record.cancel_reason == "wrong student"
         [row] = rows_for(world.sim, ps)
         assert row["attendance_codeid"] == str(world.code_id(200, world.yearid(200, day), "A"))
         assert row["att_comment"] == "Absent"

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 
 from writeback.v1 import writeback_pb2 as pb
 
+from service import Settings
+from service.models import (
+    AttendanceEvent,
+    AttendanceRecord,
+    AttendanceState,
+    ClassLinkConnection,
+    CleverConnection,
+    District,
+    PowerSchoolConnection,
+    RosterStudent,
+)
 from tests.conftest import LogCapture
 from tests.helpers import World, local, roster_id_of
 
@@ -116,3 +128,35 @@ class TestLogs:
         text = logs.since(mark)
         for secret in (world.sim.client_secret, ps.first_name, ps.last_name, "Bearer"):
             assert secret not in text
+
+
+class TestReprs:
+    def test_reprs_hide_secrets_names_and_free_text(self) -> None:
+        """Objects that end up in tracebacks and debug logs never show secrets or PII."""
+        district = District(
+            "d1",
+            powerschool=PowerSchoolConnection("https://ps", "id", "ps-SECRET"),
+            clever=CleverConnection("", "id", "clever-SECRET", "TOKEN-SECRET"),
+            classlink=ClassLinkConnection("https://cl", "id", "cl-SECRET"),
+        )
+        record = AttendanceRecord(
+            record_id="r",
+            district_id="d1",
+            idempotency_key="k",
+            request_hash="h",
+            roster_id="s",
+            event=AttendanceEvent.LATE_CHECK_IN,
+            occurred_at=datetime.now(UTC),
+            school_number=1,
+            att_date=date.today(),
+            attendance_code="T",
+            state=AttendanceState.PENDING,
+            reason="Mrs Jones picked up",
+            comment="Called Mr Smith",
+            checked_out_by="Jane Doe",
+        )
+        student = RosterStudent("s", first_name="Ada", last_name="Lovelace")
+        settings = Settings(database_url="postgresql://u:DB-SECRET@host/db")
+        text = " ".join(map(repr, (district, record, student, settings)))
+        for hidden in ("SECRET", "Jones", "Smith", "Jane", "Ada", "Lovelace"):
+            assert hidden not in text

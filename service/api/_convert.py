@@ -242,6 +242,7 @@ def record_to_pb(record: AttendanceRecord) -> pb.AttendanceRecord:
         next_attempt_at=timestamp(record.next_attempt_at),
         reason=record.reason,
         excused=record.excused,
+        cancel_reason=record.cancel_reason,
     )
 
 

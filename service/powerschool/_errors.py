@@ -6,8 +6,6 @@ from __future__ import annotations
 class PowerSchoolError(Exception):
     """Base class. ``str()`` is safe to store and show: no token, no secret, no names."""
 
-    retryable: bool = False
-
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -15,8 +13,6 @@ class PowerSchoolError(Exception):
 
 class PowerSchoolUnavailable(PowerSchoolError):
     """Network failure, timeout, 5xx, 429 or a non-JSON page: try again later."""
-
-    retryable = True
 
     def __init__(
         self, message: str, *, status: int | None = None, retry_after: float | None = None

@@ -260,11 +260,6 @@ class AttendanceStore:
             )
         return None if row is None else _record(row)
 
-    async def release(self, job: DeliveryJob, owner: str) -> None:
-        """Give a claimed job back without counting an attempt."""
-        async with self._pool.acquire() as conn:
-            await conn.execute(_Q["release_job"], uuid.UUID(job.record_id), owner)
-
     async def release_district(self, district_id: str) -> None:
         """Make the district's backed-off jobs due now (its PowerSchool is back)."""
         async with self._pool.acquire() as conn:

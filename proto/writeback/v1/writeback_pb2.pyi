@@ -824,6 +824,7 @@ class AttendanceRecord(_message.Message):
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     EXCUSED_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     district_id: _builtins.str
     state: Global___AttendanceState.ValueType
@@ -847,6 +848,8 @@ class AttendanceRecord(_message.Message):
     replaced_comment: _builtins.str
     reason: _builtins.str
     excused: _builtins.bool
+    cancel_reason: _builtins.str
+    """Why it was withdrawn (CancelAttendance)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -880,10 +883,11 @@ class AttendanceRecord(_message.Message):
         next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
         reason: _builtins.str = ...,
         excused: _builtins.bool = ...,
+        cancel_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["att_date", b"att_date", "attempts", b"attempts", "attendance_code", b"attendance_code", "created_at", b"created_at", "district_id", b"district_id", "event", b"event", "excused", b"excused", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "powerschool_attendance_id", b"powerschool_attendance_id", "reason", b"reason", "record_id", b"record_id", "replaced_attendance_code", b"replaced_attendance_code", "replaced_comment", b"replaced_comment", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["att_date", b"att_date", "attempts", b"attempts", "attendance_code", b"attendance_code", "cancel_reason", b"cancel_reason", "created_at", b"created_at", "district_id", b"district_id", "event", b"event", "excused", b"excused", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "powerschool_attendance_id", b"powerschool_attendance_id", "reason", b"reason", "record_id", b"record_id", "replaced_attendance_code", b"replaced_attendance_code", "replaced_comment", b"replaced_comment", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

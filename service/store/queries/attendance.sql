@@ -127,11 +127,6 @@ UPDATE attendance_records r SET
 FROM later WHERE r.record_id = later.record_id
 RETURNING r.*;
 
--- name: release_job
--- Put a claimed job back untouched (its district was paused meanwhile).
-UPDATE delivery_jobs SET lease_owner = NULL, lease_until = NULL, attempts = attempts - 1
-WHERE record_id = $1 AND lease_owner = $2;
-
 -- name: release_district
 -- PowerSchool is back: jobs waiting out a backoff can go now.
 UPDATE delivery_jobs SET run_at = now()
