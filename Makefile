@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast check format proto demo bench sim clean
+.PHONY: run test test-fast check format proto lint-proto demo bench sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ format: $(STAMP)
 # Regenerates the checked-in Python code and typed stubs from proto/.
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
+
+# buf's STANDARD lint rules for the API (needs Node.js; buf comes from the npm registry).
+lint-proto:
+	npx --yes @bufbuild/buf lint
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
