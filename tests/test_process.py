@@ -8,10 +8,18 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from writeback.v1 import writeback_pb2 as pb
+from writeback.v1 import writeback_pb2_grpc
+
+from service import Server
+from service.store import EmbeddedPostgres
+from tests.helpers import failure, fast_settings
 
 
 def free_port() -> int:
@@ -50,3 +58,31 @@ async def test_serves_health_and_reflection_and_stops_on_sigterm(database_url: s
     ]
     assert "service_started" in events
     assert events[-1] == "service_stopped"
+
+
+async def test_database_outage_is_unavailable_and_recovers(tmp_path: Path) -> None:
+    """Postgres goes away: RPCs answer UNAVAILABLE with RetryInfo (never INTERNAL or
+    UNKNOWN); when it is back, the same service carries on."""
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    srv = Server(fast_settings(pg.start(), run_scheduler=False))
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+            request = pb.GetDistrictRequest(district_id="nobody")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetDistrict(request)
+            assert err.value.code() is grpc.StatusCode.NOT_FOUND
+            await asyncio.to_thread(pg.stop)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetDistrict(request)
+            got = failure(err.value)
+            assert (got.code, got.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+            assert got.retry_after
+            await asyncio.to_thread(pg.start)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetDistrict(request)
+            assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    finally:
+        await srv.stop()
+        pg.stop()

@@ -25,7 +25,7 @@ from service.domain._guards import BreakerState, Guards
 from service.domain.delivery import Deliverer, Outcome
 from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver
-from service.errors import DomainError
+from service.errors import DomainError, Unavailable
 from service.models import (
     AttendanceRecord,
     AttendanceState,
@@ -132,6 +132,8 @@ class DeliveryWorker:
                     await self._dispatch()
                 except asyncio.CancelledError:
                     raise
+                except Unavailable as exc:  # the database is away; the lease model copes
+                    log.warning("delivery_paused", error=exc.message)
                 except Exception:
                     log.exception("delivery_dispatch_failed")
                 with contextlib.suppress(TimeoutError):
@@ -194,11 +196,16 @@ class DeliveryWorker:
             await self._apply(job, record, outcome)
         except asyncio.CancelledError:
             raise
+        except Unavailable as exc:
+            # Our database went away mid-delivery: the lease expires and the job comes back;
+            # its read-before-write then finds whatever this attempt managed to write.
+            log.warning("delivery_interrupted", error=exc.message)
         except Exception:
             log.exception("delivery_crashed")
-            await self._records.reschedule(
-                job, self.owner, datetime.now(UTC) + timedelta(seconds=30), "internal error"
-            )
+            with contextlib.suppress(Unavailable):
+                await self._records.reschedule(
+                    job, self.owner, datetime.now(UTC) + timedelta(seconds=30), "internal error"
+                )
         finally:
             waiter = self._waiters.get(job.record_id)
             if waiter is not None:
@@ -210,7 +217,9 @@ class DeliveryWorker:
             student = await self._resolver.find(
                 district, StudentKey(KeyKind.ROSTER_ID, record.roster_id)
             )
-        except DomainError as exc:
+        except Unavailable:
+            raise
+        except DomainError as exc:  # the district or student is gone
             return Outcome(AttendanceState.FAILED, exc.message)
         school = district.school_by_number(record.school_number)
         if job.kind is JobKind.WRITE:

@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import re
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
+
+from service.errors import Unavailable
 
 log = structlog.get_logger("store")
 
@@ -67,6 +72,21 @@ async def _apply_migrations(conn: asyncpg.Connection) -> None:
             log.info("migration_applied", migration=path.stem)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+    """A pooled connection; losing the database becomes :class:`Unavailable` (the caller's
+    request was not applied and can be retried), never a raw driver error."""
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError) as exc:
+        raise Unavailable(
+            "the service's database is unavailable; nothing was saved, retry shortly",
+            retry_after=2.0,
+            reason="DATABASE_UNAVAILABLE",
+        ) from exc
 
 
 async def _light_reset(conn: asyncpg.Connection) -> None:

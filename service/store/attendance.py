@@ -25,6 +25,7 @@ from service.models import (
     JobKind,
     RecordFilter,
 )
+from service.store._database import connection
 from service.store._queries import load
 
 _Q = load("attendance")
@@ -107,7 +108,7 @@ class AttendanceStore:
     async def submit(self, record: AttendanceRecord) -> Submitted:
         """In one transaction: claim the idempotency key; then correct the live record of
         the same student, day and event, or insert this one; and queue its delivery."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             claimed = await conn.fetchval(
                 _Q["claim_key"],
                 record.district_id,
@@ -180,7 +181,7 @@ class AttendanceStore:
 
     async def get(self, district_id: str, record_id: str) -> AttendanceRecord | None:
         """One record of a district, if it exists."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             row = await conn.fetchrow(_Q["get_record"], district_id, uuid.UUID(record_id))
         return None if row is None else _record(row)
 
@@ -188,7 +189,7 @@ class AttendanceStore:
         """Withdraw a record: at once if PowerSchool was never touched, else by queuing a
         cancel job that puts PowerSchool back."""
         rid = uuid.UUID(record.record_id)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             job = await conn.fetchrow(_Q["get_job"], rid)
             untouched = record.attempts == 0 and (job is None or job["attempts"] == 0)
             if untouched or record.state is AttendanceState.SKIPPED:
@@ -212,7 +213,7 @@ class AttendanceStore:
         only: str | None = None,
     ) -> list[DeliveryJob]:
         """Lease up to ``limit`` due jobs (committed before returning)."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             rows = await conn.fetch(_Q["claim_jobs"], owner, lease, exclude, only, limit)
         return [_job(r) for r in rows]
 
@@ -227,7 +228,7 @@ class AttendanceStore:
         code: str | None = None,
     ) -> AttendanceRecord | None:
         """Record a final outcome and drop the job; None if the lease was lost."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             row = await conn.fetchrow(
                 _Q["finish_job"],
                 uuid.UUID(job.record_id),
@@ -241,7 +242,7 @@ class AttendanceStore:
 
     async def remember_replaced(self, record_id: str, replaced: Replaced) -> None:
         """Keep the PowerSchool value a write is about to replace (first one wins)."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(
                 _Q["remember_replaced"],
                 uuid.UUID(record_id),
@@ -254,7 +255,7 @@ class AttendanceStore:
         self, job: DeliveryJob, owner: str, run_at: datetime, error: str
     ) -> AttendanceRecord | None:
         """Try again at ``run_at``; None if the lease was lost."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             row = await conn.fetchrow(
                 _Q["reschedule_job"], uuid.UUID(job.record_id), owner, run_at, error
             )
@@ -262,7 +263,7 @@ class AttendanceStore:
 
     async def release_district(self, district_id: str) -> None:
         """Make the district's backed-off jobs due now (its PowerSchool is back)."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(_Q["release_district"], district_id)
             await conn.execute(_Q["notify"], district_id)
 
@@ -275,7 +276,7 @@ class AttendanceStore:
         after: tuple[datetime, str] | None = None,
     ) -> list[AttendanceRecord]:
         """Records newest first, after the keyset position ``after``."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             rows = await conn.fetch(
                 _Q["list_records"],
                 district_id,
@@ -292,7 +293,7 @@ class AttendanceStore:
 
     async def retry_one(self, district_id: str, record_id: str) -> AttendanceRecord | None:
         """Queue a FAILED or PENDING record for delivery now; None if it is neither."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             row = await conn.fetchrow(_Q["retry_one"], district_id, uuid.UUID(record_id))
             if row is not None:
                 await conn.execute(_Q["upsert_job"], row["record_id"], district_id, "write")
@@ -301,14 +302,14 @@ class AttendanceStore:
 
     async def retry_failed(self, district_id: str, first: date, last: date) -> int:
         """Queue every FAILED record with an attendance date in [first, last]."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             rows = await conn.fetch(_Q["retry_failed"], district_id, first, last)
             await conn.execute(_Q["notify"], district_id)
         return len(rows)
 
     async def stats(self, district_id: str) -> DeliveryStats:
         """Backlog and recent outcomes of a district."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             row = _must(await conn.fetchrow(_Q["stats"], district_id))
         return DeliveryStats(
             district_id=district_id,
@@ -326,7 +327,7 @@ class AttendanceStore:
         def callback(*args: object) -> None:
             on_notify(str(args[-1]))
 
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.add_listener(CHANNEL, callback)
             try:
                 yield

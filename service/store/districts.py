@@ -14,6 +14,7 @@ from service.models import (
     School,
     VisibleId,
 )
+from service.store._database import connection
 from service.store._queries import load
 
 _Q = load("districts")
@@ -43,7 +44,7 @@ class DistrictStore:
 
     async def get(self, district_id: str) -> District | None:
         """The district with its schools, or None."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             row = await conn.fetchrow(_Q["get_district"], district_id)
             if row is None:
                 return None
@@ -88,7 +89,7 @@ class DistrictStore:
 
         An empty PowerSchool secret keeps the stored one.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             await conn.execute(
                 _Q["upsert_district"],
                 district.district_id,
@@ -137,5 +138,5 @@ class DistrictStore:
 
     async def due_for_sync(self) -> list[str]:
         """IDs of districts whose sync schedule is due."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return [r["district_id"] for r in await conn.fetch(_Q["due_for_sync"])]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from service.models import ImportCounts, RosterStudent, Student
+from service.store._database import connection
 from service.store._queries import load
 
 _Q = load("students")
@@ -63,7 +64,7 @@ class StudentStore:
             )
         )
         active = [s for s in students if s.active and s.sis_id]
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             rows = await conn.fetch(_Q["upsert_students"], district_id, *map(list, columns))
             displaced = await conn.fetch(
                 _Q["deactivate_dcid_holders"],
@@ -79,7 +80,7 @@ class StudentStore:
             # each time the table grows by half keeps that to a handful of ANALYZEs.
             self._rows_at_analyze += self._created_since_analyze
             self._created_since_analyze = 0
-            async with self._pool.acquire() as conn:
+            async with connection(self._pool) as conn:
                 await conn.execute(_Q["analyze"])
         switched_off = sum(1 for r in rows if r["deactivated"])
         return ImportCounts(
@@ -90,7 +91,7 @@ class StudentStore:
         )
 
     async def _find(self, query: str, district_id: str, value: object) -> list[Student]:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return [_student(r) for r in await conn.fetch(_Q[query], district_id, value)]
 
     async def by_roster_id(self, district_id: str, roster_id: str) -> list[Student]:
@@ -120,7 +121,7 @@ class StudentStore:
         school_number: int | None,
     ) -> None:
         """Remember what PowerSchool said, unless the roster changed sis_id meanwhile."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(
                 _Q["save_powerschool_ids"],
                 district_id,
@@ -133,19 +134,19 @@ class StudentStore:
 
     async def deactivate_missing(self, district_id: str, seen: Sequence[str]) -> int:
         """Deactivate every active student whose roster ID is not in ``seen``."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return len(await conn.fetch(_Q["deactivate_missing"], district_id, list(seen)))
 
     async def deactivate(self, district_id: str, roster_ids: Sequence[str]) -> int:
         """Deactivate these students; returns how many were active."""
         if not roster_ids:
             return 0
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return len(await conn.fetch(_Q["deactivate_ids"], district_id, list(roster_ids)))
 
     async def unresolved(self, district_id: str, limit: int) -> list[tuple[str, str]]:
         """``(roster_id, sis_id)`` of active students without a STUDENTS.ID yet."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             rows = await conn.fetch(_Q["unresolved"], district_id, limit)
         return [(r["roster_id"], r["sis_id"]) for r in rows]
 
@@ -156,12 +157,12 @@ class StudentStore:
         if not found:
             return
         sis_ids, dcids, ids = (list(col) for col in zip(*found, strict=True))
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(_Q["save_powerschool_ids_batch"], district_id, sis_ids, dcids, ids)
 
     async def count_active(self, district_id: str) -> int:
         """How many active students the district has."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return int(await conn.fetchval(_Q["count_active"], district_id))
 
     async def sample_active(self, district_id: str, size: int) -> list[Student]:
@@ -169,7 +170,7 @@ class StudentStore:
         return await self._find("sample_active", district_id, size)
 
     async def _roster_ids(self, query: str, district_id: str) -> list[str]:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return [r["roster_id"] for r in await conn.fetch(_Q[query], district_id)]
 
     async def non_numeric_sis_ids(self, district_id: str) -> list[str]:
@@ -182,12 +183,12 @@ class StudentStore:
 
     async def duplicate_student_numbers(self, district_id: str) -> dict[str, list[str]]:
         """Student numbers held by more than one active student, with their roster IDs."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             rows = await conn.fetch(_Q["duplicate_student_numbers"], district_id)
         return {r["student_number"]: list(r["roster_ids"]) for r in rows}
 
     async def roster_school_counts(self, district_id: str) -> dict[str, int]:
         """Active students per roster school ID."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             rows = await conn.fetch(_Q["roster_school_counts"], district_id)
         return {r["roster_school_id"]: r["students"] for r in rows}

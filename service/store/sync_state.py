@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from service.store._database import connection
 from service.store._queries import load
 
 _Q = load("sync_state")
@@ -32,7 +33,7 @@ class SyncStateStore:
 
     async def get(self, district_id: str) -> SyncState:
         """The district's state (empty before the first sync)."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             row = await conn.fetchrow(_Q["get_state"], district_id)
         if row is None:
             return SyncState()
@@ -40,18 +41,18 @@ class SyncStateStore:
 
     async def save_cursor(self, district_id: str, cursor: str) -> None:
         """Remember how far the sync got (saved after every page)."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(_Q["save_cursor"], district_id, cursor)
 
     async def finish(self, district_id: str, *, full: bool, error: str = "") -> None:
         """Record that a sync ended, and how."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(_Q["finish"], district_id, error, full)
 
     @asynccontextmanager
     async def lock(self, district_id: str) -> AsyncIterator[bool]:
         """Hold the district's sync lock for the block; yields False if another holds it."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             got = bool(await conn.fetchval(_Q["try_lock"], district_id))
             try:
                 yield got

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from service.store._database import connection
 from service.store._queries import load
 
 _Q = load("workers")
@@ -18,11 +19,11 @@ class WorkerRegistry:
 
     async def heartbeat(self, owner: str, *, alive_within: float) -> int:
         """Record that ``owner`` is alive; return how many workers are (at least 1)."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return int(await conn.fetchval(_Q["heartbeat"], owner, alive_within))
 
     async def leave(self, owner: str) -> None:
         """Forget ``owner`` (a clean stop), and workers gone for an hour."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(_Q["leave"], owner)
             await conn.execute(_Q["forget_stale"])
