@@ -45,7 +45,8 @@ class AlreadyExists(DomainError):
 
 
 class Unavailable(DomainError):
-    """PowerSchool could not be reached and nothing cached could answer."""
+    """Something the service needs (PowerSchool, a roster service, its own database) could
+    not be reached and nothing cached could answer: retrying later may succeed."""
 
     def __init__(self, message: str, *, retry_after: float = 5.0, reason: str = "") -> None:
         super().__init__(message, reason=reason or "POWERSCHOOL_UNAVAILABLE")
