@@ -17,6 +17,7 @@ from service.api.errors import internal_status, to_status
 from service.errors import DomainError
 
 log = structlog.get_logger("rpc")
+_PROBES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 if TYPE_CHECKING:  # the stubs make these generic; the runtime classes are not
     _Context = ServicerContext[Any, Any]
@@ -60,7 +61,9 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
             log.exception("rpc_failed")
             await context.abort_with_status(internal_status())
         finally:
-            log.info(
+            # Probes call health every few seconds: their OK answers only at DEBUG.
+            quiet = method.startswith(_PROBES) and code is grpc.StatusCode.OK
+            (log.debug if quiet else log.info)(
                 "rpc",
                 grpc_code=code.name,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
