@@ -921,7 +921,8 @@ class SubmitAttendanceRequest(_message.Message):
     """Who the student left with (early check-out)."""
     wait_for_writeback: _builtins.bool
     """Answer with the PowerSchool outcome instead of at once; if the call's deadline comes
-    first, the answer is the record as it stands (PENDING), and delivery carries on.
+    first (or 30 seconds pass, for a call without a deadline), the answer is the record as
+    it stands (PENDING), and delivery carries on.
     """
     @_builtins.property
     def student(self) -> Global___StudentKey: ...
