@@ -248,6 +248,7 @@ class AttendanceRecord:
     replaced_comment: str = field(default="", repr=False)
     replaced_set: bool = False
     cancel_reason: str = field(default="", repr=False)
+    cancel_requested: bool = False
     next_attempt_at: datetime | None = None
 
 
@@ -268,6 +269,8 @@ class DeliveryJob:
     attempts: int
     first_attempt_at: datetime | None
     created_at: datetime
+    lease_token: str
+    """This claim's fencing token: outcomes are only accepted with it."""
 
 
 @dataclass(frozen=True)

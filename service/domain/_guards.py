@@ -20,6 +20,14 @@ DEFAULT_RATE = 20
 CALLS = 2
 
 
+class HeldBack(Exception):
+    """The host asked us to wait (Retry-After) this many seconds before calling again."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"held back {seconds:.1f} s by Retry-After")
+        self.seconds = seconds
+
+
 class BreakerState(enum.StrEnum):
     """Closed: calls flow. Open: paused until the cooldown ends. Half-open: one probe."""
 
@@ -121,7 +129,7 @@ class Guards:
         wanted = (in_flight or DEFAULT_IN_FLIGHT, rate or DEFAULT_RATE, share)
         guard = self.districts.get(district_id)
         if guard is None or guard.settings != wanted:
-            slots = max(math.ceil(wanted[0] / share), 1)
+            slots = self.slots(in_flight)
             per_second = wanted[1] / share
             # Room for one delivery's CALLS calls at once, at the same average rate.
             burst = max(per_second, CALLS)
@@ -142,12 +150,18 @@ class Guards:
             held = max(held, host.breaker.retry_at() - now)
         return host.breaker.state, max(held, 0.0)
 
+    def slots(self, in_flight: int) -> int:
+        """This worker's share of a district's calls in flight."""
+        return max(math.ceil((in_flight or DEFAULT_IN_FLIGHT) / max(self.share, 1)), 1)
+
     @asynccontextmanager
     async def call(self, district: DistrictGuard, host: HostGuard) -> AsyncIterator[None]:
-        """Hold an in-flight slot, wait for the rate limit and any Retry-After, then call."""
+        """Hold an in-flight slot and wait for the rate limit, then call. Raises
+        :class:`HeldBack` instead of sleeping out a Retry-After (the job goes back to the
+        queue, where its lease cannot run out)."""
         async with district.in_flight:
             await district.limiter.acquire(CALLS)
             wait = host.not_before - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                raise HeldBack(wait)
             yield

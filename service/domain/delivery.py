@@ -92,6 +92,8 @@ class Outcome:
     error: str = ""
     retry_after: float | None = None
     server_down: bool = False
+    reached: bool = False
+    """PowerSchool answered (whatever it said): evidence for the circuit breaker."""
     attendance_id: int | None = None
     code: str | None = None
 
@@ -133,15 +135,14 @@ class Deliverer:
         try:
             return await work
         except PowerSchoolUnavailable as exc:
-            return Outcome(
-                None,
-                str(exc),
-                retry_after=exc.retry_after,
-                server_down=exc.status != 429,
-            )
+            return _transient(exc)
         except Unavailable as exc:
-            return Outcome(None, exc.message, server_down=True)
-        except (DomainError, PowerSchoolError, _Permanent) as exc:
+            if isinstance(exc.__cause__, PowerSchoolUnavailable):  # during the student lookup
+                return _transient(exc.__cause__)
+            raise  # our own database: not PowerSchool's fault, not this record's
+        except PowerSchoolError as exc:
+            return Outcome(AttendanceState.FAILED, str(exc), reached=True)
+        except (DomainError, _Permanent) as exc:
             return Outcome(AttendanceState.FAILED, getattr(exc, "message", None) or str(exc))
 
     async def _context(
@@ -189,6 +190,7 @@ class Deliverer:
                     f"PowerSchool already has {shown} for this student on "
                     f"{record.att_date.isoformat()}, entered outside the writeback service; "
                     "left unchanged",
+                    reached=True,
                 )
             replaced = Replaced(
                 existing.attendance_codeid, held.att_code if held else "", existing.comment
@@ -267,6 +269,11 @@ class Deliverer:
                 "it on the student's attendance page in PowerSchool",
             )
         return Outcome(AttendanceState.CANCELLED, "removed the row from PowerSchool")
+
+
+def _transient(exc: PowerSchoolUnavailable) -> Outcome:
+    """Try again later; a 429 is a busy server, not a down one."""
+    return Outcome(None, str(exc), retry_after=exc.retry_after, server_down=exc.status != 429)
 
 
 def _is_absence(code: AttendanceCode | None, school: School) -> bool:

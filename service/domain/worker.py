@@ -16,12 +16,13 @@ import functools
 import random
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from service.domain._guards import BreakerState, Guards
+from service.domain._guards import BreakerState, Guards, HeldBack, HostGuard
 from service.domain.delivery import Deliverer, Outcome
 from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver
@@ -39,6 +40,8 @@ from service.store import AttendanceStore, WorkerRegistry
 
 log = structlog.get_logger("delivery")
 _HEARTBEAT = 2.0
+# Outcomes that only PowerSchool answering can produce.
+_ANSWERED = frozenset({AttendanceState.WRITTEN, AttendanceState.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class DeliveryWorker:
         # The districts this worker has delivered for, to know which to pause with a host.
         self._known: dict[str, District] = {}
         self._waiters: dict[str, asyncio.Event] = {}
+        self._active: Counter[str] = Counter()
 
     def start(self) -> None:
         """Start claiming jobs."""
@@ -153,38 +157,66 @@ class DeliveryWorker:
                 paused.append(district_id)
         return paused, probes
 
+    def _full(self) -> list[str]:
+        """Districts whose share of calls in flight this worker is already using."""
+        return [
+            district_id
+            for district_id, district in self._known.items()
+            if self._active[district_id] >= self.guards.slots(district.max_in_flight)
+        ]
+
     async def _dispatch(self) -> None:
         while (free := self.settings.concurrency - len(self._tasks)) > 0:
             paused, probes = self._paused()
             jobs = await self._records.claim(
-                self.owner, free, lease=self.settings.lease, exclude=paused + probes
+                self.owner,
+                free,
+                lease=self.settings.lease,
+                exclude=paused + probes + self._full(),
             )
-            for district_id in probes[: max(free - len(jobs), 0)]:
+            started = 0
+            for job in jobs:
+                district = self._known.get(job.district_id)
+                if district is not None and self._active[job.district_id] >= self.guards.slots(
+                    district.max_in_flight
+                ):
+                    # Claimed past the district's free slots: waiting here would hold the
+                    # lease and a worker slot while other districts wait. Back it goes.
+                    await self._records.release(job)
+                    continue
+                self._start(job, probe=False)
+                started += 1
+            for district_id in probes[: max(free - started, 0)]:
                 probe = await self._records.claim(
                     self.owner, 1, lease=self.settings.lease, exclude=[], only=district_id
                 )
                 if probe:
-                    host = self.guards.host(self._known[district_id].powerschool.base_url)
-                    host.breaker.probing = True
-                    jobs += probe
-            for job in jobs:
-                task = asyncio.create_task(self._deliver(job))
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
+                    self._host_of(district_id).breaker.probing = True
+                    self._start(probe[0], probe=True)
             if len(jobs) < free:
                 return
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _start(self, job: DeliveryJob, *, probe: bool) -> None:
+        self._active[job.district_id] += 1
+        task = asyncio.create_task(self._deliver(job, probe=probe))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._task_done, job.district_id))
+
+    def _task_done(self, district_id: str, task: asyncio.Task[None]) -> None:
         # A freed slot may have due work waiting (a backlog, or a retry now due).
         self._tasks.discard(task)
+        self._active[district_id] -= 1
         self._wake.set()
+
+    def _host_of(self, district_id: str) -> HostGuard:
+        return self.guards.host(self._known[district_id].powerschool.base_url)
 
     async def _district(self, district_id: str) -> District:
         district = await self._districts.get(district_id)
         self._known[district_id] = district
         return district
 
-    async def _deliver(self, job: DeliveryJob) -> None:
+    async def _deliver(self, job: DeliveryJob, *, probe: bool) -> None:
         structlog.contextvars.bind_contextvars(
             district_id=job.district_id, record_id=job.record_id, job=job.kind.value
         )
@@ -194,6 +226,10 @@ class DeliveryWorker:
                 return
             outcome = await self._attempt(job, record)
             await self._apply(job, record, outcome)
+        except HeldBack as held:
+            await self._records.release(
+                job, run_at=datetime.now(UTC) + timedelta(seconds=held.seconds)
+            )
         except asyncio.CancelledError:
             raise
         except Unavailable as exc:
@@ -204,9 +240,12 @@ class DeliveryWorker:
             log.exception("delivery_crashed")
             with contextlib.suppress(Unavailable):
                 await self._records.reschedule(
-                    job, self.owner, datetime.now(UTC) + timedelta(seconds=30), "internal error"
+                    job, datetime.now(UTC) + timedelta(seconds=30), "internal error"
                 )
         finally:
+            if probe and job.district_id in self._known:
+                # However the probe ended, the breaker must not wait for it forever.
+                self._host_of(job.district_id).breaker.probing = False
             waiter = self._waiters.get(job.record_id)
             if waiter is not None:
                 waiter.set()
@@ -251,12 +290,12 @@ class DeliveryWorker:
     async def _apply(self, job: DeliveryJob, record: AttendanceRecord, outcome: Outcome) -> None:
         district = self._known.get(job.district_id)
         host = self.guards.host(district.powerschool.base_url) if district else None
+        contacted = outcome.reached or outcome.state in _ANSWERED
         if outcome.state is not None:
-            if host is not None and host.breaker.success():
+            if host is not None and contacted and host.breaker.success():
                 await self._reopen_host(district.powerschool.base_url if district else "")
             saved = await self._records.finish(
                 job,
-                self.owner,
                 outcome.state,
                 error=outcome.error,
                 powerschool_attendance_id=outcome.attendance_id,
@@ -282,7 +321,6 @@ class DeliveryWorker:
         if age > self.settings.max_age:
             await self._records.finish(
                 job,
-                self.owner,
                 AttendanceState.FAILED,
                 error=f"gave up after {job.attempts} attempts over {age / 3600:.1f} hours; "
                 f"last error: {outcome.error}",
@@ -297,7 +335,7 @@ class DeliveryWorker:
         if host is not None and host.breaker.state is not BreakerState.CLOSED:
             delay = max(delay, host.breaker.retry_at() - now)
         await self._records.reschedule(
-            job, self.owner, datetime.now(UTC) + timedelta(seconds=delay), outcome.error
+            job, datetime.now(UTC) + timedelta(seconds=delay), outcome.error
         )
         log.info(
             "attendance_delivery_retry",

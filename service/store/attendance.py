@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 
@@ -59,6 +59,7 @@ def _record(row: asyncpg.Record) -> AttendanceRecord:
         replaced_comment=row["replaced_comment"],
         replaced_set=row["replaced_set"],
         cancel_reason=row["cancel_reason"],
+        cancel_requested=row["cancel_requested"],
         next_attempt_at=row["next_attempt_at"],
     )
 
@@ -78,6 +79,7 @@ def _job(row: asyncpg.Record) -> DeliveryJob:
         attempts=row["attempts"],
         first_attempt_at=row["first_attempt_at"],
         created_at=row["created_at"],
+        lease_token=str(row["lease_token"]),
     )
 
 
@@ -123,6 +125,13 @@ class AttendanceStore:
                     )
                 )
                 return Submitted(_record(row), replayed=True, key_hash=row["key_hash"])
+            await conn.execute(
+                _Q["lock_same_day"],
+                record.district_id,
+                record.roster_id,
+                record.att_date,
+                record.event.value,
+            )
             same_day = await conn.fetchrow(
                 _Q["find_same_day"],
                 record.district_id,
@@ -191,7 +200,9 @@ class AttendanceStore:
         rid = uuid.UUID(record.record_id)
         async with connection(self._pool) as conn, conn.transaction():
             job = await conn.fetchrow(_Q["get_job"], rid)
-            untouched = record.attempts == 0 and (job is None or job["attempts"] == 0)
+            untouched = record.attempts == 0 and (
+                job is None or (job["attempts"] == 0 and job["lease_token"] is None)
+            )
             if untouched or record.state is AttendanceState.SKIPPED:
                 await conn.execute(_Q["delete_job"], rid)
                 row = await conn.fetchrow(
@@ -220,7 +231,6 @@ class AttendanceStore:
     async def finish(
         self,
         job: DeliveryJob,
-        owner: str,
         state: AttendanceState,
         *,
         error: str = "",
@@ -232,7 +242,7 @@ class AttendanceStore:
             row = await conn.fetchrow(
                 _Q["finish_job"],
                 uuid.UUID(job.record_id),
-                owner,
+                uuid.UUID(job.lease_token),
                 state.value,
                 powerschool_attendance_id,
                 error,
@@ -252,14 +262,28 @@ class AttendanceStore:
             )
 
     async def reschedule(
-        self, job: DeliveryJob, owner: str, run_at: datetime, error: str
+        self, job: DeliveryJob, run_at: datetime, error: str
     ) -> AttendanceRecord | None:
         """Try again at ``run_at``; None if the lease was lost."""
         async with connection(self._pool) as conn:
             row = await conn.fetchrow(
-                _Q["reschedule_job"], uuid.UUID(job.record_id), owner, run_at, error
+                _Q["reschedule_job"],
+                uuid.UUID(job.record_id),
+                uuid.UUID(job.lease_token),
+                run_at,
+                error,
             )
         return None if row is None else _record(row)
+
+    async def release(self, job: DeliveryJob, *, run_at: datetime | None = None) -> None:
+        """Give a claimed job back without counting an attempt, due again at ``run_at``."""
+        async with connection(self._pool) as conn:
+            await conn.execute(
+                _Q["release_job"],
+                uuid.UUID(job.record_id),
+                uuid.UUID(job.lease_token),
+                run_at or datetime.now(UTC),
+            )
 
     async def release_district(self, district_id: str) -> None:
         """Make the district's backed-off jobs due now (its PowerSchool is back)."""
@@ -296,7 +320,9 @@ class AttendanceStore:
         async with connection(self._pool) as conn, conn.transaction():
             row = await conn.fetchrow(_Q["retry_one"], district_id, uuid.UUID(record_id))
             if row is not None:
-                await conn.execute(_Q["upsert_job"], row["record_id"], district_id, "write")
+                await conn.execute(
+                    _Q["retry_job"], row["record_id"], district_id, row["cancel_requested"]
+                )
                 await conn.execute(_Q["notify"], district_id)
         return None if row is None else _record(row)
 

@@ -11,6 +11,10 @@ SELECT k.request_hash AS key_hash, r.*
 FROM idempotency_keys k JOIN attendance_records r USING (record_id)
 WHERE k.district_id = $1 AND k.idempotency_key = $2;
 
+-- name: lock_same_day
+-- Two stations checking in one student at once must end with one record, not two.
+SELECT pg_advisory_xact_lock(hashtext($1 || '|' || $2 || '|' || ($3::date)::text || '|' || $4));
+
 -- name: find_same_day
 -- A correction: the same student, day and event already has a live record.
 SELECT * FROM attendance_records
@@ -40,11 +44,14 @@ RETURNING *;
 UPDATE idempotency_keys SET record_id = $3 WHERE district_id = $1 AND idempotency_key = $2;
 
 -- name: upsert_job
--- A fresh job, or a reset one: clearing the lease fences off a worker still busy with the
--- old version, so its outcome is discarded and the job runs again.
+-- A fresh job, or a reset one. Clearing the lease token fences off an attempt still in flight
+-- (its outcome is discarded), and the reset job waits until that attempt's lease is over, so
+-- its PowerSchool call cannot land after the new attempt's read.
 INSERT INTO delivery_jobs (record_id, district_id, kind) VALUES ($1, $2, $3)
 ON CONFLICT (record_id) DO UPDATE SET
-    kind = EXCLUDED.kind, run_at = now(), lease_owner = NULL, lease_until = NULL,
+    kind = EXCLUDED.kind,
+    run_at = GREATEST(now(), COALESCE(delivery_jobs.lease_until, now())),
+    lease_owner = NULL, lease_until = NULL, lease_token = NULL,
     attempts = 0, first_attempt_at = NULL;
 
 -- name: notify
@@ -54,7 +61,9 @@ SELECT pg_notify('writeback_jobs', $1);
 SELECT * FROM attendance_records WHERE district_id = $1 AND record_id = $2;
 
 -- name: get_job
-SELECT * FROM delivery_jobs WHERE record_id = $1;
+-- Locked: a worker claiming it meanwhile either commits first (and we see its attempt) or
+-- skips it.
+SELECT * FROM delivery_jobs WHERE record_id = $1 FOR UPDATE;
 
 -- name: delete_job
 DELETE FROM delivery_jobs WHERE record_id = $1;
@@ -66,8 +75,8 @@ WHERE record_id = $1
 RETURNING *;
 
 -- name: request_cancel
-UPDATE attendance_records SET state = 'pending', cancel_reason = $2, last_error = '',
-    updated_at = now()
+UPDATE attendance_records SET state = 'pending', cancel_reason = $2, cancel_requested = true,
+    last_error = '', updated_at = now()
 WHERE record_id = $1
 RETURNING *;
 
@@ -76,6 +85,7 @@ RETURNING *;
 -- The lease is committed before PowerSchool is called.
 UPDATE delivery_jobs j SET
     lease_owner = $1,
+    lease_token = gen_random_uuid(),
     lease_until = now() + make_interval(secs => $2),
     attempts = j.attempts + 1,
     first_attempt_at = COALESCE(j.first_attempt_at, now())
@@ -92,9 +102,9 @@ WHERE j.record_id IN (
 RETURNING j.*;
 
 -- name: finish_job
--- Fenced: only the lease holder may record an outcome.
+-- Fenced: only the holder of this claim's token may record an outcome.
 WITH done AS (
-    DELETE FROM delivery_jobs WHERE record_id = $1 AND lease_owner = $2 RETURNING record_id
+    DELETE FROM delivery_jobs WHERE record_id = $1 AND lease_token = $2 RETURNING record_id
 )
 UPDATE attendance_records r SET
     state = $3,
@@ -118,8 +128,9 @@ WHERE record_id = $1 AND NOT replaced_set;
 
 -- name: reschedule_job
 WITH later AS (
-    UPDATE delivery_jobs SET run_at = $3, lease_owner = NULL, lease_until = NULL
-    WHERE record_id = $1 AND lease_owner = $2
+    UPDATE delivery_jobs SET run_at = $3, lease_owner = NULL, lease_until = NULL,
+        lease_token = NULL
+    WHERE record_id = $1 AND lease_token = $2
     RETURNING record_id
 )
 UPDATE attendance_records r SET
@@ -127,10 +138,17 @@ UPDATE attendance_records r SET
 FROM later WHERE r.record_id = later.record_id
 RETURNING r.*;
 
+-- name: release_job
+-- Give a claimed job back untouched, due again at $3 (its district had no free slot in this
+-- process, or its PowerSchool asked us to hold back).
+UPDATE delivery_jobs SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
+    attempts = attempts - 1, run_at = GREATEST(run_at, $3)
+WHERE record_id = $1 AND lease_token = $2;
+
 -- name: release_district
 -- PowerSchool is back: jobs waiting out a backoff can go now.
 UPDATE delivery_jobs SET run_at = now()
-WHERE district_id = $1 AND run_at > now() AND lease_owner IS NULL;
+WHERE district_id = $1 AND run_at > now() AND lease_token IS NULL;
 
 -- name: list_records
 SELECT * FROM attendance_records
@@ -149,14 +167,23 @@ UPDATE attendance_records SET state = 'pending', last_error = '', updated_at = n
 WHERE district_id = $1 AND record_id = $2 AND state IN ('failed', 'pending')
 RETURNING *;
 
+-- name: retry_job
+-- Due now, as whatever it was: a failed cancel is retried as a cancel, not as a write.
+INSERT INTO delivery_jobs (record_id, district_id, kind)
+VALUES ($1, $2, CASE WHEN $3 THEN 'cancel' ELSE 'write' END)
+ON CONFLICT (record_id) DO UPDATE SET
+    run_at = GREATEST(now(), COALESCE(delivery_jobs.lease_until, now())),
+    attempts = 0, first_attempt_at = NULL;
+
 -- name: retry_failed
 WITH again AS (
     UPDATE attendance_records SET state = 'pending', last_error = '', updated_at = now()
     WHERE district_id = $1 AND state = 'failed' AND att_date BETWEEN $2 AND $3
-    RETURNING record_id, district_id
+    RETURNING record_id, district_id, cancel_requested
 )
 INSERT INTO delivery_jobs (record_id, district_id, kind)
-SELECT record_id, district_id, 'write' FROM again
+SELECT record_id, district_id, CASE WHEN cancel_requested THEN 'cancel' ELSE 'write' END
+FROM again
 ON CONFLICT (record_id) DO UPDATE SET run_at = now(), attempts = 0, first_attempt_at = NULL
 RETURNING record_id;
 
