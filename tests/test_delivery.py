@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import date
 
 import grpc
 import pytest
@@ -430,3 +431,88 @@ class TestSharedLimits:
         assert {r.state for r in records} == {pb.ATTENDANCE_STATE_WRITTEN}
         assert world.sim.peak_in_flight <= 4
         assert world.sim.peak_in_flight >= 2  # the cap was used, not serialised
+
+
+class TestCancelCombined:
+    async def _combined(
+        self, world: World
+    ) -> tuple[PSStudent, pb.AttendanceRecord, pb.AttendanceRecord]:
+        await world.setup()
+        schools = list(world.district_pb().schools)
+        schools[0].late_and_early_code = "LE"
+        await world.stub.UpsertDistrict(
+            pb.UpsertDistrictRequest(district=world.district_pb(schools=schools))
+        )
+        ps, day = world.student(100, 7), world.school_day()
+        late = (await world.submit(ps, local(day, 8, 50))).record
+        early = (
+            await world.submit(ps, local(day, 13, 15), event=pb.ATTENDANCE_EVENT_EARLY_CHECK_OUT)
+        ).record
+        return ps, late, early
+
+    async def cancel(self, world: World, record: pb.AttendanceRecord) -> pb.AttendanceRecord:
+        response = await world.stub.CancelAttendance(
+            pb.CancelAttendanceRequest(
+                district_id=world.district_id, record_id=record.record_id, wait_for_writeback=True
+            ),
+            timeout=10,
+        )
+        return response.record
+
+    @pytest.mark.parametrize("first", ["late", "early"])
+    async def test_cancelling_one_event_keeps_the_other(self, world: World, first: str) -> None:
+        """Late check-in and early check-out share one LE row. Cancelling one leaves the
+        other's own code; cancelling the other too removes the row the service created."""
+        ps, late, early = await self._combined(world)
+        day = late.att_date
+        gone, kept, kept_code = (late, early, "ED") if first == "late" else (early, late, "T")
+        assert (await self.cancel(world, gone)).state == pb.ATTENDANCE_STATE_CANCELLED
+        [row] = rows_for(world.sim, ps)
+        yearid = world.yearid(100, date.fromisoformat(day))
+        assert row["attendance_codeid"] == str(world.code_id(100, yearid, kept_code))
+        assert gone.record_id not in row["att_comment"]
+        assert kept.record_id in row["att_comment"]
+        assert (await self.cancel(world, kept)).state == pb.ATTENDANCE_STATE_CANCELLED
+        assert rows_for(world.sim, ps) == []
+
+
+class TestRetryKeepsCancel:
+    async def test_retrying_a_failed_cancel_cancels(self, world: World) -> None:
+        await world.setup()
+        world.sim.allow_attendance_delete = False
+        ps = world.student(200, 8)
+        record = (await world.submit(ps, local(world.school_day(), 9, 0))).record
+        failed = await world.stub.CancelAttendance(
+            pb.CancelAttendanceRequest(
+                district_id=world.district_id, record_id=record.record_id, wait_for_writeback=True
+            ),
+            timeout=10,
+        )
+        assert failed.record.state == pb.ATTENDANCE_STATE_FAILED
+        world.sim.allow_attendance_delete = True  # the admin fixed the plugin's permissions
+        await world.stub.RetryAttendance(
+            pb.RetryAttendanceRequest(district_id=world.district_id, record_id=record.record_id)
+        )
+        done = await settled(world, record.record_id)
+        assert done.state == pb.ATTENDANCE_STATE_CANCELLED
+        assert rows_for(world.sim, ps) == []
+
+
+class TestConcurrentSubmissions:
+    async def test_two_stations_at_once_make_one_record(self, world: World) -> None:
+        await world.setup()
+        ps, day = world.student(200, 9), world.school_day()
+        responses = await asyncio.gather(
+            *(
+                world.submit(ps, local(day, 8, 30 + i), idempotency_key=f"station-{i}")
+                for i in range(4)
+            )
+        )
+        assert len({r.record.record_id for r in responses}) == 1
+        listed = await world.stub.ListAttendance(
+            pb.ListAttendanceRequest(
+                district_id=world.district_id, roster_id=responses[0].record.roster_id
+            )
+        )
+        assert len(listed.records) == 1
+        assert len(rows_for(world.sim, ps)) == 1

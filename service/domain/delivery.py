@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from service.domain._powerschool_calls import client_for
 from service.domain._school_years import SchoolYears
 from service.domain.students import StudentResolver
-from service.errors import DomainError, Unavailable
+from service.errors import DomainError, NotFound, Unavailable
 from service.models import (
     AttendanceEvent,
     AttendanceRecord,
@@ -126,10 +126,10 @@ class Deliverer:
         return await self._attempt(self._write(record, district, school, student, remember))
 
     async def cancel(
-        self, record: AttendanceRecord, district: District, student: Student
+        self, record: AttendanceRecord, district: District, school: School | None, student: Student
     ) -> Outcome:
         """One cancel attempt."""
-        return await self._attempt(self._cancel(record, district, student))
+        return await self._attempt(self._cancel(record, district, school, student))
 
     async def _attempt(self, work: Awaitable[Outcome]) -> Outcome:
         try:
@@ -238,12 +238,50 @@ class Deliverer:
         return None
 
     async def _cancel(
-        self, record: AttendanceRecord, district: District, student: Student
+        self, record: AttendanceRecord, district: District, school: School | None, student: Student
     ) -> Outcome:
-        client, students_id, yearid, _codes = await self._context(record, district, student)
-        existing = await client.daily_attendance(students_id, record.att_date)
-        if existing is None or record.record_id not in _TAG.findall(existing.comment):
+        try:
+            client, students_id, yearid, codes = await self._context(record, district, student)
+        except (NotFound, _Permanent):
+            # PowerSchool does not know the student, or has no school year for the date:
+            # nothing of this record can be there.
             return Outcome(AttendanceState.CANCELLED, "nothing of this record was in PowerSchool")
+        existing = await client.daily_attendance(students_id, record.att_date)
+        tags = _TAG.findall(existing.comment) if existing else []
+        if existing is None or record.record_id not in tags:
+            return Outcome(AttendanceState.CANCELLED, "nothing of this record was in PowerSchool")
+        sibling = await self._sibling(record, tags)
+        if sibling is not None:
+            # The row also carries the day's other event: keep that one, alone, with its own
+            # code (its record may say the combined code it was written with).
+            own = (
+                school.code_for(sibling.event, excused=sibling.excused)
+                if school
+                else sibling.attendance_code
+            )
+            kept = codes.get(own)
+            if kept is None:
+                raise _Permanent(
+                    f"attendance code {own!r} no longer exists in "
+                    f"PowerSchool for school {record.school_number}, yearid {yearid}"
+                )
+            timezone = local_timezone(district, school) if school else district.timezone
+            await client.write_daily_attendance(
+                students_id=students_id,
+                school_number=record.school_number,
+                yearid=yearid,
+                att_date=record.att_date,
+                attendance_codeid=kept.id,
+                comment=attendance_comment([sibling], timezone),
+            )
+            await self._records.set_code(sibling.record_id, own)
+            if RECORD_TAG.format(record.record_id) in sibling.replaced_comment:
+                # The other event was written over this record's row: what this record
+                # replaced is what the other event's cancel must put back now.
+                await self._records.hand_over_replaced(record.record_id, sibling.record_id)
+            return Outcome(
+                AttendanceState.CANCELLED, f"kept the other event's {own!r} in PowerSchool"
+            )
         if record.replaced_set and record.replaced_attendance_codeid is not None:
             await client.write_daily_attendance(
                 students_id=students_id,
@@ -267,6 +305,7 @@ class Deliverer:
                 f"PowerSchool would not let the service delete the {record.attendance_code!r} "
                 f"it wrote for this student on {record.att_date.isoformat()} ({exc}); remove "
                 "it on the student's attendance page in PowerSchool",
+                reached=True,
             )
         return Outcome(AttendanceState.CANCELLED, "removed the row from PowerSchool")
 

@@ -277,7 +277,7 @@ class DeliveryWorker:
         )
         async with self.guards.call(guard, host):
             if job.kind is JobKind.CANCEL:
-                return await self._deliverer.cancel(record, district, student)
+                return await self._deliverer.cancel(record, district, school, student)
             assert school is not None
             return await self._deliverer.write(
                 record,

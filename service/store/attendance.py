@@ -261,6 +261,18 @@ class AttendanceStore:
                 replaced.comment,
             )
 
+    async def set_code(self, record_id: str, code: str) -> None:
+        """Record the ATT_CODE PowerSchool now holds for this record."""
+        async with connection(self._pool) as conn:
+            await conn.execute(_Q["set_code"], uuid.UUID(record_id), code)
+
+    async def hand_over_replaced(self, from_record: str, to_record: str) -> None:
+        """Give ``to_record`` the PowerSchool value ``from_record`` replaced (or none)."""
+        async with connection(self._pool) as conn:
+            await conn.execute(
+                _Q["hand_over_replaced"], uuid.UUID(from_record), uuid.UUID(to_record)
+            )
+
     async def reschedule(
         self, job: DeliveryJob, run_at: datetime, error: str
     ) -> AttendanceRecord | None:

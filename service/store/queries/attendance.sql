@@ -126,6 +126,20 @@ UPDATE attendance_records SET
     replaced_set = true, updated_at = now()
 WHERE record_id = $1 AND NOT replaced_set;
 
+-- name: hand_over_replaced
+-- A cancelled record's replaced value passes to the record that keeps the row.
+UPDATE attendance_records b SET
+    replaced_attendance_codeid = a.replaced_attendance_codeid,
+    replaced_att_code = a.replaced_att_code,
+    replaced_comment = a.replaced_comment,
+    replaced_set = a.replaced_set,
+    updated_at = now()
+FROM attendance_records a
+WHERE a.record_id = $1 AND b.record_id = $2;
+
+-- name: set_code
+UPDATE attendance_records SET attendance_code = $2, updated_at = now() WHERE record_id = $1;
+
 -- name: reschedule_job
 WITH later AS (
     UPDATE delivery_jobs SET run_at = $3, lease_owner = NULL, lease_until = NULL,
