@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import grpc
+import pytest
 from writeback.v1 import writeback_pb2 as pb
 
 from service import Settings
@@ -160,3 +162,26 @@ class TestReprs:
         text = " ".join(map(repr, (district, record, student, settings)))
         for hidden in ("SECRET", "Jones", "Smith", "Jane", "Ada", "Lovelace"):
             assert hidden not in text
+
+
+class TestConfigChanges:
+    async def test_a_secret_is_not_kept_for_another_server(self, world: World) -> None:
+        await world.setup()
+        moved = world.district_pb()
+        moved.powerschool.base_url = "https://elsewhere.example.org"
+        moved.powerschool.client_secret = ""
+        saved = await world.stub.UpsertDistrict(pb.UpsertDistrictRequest(district=moved))
+        assert not saved.district.powerschool.has_client_secret
+
+    async def test_switching_id_mode_forgets_looked_up_ids(self, world: World) -> None:
+        """STUDENTS.IDs found while the roster was read as DCIDs are not trusted after the
+        district is switched to STUDENTS.ID mode (and the other way round)."""
+        await world.setup(sis_field="id", id_mode=pb.ID_MODE_STUDENTS_ID)
+        ps = world.student()
+        await world.resolve(sis_id=str(ps.id))
+        await world.setup(sis_field="id", id_mode=pb.ID_MODE_DCID)
+        before = world.sim.count("/ws/schema/table/students")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await world.resolve(sis_id=str(ps.id))  # an ID is not a DCID: looked up again
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+        assert world.sim.count("/ws/schema/table/students") == before + 1

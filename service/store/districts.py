@@ -87,9 +87,11 @@ class DistrictStore:
     async def upsert(self, district: District) -> None:
         """Create or replace a district and its full list of schools, in one transaction.
 
-        An empty PowerSchool secret keeps the stored one.
+        An empty secret keeps the stored one for the same server and client ID. A new ID mode
+        or PowerSchool server forgets every STUDENTS.ID looked up before.
         """
         async with connection(self._pool) as conn, conn.transaction():
+            before = await conn.fetchrow(_Q["lock_district"], district.district_id)
             await conn.execute(
                 _Q["upsert_district"],
                 district.district_id,
@@ -114,6 +116,11 @@ class DistrictStore:
                 district.max_in_flight,
                 district.max_requests_per_second,
             )
+            if before is not None and (before["id_mode"], before["ps_base_url"]) != (
+                district.id_mode.value,
+                district.powerschool.base_url,
+            ):
+                await conn.execute(_Q["forget_powerschool_ids"], district.district_id)
             await conn.execute(_Q["delete_schools"], district.district_id)
             await conn.executemany(
                 _Q["insert_school"],

@@ -7,7 +7,9 @@ WHERE d.district_id = $1;
 SELECT * FROM schools WHERE district_id = $1 ORDER BY school_number;
 
 -- name: upsert_district
--- An empty secret keeps the stored one: secrets are write-only and callers re-send configs without them.
+-- An empty secret keeps the stored one (secrets are write-only and callers re-send configs
+-- without them), but only for the same server and client ID: a secret is never sent to a
+-- host it was not given for.
 INSERT INTO districts AS d (
     district_id, name, roster_source, id_mode, visible_student_id, writeback_enabled,
     timezone, ps_base_url, ps_client_id, ps_client_secret,
@@ -25,19 +27,44 @@ ON CONFLICT (district_id) DO UPDATE SET
     timezone = EXCLUDED.timezone,
     ps_base_url = EXCLUDED.ps_base_url,
     ps_client_id = EXCLUDED.ps_client_id,
-    ps_client_secret = COALESCE(NULLIF(EXCLUDED.ps_client_secret, ''), d.ps_client_secret),
+    ps_client_secret = CASE
+        WHEN EXCLUDED.ps_client_secret <> '' THEN EXCLUDED.ps_client_secret
+        WHEN (d.ps_base_url, d.ps_client_id) = (EXCLUDED.ps_base_url, EXCLUDED.ps_client_id)
+            THEN d.ps_client_secret
+        ELSE '' END,
     clever_base_url = EXCLUDED.clever_base_url,
     clever_client_id = EXCLUDED.clever_client_id,
-    clever_client_secret = COALESCE(NULLIF(EXCLUDED.clever_client_secret, ''), d.clever_client_secret),
-    clever_district_token = COALESCE(NULLIF(EXCLUDED.clever_district_token, ''), d.clever_district_token),
+    clever_client_secret = CASE
+        WHEN EXCLUDED.clever_client_secret <> '' THEN EXCLUDED.clever_client_secret
+        WHEN (d.clever_base_url, d.clever_client_id)
+             = (EXCLUDED.clever_base_url, EXCLUDED.clever_client_id) THEN d.clever_client_secret
+        ELSE '' END,
+    clever_district_token = CASE
+        WHEN EXCLUDED.clever_district_token <> '' THEN EXCLUDED.clever_district_token
+        WHEN d.clever_base_url = EXCLUDED.clever_base_url THEN d.clever_district_token
+        ELSE '' END,
     clever_district_id = EXCLUDED.clever_district_id,
     classlink_endpoint_url = EXCLUDED.classlink_endpoint_url,
     classlink_client_id = EXCLUDED.classlink_client_id,
-    classlink_client_secret = COALESCE(NULLIF(EXCLUDED.classlink_client_secret, ''), d.classlink_client_secret),
+    classlink_client_secret = CASE
+        WHEN EXCLUDED.classlink_client_secret <> '' THEN EXCLUDED.classlink_client_secret
+        WHEN (d.classlink_endpoint_url, d.classlink_client_id)
+             = (EXCLUDED.classlink_endpoint_url, EXCLUDED.classlink_client_id)
+            THEN d.classlink_client_secret
+        ELSE '' END,
     sync_interval_seconds = EXCLUDED.sync_interval_seconds,
     max_in_flight = EXCLUDED.max_in_flight,
     max_requests_per_second = EXCLUDED.max_requests_per_second,
     updated_at = now();
+
+-- name: lock_district
+SELECT id_mode, ps_base_url FROM districts WHERE district_id = $1 FOR UPDATE;
+
+-- name: forget_powerschool_ids
+-- STUDENTS.IDs looked up under another ID mode or on another server may name other students.
+UPDATE students
+SET dcid = NULL, powerschool_id = NULL, ps_school_number = NULL, resolved_at = NULL
+WHERE district_id = $1 AND (powerschool_id IS NOT NULL OR dcid IS NOT NULL);
 
 -- name: delete_schools
 DELETE FROM schools WHERE district_id = $1;
