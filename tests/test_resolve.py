@@ -69,6 +69,24 @@ class TestDcidMode:
         assert {r.powerschool_id for r in results} == {ps.id}
         assert world.sim.count(STUDENTS_TABLE) == 1
 
+    async def test_one_caller_giving_up_does_not_fail_the_others(self, world: World) -> None:
+        """The shared lookup belongs to no caller: a kiosk whose deadline passes must not
+        cancel it for another kiosk waiting on the same student."""
+        await world.setup()
+        ps = world.student()
+        world.sim.faults.latency = 0.6
+        request = pb.ResolveStudentRequest(
+            district_id=world.district_id, key=pb.StudentKey(sis_id=str(ps.dcid))
+        )
+        impatient = world.stub.ResolveStudent(request, timeout=0.2)
+        patient = world.stub.ResolveStudent(request, timeout=10)
+        results = await asyncio.gather(impatient, patient, return_exceptions=True)
+        assert isinstance(results[0], grpc.aio.AioRpcError)
+        assert results[0].code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert isinstance(results[1], pb.ResolveStudentResponse)
+        assert results[1].student.powerschool_id == ps.id
+        assert world.sim.count(STUDENTS_TABLE) == 1
+
     async def test_many_students_resolve_concurrently(self, world: World) -> None:
         """Different students resolve in parallel, each to its own STUDENTS.ID."""
         await world.setup()

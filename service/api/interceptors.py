@@ -4,6 +4,7 @@ UNKNOWN, never a traceback to the caller)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,9 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
             return await behavior(request, context)
         except AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:  # the caller hung up or its deadline passed
+            code = grpc.StatusCode.CANCELLED
             raise
         except DomainError as exc:
             status = to_status(exc)

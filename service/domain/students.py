@@ -64,7 +64,7 @@ class StudentResolver:
         self._students = students
         self._powerschool = powerschool
         # One PowerSchool lookup per student at a time, however many RPCs ask at once.
-        self._inflight: dict[tuple[str, str], asyncio.Future[Student]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[Student]] = {}
 
     async def find(self, district: District, key: StudentKey) -> Student:
         """The roster student named by ``key``, without calling PowerSchool unless the key
@@ -157,22 +157,19 @@ class StudentResolver:
         if student.powerschool_id is not None:
             return student
         flight = (district.district_id, student.roster.roster_id)
-        pending = self._inflight.get(flight)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Student] = asyncio.get_running_loop().create_future()
-        self._inflight[flight] = future
-        try:
-            resolved = await self._lookup(district, student)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters may be none
-            raise
-        else:
-            future.set_result(resolved)
-            return resolved
-        finally:
-            del self._inflight[flight]
+        task = self._inflight.get(flight)
+        if task is None:
+            # The lookup belongs to no caller: one caller giving up (a deadline, a hang-up)
+            # must not cancel it for the others waiting on the same student.
+            task = asyncio.create_task(self._lookup(district, student))
+            self._inflight[flight] = task
+            task.add_done_callback(lambda done: self._lookup_done(flight, done))
+        return await asyncio.shield(task)
+
+    def _lookup_done(self, flight: tuple[str, str], task: asyncio.Task[Student]) -> None:
+        self._inflight.pop(flight, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here, so nobody waiting is not an error
 
     async def _lookup(self, district: District, student: Student) -> Student:
         sis_id = student.roster.sis_id
