@@ -107,7 +107,6 @@ class Server:
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
             WritebackServicer(
                 districts=districts,
-                students=student_store,
                 resolver=resolver,
                 attendance=attendance,
                 roster_sync=roster_sync,

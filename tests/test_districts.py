@@ -89,6 +89,22 @@ class TestImport:
         assert (response.created, response.updated, response.unchanged) == (1, 1, 1)
         assert (await world.resolve(student_number="NEW-NUMBER")).roster_id == roster_id_of(first)
 
+    async def test_deactivations_are_counted(self, world: World) -> None:
+        """Switching a student off, or handing their DCID to a new record, is reported."""
+        await world.setup()
+        a, b = world.student(100, 0), world.student(100, 1)
+        response = await world.stub.ImportStudents(
+            pb.ImportStudentsRequest(
+                district_id=world.district_id,
+                students=[
+                    pb.RosterStudent(roster_id=roster_id_of(a), sis_id=str(a.dcid), active=False),
+                    pb.RosterStudent(roster_id="re-provisioned", sis_id=str(b.dcid), active=True),
+                ],
+            )
+        )
+        assert (response.created, response.updated, response.deactivated) == (1, 0, 2)
+        assert (await world.resolve(sis_id=str(b.dcid))).roster_id == "re-provisioned"
+
     async def test_changed_sis_id_forgets_the_old_mapping(self, world: World) -> None:
         """A roster fix (Student ID remapped from STUDENTS.ID to DCID) must not keep a
         STUDENTS.ID looked up for the old value."""

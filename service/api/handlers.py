@@ -20,7 +20,6 @@ from service.domain import (
     StudentResolver,
 )
 from service.models import AttendanceRequest
-from service.store import StudentStore
 
 if TYPE_CHECKING:  # the stubs make it generic; the runtime class is not
     _Context = ServicerContext[Any, Any]
@@ -33,14 +32,12 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         self,
         *,
         districts: DistrictService,
-        students: StudentStore,
         resolver: StudentResolver,
         attendance: AttendanceService,
         roster_sync: RosterSync,
         doctor: MappingDoctor,
     ) -> None:
         self._districts = districts
-        self._students = students
         self._resolver = resolver
         self._attendance = attendance
         self._roster_sync = roster_sync
@@ -68,12 +65,14 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
     ) -> pb.ImportStudentsResponse:
         """Upsert roster students."""
         validation.check_roster_students(request.district_id, list(request.students))
-        await self._districts.get(request.district_id)
-        counts = await self._students.upsert(
+        counts = await self._roster_sync.import_students(
             request.district_id, [_convert.roster_student_from_pb(s) for s in request.students]
         )
         return pb.ImportStudentsResponse(
-            created=counts.created, updated=counts.updated, unchanged=counts.unchanged
+            created=counts.created,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            deactivated=counts.deactivated,
         )
 
     async def ResolveStudent(

@@ -101,7 +101,8 @@ class ClassLinkClient:
             signature_type=oauth1.SIGNATURE_TYPE_AUTH_HEADER,
         )
         self._page_size = min(max(page_size, 1), 10_000)
-        self._concurrency = asyncio.Semaphore(max(concurrency, 1))
+        self._width = max(concurrency, 1)
+        self._concurrency = asyncio.Semaphore(self._width)
         self._retry = retry or RetryPolicy()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
@@ -192,15 +193,23 @@ class ClassLinkClient:
                 yield page
                 offset += self._page_size
             return
-        offsets = range(self._page_size, total, self._page_size)
-        pending = [asyncio.ensure_future(self._page(o, modified_after)) for o in offsets]
-        try:
-            for future in asyncio.as_completed(pending):
-                page, _ = await future
+        offsets = list(range(self._page_size, total, self._page_size))
+        # A few pages at a time: memory stays bounded, and a failure stops the rest.
+        width = self._width
+        for start in range(0, len(offsets), width):
+            tasks = [
+                asyncio.ensure_future(self._page(o, modified_after))
+                for o in offsets[start : start + width]
+            ]
+            try:
+                done = await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            for page, _ in done:
                 yield page
-        finally:
-            for task in pending:
-                task.cancel()
 
 
 def _seconds(text: str | None) -> float | None:

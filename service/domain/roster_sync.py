@@ -21,7 +21,7 @@ from service.classlink import ClassLinkClient
 from service.clever import CleverClient
 from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver
-from service.errors import FailedPrecondition, Unavailable
+from service.errors import DomainError, FailedPrecondition, Unavailable
 from service.models import District, ImportCounts, RosterSource, RosterStudent, SyncResult
 from service.roster import (
     RosterAuthError,
@@ -46,23 +46,36 @@ _CLASSLINK_FULL_EVERY = timedelta(hours=24)
 async def _pipelined(
     pages: AsyncIterator[T], consume: Callable[[T], Awaitable[None]], depth: int = 2
 ) -> None:
-    """Fetch the next pages while the current one is written, holding at most ``depth``."""
-    queue: asyncio.Queue[T | None] = asyncio.Queue(maxsize=depth)
+    """Fetch the next pages while the current one is written, holding at most ``depth``.
+
+    A fetch failure is raised here; a write failure stops the fetching and closes the
+    source, so no task or connection outlives the sync.
+    """
+    queue: asyncio.Queue[T | BaseException | None] = asyncio.Queue(maxsize=depth)
 
     async def produce() -> None:
         try:
             async for page in pages:
                 await queue.put(page)
-        finally:
-            await queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the consumer, which is still reading
+            await queue.put(exc)
+            return
+        await queue.put(None)
 
     producer = asyncio.create_task(produce())
     try:
-        while (page := await queue.get()) is not None:
-            await consume(page)
-        await producer  # re-raise a fetch failure
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            await consume(item)
     finally:
         producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
+        close = getattr(pages, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class RosterSync:
@@ -81,6 +94,14 @@ class RosterSync:
         self._state = state
         self._resolver = resolver
         self._rosters = rosters
+
+    async def import_students(
+        self, district_id: str, students: list[RosterStudent]
+    ) -> ImportCounts:
+        """Upsert roster records handed over directly (ImportStudents): the same path a
+        sync writes through."""
+        await self._districts.get(district_id)
+        return await self._write(district_id, students)
 
     async def sync(self, district_id: str, *, full: bool = False) -> SyncResult:
         """Sync the district's roster now; ``full`` re-reads everything."""
@@ -103,6 +124,13 @@ class RosterSync:
             except RosterError as exc:
                 await self._state.finish(district_id, full=False, error=str(exc))
                 raise FailedPrecondition(str(exc), reason="ROSTER_REFUSED") from exc
+            except FailedPrecondition as exc:  # e.g. no roster connection configured
+                await self._state.finish(district_id, full=False, error=exc.message)
+                raise
+            except Exception:
+                # Still recorded, so the schedule moves on to other districts.
+                await self._state.finish(district_id, full=False, error="internal error")
+                raise
             await self._state.finish(district_id, full=ran_full)
         prefetched, unresolved = await self._resolver.prefetch(district)
         result = SyncResult(
@@ -251,16 +279,21 @@ class SyncScheduler:
     async def _loop(self) -> None:
         while True:
             try:
-                for district_id in await self._districts.due_for_sync():
-                    structlog.contextvars.bind_contextvars(district_id=district_id)
-                    try:
-                        await self._sync.sync(district_id)
-                    except (FailedPrecondition, Unavailable) as exc:
-                        log.warning("scheduled_sync_failed", error=str(exc))
-                    finally:
-                        structlog.contextvars.unbind_contextvars("district_id")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sync_scheduler_error")
+                due = await self._districts.due_for_sync()
+            except Unavailable as exc:
+                log.warning("sync_scheduler_paused", error=exc.message)
+                due = []
+            for district_id in due:
+                # One district's trouble never stops the others' syncs.
+                structlog.contextvars.bind_contextvars(district_id=district_id)
+                try:
+                    await self._sync.sync(district_id)
+                except asyncio.CancelledError:
+                    raise
+                except DomainError as exc:
+                    log.warning("scheduled_sync_failed", error=exc.message)
+                except Exception:
+                    log.exception("scheduled_sync_crashed")
+                finally:
+                    structlog.contextvars.unbind_contextvars("district_id")
             await asyncio.sleep(self._poll)

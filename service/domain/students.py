@@ -13,7 +13,7 @@ from dataclasses import replace
 import structlog
 
 from service.domain._powerschool_calls import call, client_for
-from service.errors import FailedPrecondition, NotFound
+from service.errors import FailedPrecondition, NotFound, Unavailable
 from service.models import (
     District,
     IdMode,
@@ -128,10 +128,16 @@ class StudentResolver:
             found.extend(mine)
 
         chunks = [keys[i : i + _PREFETCH_BATCH] for i in range(0, len(keys), _PREFETCH_BATCH)]
+        tasks = [asyncio.ensure_future(batch(c)) for c in chunks]
         try:
-            await asyncio.gather(*(batch(c) for c in chunks))
-        except PowerSchoolError as exc:
+            await asyncio.gather(*tasks)
+        except (PowerSchoolError, Unavailable) as exc:
+            # Stop at the first failure: no more calls to a server that is struggling.
             log.warning("prefetch_stopped", error=str(exc))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         return len(found), len(pending) - len(found)
 
     async def _find_by_unseen_powerschool_id(
