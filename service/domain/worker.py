@@ -86,6 +86,7 @@ class DeliveryWorker:
         self._known: dict[str, District] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self._active: Counter[str] = Counter()
+        self._running: set[str] = set()  # lease tokens of deliveries in flight
 
     def start(self) -> None:
         """Start claiming jobs."""
@@ -198,14 +199,16 @@ class DeliveryWorker:
 
     def _start(self, job: DeliveryJob, *, probe: bool) -> None:
         self._active[job.district_id] += 1
+        self._running.add(job.lease_token)
         task = asyncio.create_task(self._deliver(job, probe=probe))
         self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._task_done, job.district_id))
+        task.add_done_callback(functools.partial(self._task_done, job))
 
-    def _task_done(self, district_id: str, task: asyncio.Task[None]) -> None:
+    def _task_done(self, job: DeliveryJob, task: asyncio.Task[None]) -> None:
         # A freed slot may have due work waiting (a backlog, or a retry now due).
         self._tasks.discard(task)
-        self._active[district_id] -= 1
+        self._active[job.district_id] -= 1
+        self._running.discard(job.lease_token)
         self._wake.set()
 
     def _host_of(self, district_id: str) -> HostGuard:

@@ -12,7 +12,6 @@ from service.powerschool._errors import (
     PowerSchoolAuthError,
     PowerSchoolError,
     PowerSchoolForbidden,
-    PowerSchoolOutcomeUnknown,
     PowerSchoolRejected,
     PowerSchoolUnavailable,
 )
@@ -26,7 +25,6 @@ __all__ = [
     "PowerSchoolClient",
     "PowerSchoolError",
     "PowerSchoolForbidden",
-    "PowerSchoolOutcomeUnknown",
     "PowerSchoolPool",
     "PowerSchoolRejected",
     "PowerSchoolUnavailable",

@@ -21,7 +21,6 @@ from service.powerschool._errors import (
     PowerSchoolAuthError,
     PowerSchoolError,
     PowerSchoolForbidden,
-    PowerSchoolOutcomeUnknown,
     PowerSchoolRejected,
     PowerSchoolUnavailable,
 )
@@ -205,13 +204,12 @@ class PowerSchoolClient:
         *,
         params: dict[str, str] | None = None,
         json: Any = None,
-        write: bool = False,
     ) -> Any:
         """Call ``/ws/...`` with a bearer token and return the parsed JSON body.
 
         Refreshes the token once on 401; raises a :class:`PowerSchoolError` subclass for
-        everything that is not a success. ``write=True`` turns a lost answer into
-        :class:`PowerSchoolOutcomeUnknown`.
+        everything that is not a success. A lost answer to a write is "unavailable" like any
+        other: callers reconcile by reading before they write again.
         """
         token = await self._get_token()
         for attempt in range(2):
@@ -237,8 +235,9 @@ class PowerSchoolClient:
                     _raise_for(resp, body, path, empty_ok=method == "DELETE")
                     return body
             except (aiohttp.ClientError, TimeoutError) as exc:
-                kind = PowerSchoolOutcomeUnknown if write else PowerSchoolUnavailable
-                raise kind(f"PowerSchool unreachable: {type(exc).__name__}") from exc
+                raise PowerSchoolUnavailable(
+                    f"PowerSchool unreachable: {type(exc).__name__}"
+                ) from exc
             finally:
                 log.info(
                     "powerschool_call",
@@ -372,9 +371,7 @@ class PowerSchoolClient:
 
     async def delete_attendance(self, dcid: int) -> None:
         """Delete an ATTENDANCE row by DCID (servers may refuse: 403/405)."""
-        await self.request(
-            "DELETE", f"/ws/schema/table/attendance/{_digits(dcid, 'DCID')}", write=True
-        )
+        await self.request("DELETE", f"/ws/schema/table/attendance/{_digits(dcid, 'DCID')}")
 
     async def _all_rows(self, table: str, query: str, projection: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -424,7 +421,6 @@ class PowerSchoolClient:
                 "name": "ATTENDANCE",
                 "record": [{"name": "ATTENDANCE", "tables": {"attendance": record}}],
             },
-            write=True,
         )
         return _write_result(body)
 

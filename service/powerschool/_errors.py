@@ -21,10 +21,6 @@ class PowerSchoolUnavailable(PowerSchoolError):
         self.retry_after = retry_after
 
 
-class PowerSchoolOutcomeUnknown(PowerSchoolUnavailable):
-    """A write was sent but no answer came back: it may or may not have been applied."""
-
-
 class PowerSchoolAuthError(PowerSchoolError):
     """Bad client credentials, or a 401 that a fresh token did not cure (a plugin permission)."""
 

@@ -1,9 +1,11 @@
 """Attendance records, their idempotency keys, and the durable delivery queue.
 
 A record and its delivery job are written in one transaction. Workers claim due jobs with
-``FOR UPDATE SKIP LOCKED`` under a lease that is committed before PowerSchool is called;
-every outcome is fenced by the lease, so a worker whose lease was taken back (or whose job
-was reset by a correction) cannot overwrite newer state.
+``FOR UPDATE SKIP LOCKED`` under a lease that is committed before PowerSchool is called, and
+renewed while the attempt runs. Every claim gets a fencing token and every outcome needs it,
+so an attempt whose lease was taken back, or whose job was reset by a correction or a cancel
+(even by the same process), cannot overwrite newer state; a reset job also waits for the old
+attempt's lease to end before it runs.
 """
 
 from __future__ import annotations
@@ -296,6 +298,12 @@ class AttendanceStore:
                 uuid.UUID(job.lease_token),
                 run_at or datetime.now(UTC),
             )
+
+    async def renew(self, tokens: list[str], *, lease: float) -> None:
+        """Extend the leases of the claims with these tokens."""
+        if tokens:
+            async with connection(self._pool) as conn:
+                await conn.execute(_Q["renew_leases"], [uuid.UUID(t) for t in tokens], lease)
 
     async def release_district(self, district_id: str) -> None:
         """Make the district's backed-off jobs due now (its PowerSchool is back)."""

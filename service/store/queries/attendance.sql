@@ -159,6 +159,12 @@ UPDATE delivery_jobs SET lease_owner = NULL, lease_until = NULL, lease_token = N
     attempts = attempts - 1, run_at = GREATEST(run_at, $3)
 WHERE record_id = $1 AND lease_token = $2;
 
+-- name: renew_leases
+-- Deliveries still running keep their jobs: a slow PowerSchool must not let another
+-- process take a job whose first attempt is still in flight.
+UPDATE delivery_jobs SET lease_until = now() + make_interval(secs => $2)
+WHERE lease_token = ANY($1::uuid[]);
+
 -- name: release_district
 -- PowerSchool is back: jobs waiting out a backoff can go now.
 UPDATE delivery_jobs SET run_at = now()
