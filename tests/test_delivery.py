@@ -49,6 +49,20 @@ async def settled(world: World, record_id: str, seconds: float = 15.0) -> pb.Att
         await asyncio.sleep(0.05)
 
 
+async def cancel(world: World, record_id: str, reason: str = "") -> pb.AttendanceRecord:
+    """CancelAttendance, waiting for PowerSchool's outcome."""
+    response = await world.stub.CancelAttendance(
+        pb.CancelAttendanceRequest(
+            district_id=world.district_id,
+            record_id=record_id,
+            reason=reason,
+            wait_for_writeback=True,
+        ),
+        timeout=10,
+    )
+    return response.record
+
+
 def teacher_row(world: World, ps: PSStudent, day: object, code: str, comment: str) -> None:
     yearid = world.yearid(ps.schoolid, day)  # type: ignore[arg-type]
     world.sim.add_attendance(
@@ -248,17 +262,9 @@ class TestCancel:
         ps, day = world.student(200, 5), world.school_day()
         teacher_row(world, ps, day, "A", "Absent")
         record = (await world.submit(ps, local(day, 9, 0))).record
-        cancelled = await world.stub.CancelAttendance(
-            pb.CancelAttendanceRequest(
-                district_id=world.district_id,
-                record_id=record.record_id,
-                reason="wrong student",
-                wait_for_writeback=True,
-            ),
-            timeout=10,
-        )
-        assert cancelled.record.state == pb.ATTENDANCE_STATE_CANCELLED
-        assert cancelled.record.cancel_reason == "wrong student"
+        cancelled = await cancel(world, record.record_id, "wrong student")
+        assert cancelled.state == pb.ATTENDANCE_STATE_CANCELLED
+        assert cancelled.cancel_reason == "wrong student"
         [row] = rows_for(world.sim, ps)
         assert row["attendance_codeid"] == str(world.code_id(200, world.yearid(200, day), "A"))
         assert row["att_comment"] == "Absent"
@@ -267,13 +273,8 @@ class TestCancel:
         await world.setup()
         ps = world.student(200, 6)
         record = (await world.submit(ps, local(world.school_day(), 9, 0))).record
-        cancelled = await world.stub.CancelAttendance(
-            pb.CancelAttendanceRequest(
-                district_id=world.district_id, record_id=record.record_id, wait_for_writeback=True
-            ),
-            timeout=10,
-        )
-        assert cancelled.record.state == pb.ATTENDANCE_STATE_CANCELLED
+        cancelled = await cancel(world, record.record_id)
+        assert cancelled.state == pb.ATTENDANCE_STATE_CANCELLED
         assert rows_for(world.sim, ps) == []
 
     async def test_cancel_when_powerschool_refuses_deletes(self, world: World) -> None:
@@ -281,23 +282,16 @@ class TestCancel:
         world.sim.allow_attendance_delete = False
         ps = world.student(200, 7)
         record = (await world.submit(ps, local(world.school_day(), 9, 0))).record
-        cancelled = await world.stub.CancelAttendance(
-            pb.CancelAttendanceRequest(
-                district_id=world.district_id, record_id=record.record_id, wait_for_writeback=True
-            ),
-            timeout=10,
-        )
-        assert cancelled.record.state == pb.ATTENDANCE_STATE_FAILED
-        assert "remove it on the student's attendance page" in cancelled.record.last_error
+        cancelled = await cancel(world, record.record_id)
+        assert cancelled.state == pb.ATTENDANCE_STATE_FAILED
+        assert "remove it on the student's attendance page" in cancelled.last_error
         assert len(rows_for(world.sim, ps)) == 1
 
     async def test_cancel_before_delivery_never_touches_powerschool(self, world: World) -> None:
         await world.setup(writeback_enabled=False)
         record = (await world.submit(world.student(), local(world.school_day(), 9, 0))).record
-        cancelled = await world.stub.CancelAttendance(
-            pb.CancelAttendanceRequest(district_id=world.district_id, record_id=record.record_id)
-        )
-        assert cancelled.record.state == pb.ATTENDANCE_STATE_CANCELLED
+        cancelled = await cancel(world, record.record_id)
+        assert cancelled.state == pb.ATTENDANCE_STATE_CANCELLED
         assert world.sim.calls == []
 
 
@@ -450,15 +444,6 @@ class TestCancelCombined:
         ).record
         return ps, late, early
 
-    async def cancel(self, world: World, record: pb.AttendanceRecord) -> pb.AttendanceRecord:
-        response = await world.stub.CancelAttendance(
-            pb.CancelAttendanceRequest(
-                district_id=world.district_id, record_id=record.record_id, wait_for_writeback=True
-            ),
-            timeout=10,
-        )
-        return response.record
-
     @pytest.mark.parametrize("first", ["late", "early"])
     async def test_cancelling_one_event_keeps_the_other(self, world: World, first: str) -> None:
         """Late check-in and early check-out share one LE row. Cancelling one leaves the
@@ -466,13 +451,13 @@ class TestCancelCombined:
         ps, late, early = await self._combined(world)
         day = late.att_date
         gone, kept, kept_code = (late, early, "ED") if first == "late" else (early, late, "T")
-        assert (await self.cancel(world, gone)).state == pb.ATTENDANCE_STATE_CANCELLED
+        assert (await cancel(world, gone.record_id)).state == pb.ATTENDANCE_STATE_CANCELLED
         [row] = rows_for(world.sim, ps)
         yearid = world.yearid(100, date.fromisoformat(day))
         assert row["attendance_codeid"] == str(world.code_id(100, yearid, kept_code))
         assert gone.record_id not in row["att_comment"]
         assert kept.record_id in row["att_comment"]
-        assert (await self.cancel(world, kept)).state == pb.ATTENDANCE_STATE_CANCELLED
+        assert (await cancel(world, kept.record_id)).state == pb.ATTENDANCE_STATE_CANCELLED
         assert rows_for(world.sim, ps) == []
 
 
@@ -482,13 +467,8 @@ class TestRetryKeepsCancel:
         world.sim.allow_attendance_delete = False
         ps = world.student(200, 8)
         record = (await world.submit(ps, local(world.school_day(), 9, 0))).record
-        failed = await world.stub.CancelAttendance(
-            pb.CancelAttendanceRequest(
-                district_id=world.district_id, record_id=record.record_id, wait_for_writeback=True
-            ),
-            timeout=10,
-        )
-        assert failed.record.state == pb.ATTENDANCE_STATE_FAILED
+        failed = await cancel(world, record.record_id)
+        assert failed.state == pb.ATTENDANCE_STATE_FAILED
         world.sim.allow_attendance_delete = True  # the admin fixed the plugin's permissions
         await world.stub.RetryAttendance(
             pb.RetryAttendanceRequest(district_id=world.district_id, record_id=record.record_id)
