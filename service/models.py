@@ -250,6 +250,10 @@ class AttendanceRecord:
     cancel_reason: str = field(default="", repr=False)
     cancel_requested: bool = False
     next_attempt_at: datetime | None = None
+    cancel_outcome: str = ""
+    """What a finished cancel did in PowerSchool ("restored 'A'", "removed the row"...)."""
+    history: tuple[DeliveryAttempt, ...] = ()
+    """Every delivery attempt, oldest first (filled by single-record reads only)."""
 
 
 class JobKind(enum.StrEnum):
@@ -257,6 +261,32 @@ class JobKind(enum.StrEnum):
 
     WRITE = "write"
     CANCEL = "cancel"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one delivery attempt ended."""
+
+    WRITTEN = "written"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRY = "retry"
+    """A transient failure: the job was rescheduled."""
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One attempt in a record's delivery history."""
+
+    at: datetime
+    kind: JobKind
+    outcome: AttemptOutcome
+    powerschool_status: int | None = None
+    """HTTP status of PowerSchool's last answer in this attempt; None if it did not answer."""
+    attendance_code: str = ""
+    """The ATT_CODE this attempt planned with ("" if it never got that far)."""
+    yearid: int | None = None
+    error: str = ""
 
 
 @dataclass(frozen=True)
