@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast check format proto lint-proto demo bench sim clean
+.PHONY: run test test-fast test-unit check format proto lint-proto demo bench sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The delivery rules and politeness as pure functions: no database, no HTTP, seconds.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

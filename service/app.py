@@ -16,11 +16,12 @@ from service.api import AccessLogInterceptor, WritebackServicer
 from service.config import Settings
 from service.domain import (
     AttendanceService,
+    Backoff,
     Deliverer,
     DeliveryWorker,
     DistrictService,
-    Guards,
     MappingDoctor,
+    Politeness,
     RosterSync,
     StudentResolver,
     SyncScheduler,
@@ -81,9 +82,8 @@ class Server:
             records=record_store,
             workers=WorkerRegistry(self._pool),
             districts=districts,
-            resolver=resolver,
             deliverer=deliverer,
-            guards=Guards(
+            politeness=Politeness(
                 breaker_threshold=settings.breaker_threshold,
                 breaker_cooldown=settings.breaker_cooldown,
                 breaker_max_cooldown=settings.breaker_max_cooldown,
@@ -93,8 +93,8 @@ class Server:
                 lease=settings.delivery_lease_seconds,
                 poll=settings.delivery_poll_seconds,
                 max_age=settings.delivery_max_age_hours * 3600,
-                backoff_base=settings.delivery_backoff_base,
-                backoff_cap=settings.delivery_backoff_cap,
+                backoff=Backoff(settings.delivery_backoff_base, settings.delivery_backoff_cap),
+                grace=settings.shutdown_grace,
             ),
         )
         attendance = AttendanceService(districts, resolver, record_store, self.worker)
@@ -145,17 +145,20 @@ class Server:
             await self._grpc.wait_for_termination()
 
     async def stop(self) -> None:
-        """Report NOT_SERVING, let in-flight RPCs finish, then close everything."""
+        """Report NOT_SERVING; let in-flight RPCs and deliveries finish within the shutdown
+        grace, hand unfinished deliveries to the other processes; then close everything."""
         if self._grpc is not None:
             await self._health.enter_graceful_shutdown()
-            await self._grpc.stop(self.settings.shutdown_grace)
-            self._grpc = None
+        stopping = []
+        if self._grpc is not None:
+            stopping.append(self._grpc.stop(self.settings.shutdown_grace))
+        if self.worker is not None:
+            stopping.append(self.worker.stop())
+        await asyncio.gather(*stopping)
+        self._grpc, self.worker = None, None
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None
-        if self.worker is not None:
-            await self.worker.stop()
-            self.worker = None
         await self._rosters.close()
         await self._powerschool.close()
         if self._pool is not None:

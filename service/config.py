@@ -44,7 +44,7 @@ class Settings:
     powerschool_timeout: float = 10.0
     powerschool_connections: int = 100
     powerschool_connections_per_host: int = 32
-    shutdown_grace: float = 5.0
+    shutdown_grace: float = 10.0
     roster_page_size: int = 1000
     sync_poll_seconds: float = 30.0
     run_scheduler: bool = True

@@ -263,6 +263,15 @@ class JobKind(enum.StrEnum):
     CANCEL = "cancel"
 
 
+@dataclass(frozen=True)
+class Replaced:
+    """The PowerSchool value a write replaced, kept so a cancel can put it back."""
+
+    attendance_codeid: int | None
+    att_code: str
+    comment: str = field(repr=False)
+
+
 class AttemptOutcome(enum.StrEnum):
     """How one delivery attempt ended."""
 

@@ -48,9 +48,9 @@ async def big_sim() -> AsyncIterator[PowerSchoolSimulator]:
     await simulator.stop()
 
 
-async def prepare(world: World) -> None:
+async def prepare(world: World, max_in_flight: int = 32) -> None:
     """A district allowed 32 calls in flight, its roster imported and resolved."""
-    await world.setup(max_in_flight=32, max_requests_per_second=1000)
+    await world.setup(max_in_flight=max_in_flight, max_requests_per_second=1000)
     sem = asyncio.Semaphore(32)
 
     async def resolve(dcid: int) -> None:
@@ -109,7 +109,7 @@ def free_port() -> int:
 class ServiceProcess:
     """``python -m service`` in its own process, configured like the test server."""
 
-    def __init__(self, database_url: str, log: Path) -> None:
+    def __init__(self, database_url: str, log: Path, **overrides: str) -> None:
         self.port = free_port()
         self.log = log
         env = {key.upper(): str(value) for key, value in FAST.items() if key != "grpc_port"}
@@ -120,6 +120,7 @@ class ServiceProcess:
             "GRPC_PORT": str(self.port),
             "DELIVERY_LEASE_SECONDS": "3",
             "SYNC_POLL_SECONDS": "3600",
+            **overrides,
         }
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -141,13 +142,13 @@ class ServiceProcess:
             self.proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(self.proc.wait(), timeout=30)
 
+    def events(self, name: str) -> list[dict[str, object]]:
+        """The process's log lines with this event name."""
+        lines = [line for line in self.log.read_text().splitlines() if line.startswith("{")]
+        return [entry for entry in map(json.loads, lines) if entry.get("event") == name]
+
     def deliveries(self) -> int:
-        lines = self.log.read_text().splitlines()
-        return sum(
-            1
-            for line in lines
-            if line.startswith("{") and json.loads(line).get("event") == "attendance_delivery"
-        )
+        return len(self.events("attendance_delivery"))
 
 
 async def test_thousand_check_ins_survive_a_thirty_second_outage(
@@ -240,3 +241,94 @@ async def test_three_processes_share_the_work_without_duplicates(
     assert set(counts) == set(record_ids)
     assert set(counts.values()) == {1}
     assert all(p.deliveries() > 0 for p in procs), [p.deliveries() for p in procs]
+
+
+async def test_slow_writes_outlive_the_lease_and_are_still_written_once(
+    big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
+) -> None:
+    """Leases of 2 s, PowerSchool taking 6 s to answer each write, two processes: renewal
+    keeps each job with the attempt that runs it, so no second process writes it again."""
+    slow = {"DELIVERY_LEASE_SECONDS": "2", "POWERSCHOOL_TIMEOUT": "15"}
+    procs = [ServiceProcess(database_url, tmp_path / f"p{i}.log", **slow) for i in range(2)]
+    await asyncio.gather(*(p.start() for p in procs))
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in procs]
+    try:
+        stubs = [writeback_pb2_grpc.WritebackServiceStub(c) for c in channels]
+        world = World(stubs[0], big_sim)
+        await world.setup(max_in_flight=64, max_requests_per_second=1000)
+        big_sim.faults.write_latency = 6.0
+        record_ids = await submit_all(stubs, world, 200)
+
+        async def all_written() -> bool:
+            s = await stats(world)
+            return s.written_last_hour == 200 and s.pending == 0
+
+        await until(all_written, 150)
+    finally:
+        for c in channels:
+            await c.close()
+        for p in procs:
+            await p.stop()
+    counts = write_counts(big_sim)
+    assert set(counts) == set(record_ids)
+    assert set(counts.values()) == {1}, Counter(counts.values())
+    assert sum(1 for call in big_sim.calls if call.path == WRITES) == 200
+    assert len(big_sim.attendance_rows()) == 200
+    assert all(p.deliveries() > 0 for p in procs), [p.deliveries() for p in procs]
+
+
+async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
+    big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
+) -> None:
+    """100 deliveries in flight in one process (leases of 60 s) when it gets SIGTERM: after
+    its 1 s grace it hands them back, and the other process finishes them within 5 s of its
+    exit, not after the leases expire; each is written once."""
+    common = {"DELIVERY_LEASE_SECONDS": "60", "POWERSCHOOL_TIMEOUT": "60"}
+    first = ServiceProcess(
+        database_url,
+        tmp_path / "first.log",
+        **common,
+        SHUTDOWN_GRACE_SECONDS="1",
+        WORKER_CONCURRENCY="128",
+    )
+    second = ServiceProcess(database_url, tmp_path / "second.log", **common)
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            world = World(writeback_pb2_grpc.WritebackServiceStub(channel), big_sim)
+            await prepare(world, max_in_flight=128)
+            # Every PowerSchool call hangs: the attempts are stuck before their writes.
+            big_sim.faults.latency = 30.0
+            record_ids = await submit_all([world.stub], world, 100)
+
+            async def all_in_flight() -> bool:
+                return big_sim.in_flight >= 100
+
+            await until(all_in_flight, 30)
+        await second.start()
+        big_sim.faults.latency = 0.0
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(first.proc.wait(), timeout=30)
+        exited = time.monotonic()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            world = World(
+                writeback_pb2_grpc.WritebackServiceStub(channel), big_sim, world.district_id
+            )
+
+            async def all_written() -> bool:
+                s = await stats(world)
+                return s.written_last_hour == 100 and s.pending == 0
+
+            await until(all_written, 60)
+            took = time.monotonic() - exited
+    finally:
+        await first.stop()
+        await second.stop()
+    assert first.proc.returncode == 0
+    assert [e["jobs"] for e in first.events("deliveries_handed_over")] == [100]
+    assert took < 5, f"the other process took {took:.1f} s after the first exited"
+    counts = write_counts(big_sim)
+    assert set(counts) == set(record_ids)
+    assert set(counts.values()) == {1}, Counter(counts.values())
+    assert second.deliveries() == 100

@@ -1,22 +1,24 @@
 """Domain rules: district configuration, student resolution, attendance records and their
 delivery. Knows nothing of gRPC or HTTP; talks to the store and PowerSchool adapters."""
 
-from service.domain._guards import Guards
 from service.domain.attendance import AttendanceService
 from service.domain.delivery import Deliverer
 from service.domain.diagnose import MappingDoctor
 from service.domain.districts import DistrictService
+from service.domain.politeness import Politeness
 from service.domain.roster_sync import RosterSync, SyncScheduler
+from service.domain.rules import Backoff
 from service.domain.students import StudentResolver, visible_student_id
 from service.domain.worker import DeliveryWorker, WorkerSettings
 
 __all__ = [
     "AttendanceService",
+    "Backoff",
     "Deliverer",
     "DeliveryWorker",
     "DistrictService",
-    "Guards",
     "MappingDoctor",
+    "Politeness",
     "RosterSync",
     "StudentResolver",
     "SyncScheduler",

@@ -2,7 +2,8 @@
 corrections, cancellation, and the operations views (listing, retries, delivery stats).
 
 A record and its delivery job are committed together before the RPC answers; delivery is
-the worker's job (see ``worker.py``), so nothing accepted is lost whatever PowerSchool does.
+the queue's job (a :class:`DeliveryQueue`), so nothing accepted is lost whatever PowerSchool
+does.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
-from service.domain.delivery import local_time, local_timezone
 from service.domain.districts import DistrictService
+from service.domain.politeness import BreakerState
+from service.domain.rules import local_time
 from service.domain.students import StudentResolver, school_number_of
-from service.domain.worker import DeliveryWorker
 from service.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -56,6 +58,22 @@ def request_hash(request: AttendanceRequest, key: StudentKey) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class DeliveryQueue(Protocol):
+    """What intake needs of delivery: a nudge, a wait for an outcome, the breaker view."""
+
+    def wake(self, district_id: str = "") -> None:
+        """Look for due jobs now."""
+        ...
+
+    async def wait_for(self, record_id: str, district_id: str, seconds: float) -> None:
+        """Return when the record leaves PENDING or ``seconds`` pass."""
+        ...
+
+    def breaker(self, base_url: str) -> tuple[BreakerState, float]:
+        """A PowerSchool host's breaker state and seconds its calls are held back."""
+        ...
+
+
 def _writeback_off(district: District, school: School) -> str:
     if not district.writeback_enabled:
         return "writeback is not enabled for this district"
@@ -72,12 +90,12 @@ class AttendanceService:
         districts: DistrictService,
         resolver: StudentResolver,
         records: AttendanceStore,
-        worker: DeliveryWorker,
+        queue: DeliveryQueue,
     ) -> None:
         self._districts = districts
         self._resolver = resolver
         self._records = records
-        self._worker = worker
+        self._queue = queue
 
     async def submit(
         self, request: AttendanceRequest, key: StudentKey, *, wait: float = 0.0
@@ -105,7 +123,7 @@ class AttendanceService:
                 "connection configured",
                 reason="POWERSCHOOL_NOT_CONFIGURED",
             )
-        timezone = local_timezone(district, school)
+        timezone = school.timezone or district.timezone
         submitted = await self._records.submit(
             AttendanceRecord(
                 record_id=str(uuid.uuid4()),
@@ -133,13 +151,13 @@ class AttendanceService:
             )
         record = submitted.record
         if not submitted.replayed and record.state is AttendanceState.PENDING:
-            self._worker.wake()
+            self._queue.wake()
         return await self._maybe_wait(record, wait), submitted.replayed
 
     async def _maybe_wait(self, record: AttendanceRecord, wait: float) -> AttendanceRecord:
         if wait <= 0 or record.state is not AttendanceState.PENDING:
             return record
-        await self._worker.wait_for(record.record_id, record.district_id, wait)
+        await self._queue.wait_for(record.record_id, record.district_id, wait)
         return await self.get(record.district_id, record.record_id)
 
     async def cancel(
@@ -150,7 +168,7 @@ class AttendanceService:
         if record.state is AttendanceState.CANCELLED:
             return record
         cancelled = await self._records.cancel(record, reason)
-        self._worker.wake()
+        self._queue.wake()
         return await self._maybe_wait(cancelled, wait)
 
     async def get(self, district_id: str, record_id: str) -> AttendanceRecord:
@@ -194,14 +212,14 @@ class AttendanceService:
             assert first is not None
             assert last is not None
             count = await self._records.retry_failed(district_id, first, last)
-        self._worker.wake()
+        self._queue.wake()
         return count
 
     async def stats(self, district_id: str) -> DeliveryStats:
         """Backlog, failures, recent writes and this process's breaker view."""
         district = await self._districts.get(district_id)
         stats = await self._records.stats(district_id)
-        state, paused_for = self._worker.guards.view(district.powerschool.base_url)
+        state, paused_for = self._queue.breaker(district.powerschool.base_url)
         return replace(
             stats,
             breaker_state=state.value,

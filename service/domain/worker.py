@@ -1,40 +1,40 @@
-"""The delivery worker: claims due jobs, delivers them politely, records the outcome.
+"""The delivery worker, a thin loop: claim due jobs, run each attempt under its lease,
+record the outcome. What to write is ``rules.py``'s business; how politely, ``politeness.py``'s;
+the PowerSchool calls, ``delivery.py``'s.
 
-Jobs are claimed under a lease committed before PowerSchool is called, so several service
-processes on one database share the work, and a job whose worker died is taken back when
-its lease expires. Woken by LISTEN/NOTIFY, with a polling fallback. Transient failures are
-retried with exponential backoff and full jitter (at least Retry-After); a circuit breaker
-per PowerSchool host pauses its districts while it is down instead of burning attempts;
-retryable failures give up after ``max_age``.
+Jobs are claimed under a lease committed before PowerSchool is called and renewed every
+third of the lease while the attempt runs. An attempt whose renewal finds the job gone to
+another claim does not send its write, and never records an outcome (outcomes are fenced by
+the claim's token in the store too). On shutdown the worker stops claiming, gives attempts in
+flight ``grace`` seconds, then hands the unfinished jobs back (due now) so another process
+takes them at once; their next attempt's read-before-write finds whatever was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from service.domain._guards import BreakerState, Guards, HeldBack, HostGuard
-from service.domain.delivery import Deliverer, Outcome
+from service.domain import rules
+from service.domain.delivery import Deliverer, LeaseLost, Outcome
 from service.domain.districts import DistrictService
-from service.domain.students import StudentResolver
+from service.domain.politeness import BreakerState, HeldBack, Politeness
 from service.errors import DomainError, Unavailable
 from service.models import (
+    AttemptOutcome,
     AttendanceRecord,
     AttendanceState,
+    DeliveryAttempt,
     DeliveryJob,
     District,
-    JobKind,
-    KeyKind,
-    StudentKey,
 )
 from service.store import AttendanceStore, WorkerRegistry
 
@@ -52,12 +52,26 @@ class WorkerSettings:
     lease: float = 60.0
     poll: float = 1.0
     max_age: float = 24 * 3600.0
-    backoff_base: float = 1.0
-    backoff_cap: float = 300.0
+    backoff: rules.Backoff = field(default_factory=rules.Backoff)
+    grace: float = 10.0
+    """Seconds attempts in flight get to finish on shutdown before being handed over."""
+
+
+@dataclass
+class _Lease:
+    """One claim's lease as this process knows it."""
+
+    token: str
+    until: float  # monotonic
+    lost: bool = False
+
+    def held(self) -> bool:
+        return not self.lost and time.monotonic() < self.until
 
 
 class DeliveryWorker:
-    """Runs in every service process; see the module docstring."""
+    """Runs in every service process; see the module docstring. Also the attendance
+    service's view of the queue (``wake``, ``wait_for``, ``breaker``)."""
 
     def __init__(
         self,
@@ -65,47 +79,65 @@ class DeliveryWorker:
         records: AttendanceStore,
         workers: WorkerRegistry,
         districts: DistrictService,
-        resolver: StudentResolver,
         deliverer: Deliverer,
-        guards: Guards,
+        politeness: Politeness,
         settings: WorkerSettings | None = None,
     ) -> None:
         self._records = records
         self._workers = workers
-        self._next_heartbeat = 0.0
         self._districts = districts
-        self._resolver = resolver
         self._deliverer = deliverer
-        self.guards = guards
+        self._politeness = politeness
         self.settings = settings or WorkerSettings()
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._next_heartbeat = 0.0
+        self._tasks: dict[asyncio.Task[None], DeliveryJob] = {}
+        self._leases: dict[str, _Lease] = {}  # by token
+        self._loops: list[asyncio.Task[None]] = []
         # The districts this worker has delivered for, to know which to pause with a host.
         self._known: dict[str, District] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self._active: Counter[str] = Counter()
-        self._running: set[str] = set()  # lease tokens of deliveries in flight
 
     def start(self) -> None:
-        """Start claiming jobs."""
-        self._loop_task = asyncio.create_task(self._run_loop(), name="delivery-worker")
+        """Start claiming jobs and renewing leases."""
+        self._loops = [
+            asyncio.create_task(self._run_loop(), name="delivery-worker"),
+            asyncio.create_task(self._renew_loop(), name="delivery-leases"),
+        ]
 
-    async def stop(self) -> None:
-        """Stop claiming; in-flight deliveries are cancelled and their leases expire."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
-            self._loop_task = None
-        for task in list(self._tasks):
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; give attempts in flight ``grace`` seconds (the setting by
+        default), then cancel the rest and hand their jobs back, due now."""
+        claim_loop = self._loops[:1]
+        for task in claim_loop:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._workers.leave(self.owner)
+        await asyncio.gather(*claim_loop, return_exceptions=True)
+        grace = self.settings.grace if grace is None else grace
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        unfinished = list(self._tasks.items())
+        for task, _job in unfinished:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)
+        for task in self._loops[1:]:
+            task.cancel()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        self._loops = []
+        with contextlib.suppress(Unavailable):
+            if unfinished:
+                handed = await self._records.hand_over([job for _, job in unfinished])
+                log.info("deliveries_handed_over", jobs=handed)
+            await self._workers.leave(self.owner)
 
     def wake(self, _district_id: str = "") -> None:
         """Look for due jobs now."""
         self._wake.set()
+
+    def breaker(self, base_url: str) -> tuple[BreakerState, float]:
+        """This process's view of a PowerSchool host: breaker state, seconds held back."""
+        return self._politeness.view(base_url)
 
     async def wait_for(self, record_id: str, district_id: str, seconds: float) -> None:
         """Return when the record leaves PENDING (in any process) or ``seconds`` pass."""
@@ -122,12 +154,16 @@ class DeliveryWorker:
         finally:
             self._waiters.pop(record_id, None)
 
+    # -- claiming ---------------------------------------------------------------------
+
     async def _heartbeat(self) -> None:
         """Every few seconds: say we are alive and learn how many workers share the limits."""
         if time.monotonic() < self._next_heartbeat:
             return
         self._next_heartbeat = time.monotonic() + _HEARTBEAT
-        self.guards.share = await self._workers.heartbeat(self.owner, alive_within=_HEARTBEAT * 3)
+        self._politeness.set_share(
+            await self._workers.heartbeat(self.owner, alive_within=_HEARTBEAT * 3)
+        )
 
     async def _run_loop(self) -> None:
         async with self._records.listening(self.wake):
@@ -145,81 +181,101 @@ class DeliveryWorker:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll)
                 self._wake.clear()
 
-    def _paused(self) -> tuple[list[str], list[str]]:
-        """Districts not to claim for, and districts whose host is ready for one probe."""
-        paused, probes = [], []
-        now = time.monotonic()
+    def _exclusions(self) -> tuple[list[str], list[str]]:
+        """Districts not to claim for now (host paused, or this worker's share of calls in
+        flight in use), and districts whose host is ready for one probe."""
+        excluded, probes = [], []
         for district_id, district in self._known.items():
-            host = self.guards.host(district.powerschool.base_url)
-            state = host.breaker.state
-            if state is BreakerState.HALF_OPEN and not host.breaker.probing:
+            base_url = district.powerschool.base_url
+            if self._politeness.can_probe(base_url):
                 probes.append(district_id)
-            elif state is not BreakerState.CLOSED or host.not_before > now:
-                paused.append(district_id)
-        return paused, probes
+            elif self._politeness.paused(base_url) or not self._has_slot(district):
+                excluded.append(district_id)
+        return excluded, probes
 
-    def _full(self) -> list[str]:
-        """Districts whose share of calls in flight this worker is already using."""
-        return [
-            district_id
-            for district_id, district in self._known.items()
-            if self._active[district_id] >= self.guards.slots(district.max_in_flight)
-        ]
+    def _has_slot(self, district: District) -> bool:
+        return self._active[district.district_id] < self._politeness.slots(district.max_in_flight)
 
     async def _dispatch(self) -> None:
         while (free := self.settings.concurrency - len(self._tasks)) > 0:
-            paused, probes = self._paused()
+            excluded, probes = self._exclusions()
+            asked = time.monotonic()
             jobs = await self._records.claim(
-                self.owner,
-                free,
-                lease=self.settings.lease,
-                exclude=paused + probes + self._full(),
+                self.owner, free, lease=self.settings.lease, exclude=excluded + probes
             )
             started = 0
             for job in jobs:
                 district = self._known.get(job.district_id)
-                if district is not None and self._active[job.district_id] >= self.guards.slots(
-                    district.max_in_flight
-                ):
+                if district is not None and not self._has_slot(district):
                     # Claimed past the district's free slots: waiting here would hold the
                     # lease and a worker slot while other districts wait. Back it goes.
                     await self._records.release(job)
                     continue
-                self._start(job, probe=False)
+                self._start(job, asked, probe=None)
                 started += 1
             for district_id in probes[: max(free - started, 0)]:
+                base_url = self._known[district_id].powerschool.base_url
                 probe = await self._records.claim(
                     self.owner, 1, lease=self.settings.lease, exclude=[], only=district_id
                 )
-                if probe:
-                    self._host_of(district_id).breaker.probing = True
-                    self._start(probe[0], probe=True)
+                if probe and self._politeness.start_probe(base_url):
+                    self._start(probe[0], asked, probe=base_url)
+                elif probe:
+                    await self._records.release(probe[0])
             if len(jobs) < free:
                 return
 
-    def _start(self, job: DeliveryJob, *, probe: bool) -> None:
+    def _start(self, job: DeliveryJob, asked: float, *, probe: str | None) -> None:
+        """Run one claimed job; ``asked`` is when the claim was asked for, so the local
+        deadline is never later than the lease the database granted."""
         self._active[job.district_id] += 1
-        self._running.add(job.lease_token)
-        task = asyncio.create_task(self._deliver(job, probe=probe))
-        self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._task_done, job))
+        lease = _Lease(job.lease_token, asked + self.settings.lease)
+        self._leases[job.lease_token] = lease
+        task = asyncio.create_task(self._deliver(job, lease, probe))
+        self._tasks[task] = job
+        task.add_done_callback(self._task_done)
 
-    def _task_done(self, job: DeliveryJob, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
         # A freed slot may have due work waiting (a backlog, or a retry now due).
-        self._tasks.discard(task)
+        job = self._tasks.pop(task)
         self._active[job.district_id] -= 1
-        self._running.discard(job.lease_token)
+        self._leases.pop(job.lease_token, None)
         self._wake.set()
 
-    def _host_of(self, district_id: str) -> HostGuard:
-        return self.guards.host(self._known[district_id].powerschool.base_url)
+    # -- leases -----------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        every = self.settings.lease / 3
+        while True:
+            await asyncio.sleep(every)
+            leases = [lease for lease in self._leases.values() if not lease.lost]
+            if not leases:
+                continue
+            asked = time.monotonic()
+            try:
+                held = await self._records.renew(
+                    self.owner, [lease.token for lease in leases], lease=self.settings.lease
+                )
+            except Unavailable as exc:
+                # Unknown: the local deadline stands, and attempts stop before writing
+                # once it passes.
+                log.warning("lease_renewal_failed", error=exc.message)
+                continue
+            for lease in leases:
+                if lease.token in held:
+                    lease.until = asked + self.settings.lease
+                elif lease.token in self._leases:
+                    lease.lost = True
+                    log.warning("delivery_lease_lost", lease_token=lease.token)
+
+    # -- one delivery -----------------------------------------------------------------
 
     async def _district(self, district_id: str) -> District:
         district = await self._districts.get(district_id)
         self._known[district_id] = district
         return district
 
-    async def _deliver(self, job: DeliveryJob, *, probe: bool) -> None:
+    async def _deliver(self, job: DeliveryJob, lease: _Lease, probe: str | None) -> None:
         structlog.contextvars.bind_contextvars(
             district_id=job.district_id, record_id=job.record_id, job=job.kind.value
         )
@@ -227,12 +283,29 @@ class DeliveryWorker:
             record = await self._records.get(job.district_id, job.record_id)
             if record is None:  # pragma: no cover  (jobs cascade with their records)
                 return
-            outcome = await self._attempt(job, record)
-            await self._apply(job, record, outcome)
+            try:
+                district = await self._district(job.district_id)
+            except DomainError as exc:  # the district is gone
+                await self._record(job, record, None, Outcome(AttendanceState.FAILED, exc.message))
+                return
+            async with self._politeness.call(
+                district.district_id,
+                district.powerschool.base_url,
+                in_flight=district.max_in_flight,
+                rate=district.max_requests_per_second,
+            ):
+                outcome = await self._deliverer.attempt(job.kind, record, district, lease)
+            if lease.lost:
+                # Another attempt owns the job: its outcome is the one that counts.
+                log.warning("delivery_superseded", attempt=job.attempts)
+                return
+            await self._record(job, record, district, outcome)
         except HeldBack as held:
             await self._records.release(
                 job, run_at=datetime.now(UTC) + timedelta(seconds=held.seconds)
             )
+        except LeaseLost:
+            log.warning("delivery_superseded", attempt=job.attempts)
         except asyncio.CancelledError:
             raise
         except Unavailable as exc:
@@ -243,108 +316,73 @@ class DeliveryWorker:
             log.exception("delivery_crashed")
             with contextlib.suppress(Unavailable):
                 await self._records.reschedule(
-                    job, datetime.now(UTC) + timedelta(seconds=30), "internal error"
+                    job,
+                    datetime.now(UTC) + timedelta(seconds=30),
+                    _attempt(job, AttemptOutcome.RETRY, Outcome(None, "internal error")),
                 )
         finally:
-            if probe and job.district_id in self._known:
-                # However the probe ended, the breaker must not wait for it forever.
-                self._host_of(job.district_id).breaker.probing = False
+            if probe is not None:
+                self._politeness.end_probe(probe)
             waiter = self._waiters.get(job.record_id)
             if waiter is not None:
                 waiter.set()
 
-    async def _attempt(self, job: DeliveryJob, record: AttendanceRecord) -> Outcome:
-        try:
-            district = await self._district(job.district_id)
-            student = await self._resolver.find(
-                district, StudentKey(KeyKind.ROSTER_ID, record.roster_id)
-            )
-        except Unavailable:
-            raise
-        except DomainError as exc:  # the district or student is gone
-            return Outcome(AttendanceState.FAILED, exc.message)
-        school = district.school_by_number(record.school_number)
-        if job.kind is JobKind.WRITE:
-            if school is None:
-                return Outcome(
-                    AttendanceState.FAILED,
-                    f"school {record.school_number} is no longer configured for this district",
-                )
-            if not (district.writeback_enabled and school.writeback_enabled):
-                return Outcome(
-                    AttendanceState.SKIPPED, "writeback was switched off before delivery"
-                )
-        host = self.guards.host(district.powerschool.base_url)
-        guard = self.guards.district(
-            district.district_id, district.max_in_flight, district.max_requests_per_second
-        )
-        async with self.guards.call(guard, host):
-            if job.kind is JobKind.CANCEL:
-                return await self._deliverer.cancel(record, district, school, student)
-            assert school is not None
-            return await self._deliverer.write(
-                record,
-                district,
-                school,
-                student,
-                functools.partial(self._records.remember_replaced, record.record_id),
-            )
-
-    async def _apply(self, job: DeliveryJob, record: AttendanceRecord, outcome: Outcome) -> None:
-        district = self._known.get(job.district_id)
-        host = self.guards.host(district.powerschool.base_url) if district else None
-        contacted = outcome.reached or outcome.state in _ANSWERED
+    async def _record(
+        self,
+        job: DeliveryJob,
+        record: AttendanceRecord,
+        district: District | None,
+        outcome: Outcome,
+    ) -> None:
+        base_url = district.powerschool.base_url if district else None
         if outcome.state is not None:
-            if host is not None and contacted and host.breaker.success():
-                await self._reopen_host(district.powerschool.base_url if district else "")
+            contacted = outcome.reached or outcome.state in _ANSWERED
+            if base_url is not None and contacted and self._politeness.answered(base_url):
+                await self._reopen_host(base_url)
             saved = await self._records.finish(
                 job,
                 outcome.state,
-                error=outcome.error,
+                attempt=_attempt(job, AttemptOutcome(outcome.state.value), outcome),
                 powerschool_attendance_id=outcome.attendance_id,
-                code=outcome.code,
+                code=outcome.code or None,
             )
             log.info(
                 "attendance_delivery",
                 state=outcome.state.value,
                 attempt=job.attempts,
-                error=outcome.error or None,
+                error=outcome.message or None,
                 lease_lost=saved is None,
             )
             return
-        now = time.monotonic()
-        if host is not None:
-            if outcome.server_down:
-                host.breaker.failure()
-            elif host.breaker.probing:
-                host.breaker.probing = False
-            if outcome.retry_after:
-                host.not_before = max(host.not_before, now + outcome.retry_after)
+        assert outcome.failure is not None
+        if base_url is not None and self._politeness.failed(base_url, outcome.failure):
+            log.warning("powerschool_breaker_opened")
         age = (datetime.now(UTC) - (job.first_attempt_at or job.created_at)).total_seconds()
-        if age > self.settings.max_age:
+        if rules.gives_up(age, self.settings.max_age):
+            message = rules.give_up_message(job.attempts, age, outcome.message)
             await self._records.finish(
                 job,
                 AttendanceState.FAILED,
-                error=f"gave up after {job.attempts} attempts over {age / 3600:.1f} hours; "
-                f"last error: {outcome.error}",
+                attempt=_attempt(job, AttemptOutcome.FAILED, outcome, message),
             )
             log.warning("attendance_delivery_gave_up", attempts=job.attempts)
             return
-        ceiling = min(
-            self.settings.backoff_cap, self.settings.backoff_base * 2 ** (job.attempts - 1)
+        delay = self.settings.backoff.delay(
+            job.attempts,
+            random.random(),  # noqa: S311  (full jitter, not crypto)
+            retry_after=outcome.failure.retry_after,
+            breaker_wait=self._politeness.wait(base_url) if base_url else 0.0,
         )
-        delay = random.uniform(0, ceiling)  # noqa: S311  (full jitter, not crypto)
-        delay = max(delay, outcome.retry_after or 0.0)
-        if host is not None and host.breaker.state is not BreakerState.CLOSED:
-            delay = max(delay, host.breaker.retry_at() - now)
         await self._records.reschedule(
-            job, datetime.now(UTC) + timedelta(seconds=delay), outcome.error
+            job,
+            datetime.now(UTC) + timedelta(seconds=delay),
+            _attempt(job, AttemptOutcome.RETRY, outcome),
         )
         log.info(
             "attendance_delivery_retry",
             attempt=job.attempts,
             delay_s=round(delay, 2),
-            error=outcome.error,
+            error=outcome.message,
         )
 
     async def _reopen_host(self, base_url: str) -> None:
@@ -353,3 +391,17 @@ class DeliveryWorker:
             if district.powerschool.base_url == base_url:
                 await self._records.release_district(district_id)
         log.info("powerschool_back")
+
+
+def _attempt(
+    job: DeliveryJob, outcome: AttemptOutcome, result: Outcome, error: str | None = None
+) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        at=datetime.now(UTC),
+        kind=job.kind,
+        outcome=outcome,
+        powerschool_status=result.status,
+        attendance_code=result.code,
+        yearid=result.yearid,
+        error=result.message if error is None else error,
+    )

@@ -1,7 +1,7 @@
 """Postgres adapter: connection pool, migrations, and one store per table group."""
 
 from service.store._database import EmbeddedPostgres, open_pool
-from service.store.attendance import AttendanceStore, Replaced, Submitted
+from service.store.attendance import AttendanceStore, Submitted
 from service.store.districts import DistrictStore
 from service.store.students import StudentStore
 from service.store.sync_state import SyncState, SyncStateStore
@@ -11,7 +11,6 @@ __all__ = [
     "AttendanceStore",
     "DistrictStore",
     "EmbeddedPostgres",
-    "Replaced",
     "StudentStore",
     "Submitted",
     "SyncState",

@@ -22,10 +22,12 @@ from service.models import (
     AttendanceEvent,
     AttendanceRecord,
     AttendanceState,
+    DeliveryAttempt,
     DeliveryJob,
     DeliveryStats,
     JobKind,
     RecordFilter,
+    Replaced,
 )
 from service.store._database import connection
 from service.store._queries import load
@@ -92,15 +94,6 @@ class Submitted:
     record: AttendanceRecord
     replayed: bool = False
     key_hash: str = ""
-
-
-@dataclass(frozen=True)
-class Replaced:
-    """The PowerSchool value a write replaced."""
-
-    attendance_codeid: int | None
-    att_code: str
-    comment: str
 
 
 class AttendanceStore:
@@ -235,7 +228,7 @@ class AttendanceStore:
         job: DeliveryJob,
         state: AttendanceState,
         *,
-        error: str = "",
+        attempt: DeliveryAttempt,
         powerschool_attendance_id: int | None = None,
         code: str | None = None,
     ) -> AttendanceRecord | None:
@@ -247,7 +240,7 @@ class AttendanceStore:
                 uuid.UUID(job.lease_token),
                 state.value,
                 powerschool_attendance_id,
-                error,
+                attempt.error,
                 code,
             )
         return None if row is None else _record(row)
@@ -276,7 +269,7 @@ class AttendanceStore:
             )
 
     async def reschedule(
-        self, job: DeliveryJob, run_at: datetime, error: str
+        self, job: DeliveryJob, run_at: datetime, attempt: DeliveryAttempt
     ) -> AttendanceRecord | None:
         """Try again at ``run_at``; None if the lease was lost."""
         async with connection(self._pool) as conn:
@@ -285,7 +278,7 @@ class AttendanceStore:
                 uuid.UUID(job.record_id),
                 uuid.UUID(job.lease_token),
                 run_at,
-                error,
+                attempt.error,
             )
         return None if row is None else _record(row)
 
@@ -299,11 +292,27 @@ class AttendanceStore:
                 run_at or datetime.now(UTC),
             )
 
-    async def renew(self, tokens: list[str], *, lease: float) -> None:
-        """Extend the leases of the claims with these tokens."""
-        if tokens:
-            async with connection(self._pool) as conn:
-                await conn.execute(_Q["renew_leases"], [uuid.UUID(t) for t in tokens], lease)
+    async def renew(self, owner: str, tokens: list[str], *, lease: float) -> set[str]:
+        """Extend the leases of ``owner``'s claims with these tokens; returns the tokens
+        still held (a missing one was taken by another claim, or its job was reset)."""
+        async with connection(self._pool) as conn:
+            rows = await conn.fetch(
+                _Q["renew_leases"], owner, [uuid.UUID(t) for t in tokens], lease
+            )
+        return {str(r["lease_token"]) for r in rows}
+
+    async def hand_over(self, jobs: list[DeliveryJob]) -> int:
+        """Give unfinished claims back, due now, and wake every process: this one is
+        shutting down. Their attempts count (a write may have been sent)."""
+        async with connection(self._pool) as conn, conn.transaction():
+            rows = await conn.fetch(
+                _Q["hand_over_jobs"],
+                [uuid.UUID(j.record_id) for j in jobs],
+                [uuid.UUID(j.lease_token) for j in jobs],
+            )
+            for district_id in {r["district_id"] for r in rows}:
+                await conn.execute(_Q["notify"], district_id)
+        return len(rows)
 
     async def release_district(self, district_id: str) -> None:
         """Make the district's backed-off jobs due now (its PowerSchool is back)."""

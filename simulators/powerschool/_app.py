@@ -101,6 +101,8 @@ class Faults:
 
     latency: float = 0.0
     """Seconds added to every ``/ws`` and ``/oauth`` request."""
+    write_latency: float = 0.0
+    """Seconds a ``daily_time`` write waits before it is processed (a slow server)."""
     outage: bool = False
     """Every ``/ws`` and ``/oauth`` request answers 503 with an HTML maintenance page."""
     outage_until: float = 0.0
@@ -904,6 +906,8 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         return typed
 
     async def _daily_time(self, request: web.Request) -> web.Response:
+        if self.faults.write_latency > 0:
+            await asyncio.sleep(self.faults.write_latency)
         if self.faults.write_forbidden:
             raise _ApiError(
                 403,
@@ -990,6 +994,7 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
     def _faults_json(self) -> dict[str, Any]:
         return {
             "latency": self.faults.latency,
+            "write_latency": self.faults.write_latency,
             "outage": self.faults.outage,
             "queue": [list(item) for item in self.faults.queue],
             "write_error_in_body": self.faults.write_error_in_body,
@@ -1073,7 +1078,7 @@ def _parse_faults(body: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in body.items():
         if name not in known:
             raise ValueError(f"unknown fault {name!r}; known: {sorted(known)}")
-        if name in ("latency", "outage_until", "hang_seconds"):
+        if name in ("latency", "write_latency", "outage_until", "hang_seconds"):
             out[name] = float(value)
         elif name == "hang_after_write":
             out[name] = int(value)

@@ -162,8 +162,18 @@ WHERE record_id = $1 AND lease_token = $2;
 -- name: renew_leases
 -- Deliveries still running keep their jobs: a slow PowerSchool must not let another
 -- process take a job whose first attempt is still in flight.
-UPDATE delivery_jobs SET lease_until = now() + make_interval(secs => $2)
-WHERE lease_token = ANY($1::uuid[]);
+UPDATE delivery_jobs SET lease_until = now() + make_interval(secs => $3)
+WHERE lease_owner = $1 AND lease_token = ANY($2::uuid[])
+RETURNING lease_token;
+
+-- name: hand_over_jobs
+-- A process shutting down gives its unfinished claims back, due now, instead of letting
+-- another process wait out their leases.
+UPDATE delivery_jobs j SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
+    run_at = now()
+FROM unnest($1::uuid[], $2::uuid[]) AS t(record_id, lease_token)
+WHERE j.record_id = t.record_id AND j.lease_token = t.lease_token
+RETURNING j.district_id;
 
 -- name: release_district
 -- PowerSchool is back: jobs waiting out a backoff can go now.
