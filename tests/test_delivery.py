@@ -364,6 +364,40 @@ class TestOperations:
 
         await eventually(all_written)
 
+    async def test_a_retry_uses_the_code_the_admin_fixed(self, world: World) -> None:
+        """Records FAILED on a late code PowerSchool lacks; the admin fixes the code with
+        UpsertDistrict and retries the day: each is written with the new code."""
+        wrong = [
+            world.district_pb().schools[0],
+            world.district_pb().schools[1],
+        ]
+        for school in wrong:
+            school.late_check_in_code = "TT"
+        await world.setup(schools=wrong)
+        day = world.school_day()
+        students = [world.student(100, i) for i in range(3)]
+        for i, ps in enumerate(students):
+            failed = (await world.submit(ps, local(day, 8, i))).record
+            assert failed.state == pb.ATTENDANCE_STATE_FAILED
+            assert "'TT' does not exist in PowerSchool" in failed.last_error
+        await world.stub.UpsertDistrict(pb.UpsertDistrictRequest(district=world.district_pb()))
+        retried = await world.stub.RetryAttendance(
+            pb.RetryAttendanceRequest(
+                district_id=world.district_id, date_from=day.isoformat(), date_to=day.isoformat()
+            )
+        )
+        assert retried.retried == 3
+        listed = await world.stub.ListAttendance(
+            pb.ListAttendanceRequest(district_id=world.district_id)
+        )
+        for record in listed.records:
+            done = await settled(world, record.record_id)
+            assert done.state == pb.ATTENDANCE_STATE_WRITTEN, done.last_error
+            assert done.attendance_code == "T"
+        code_t = world.code_id(100, world.yearid(100, day), "T")
+        for ps in students:
+            assert [row["attendance_codeid"] for row in rows_for(world.sim, ps)] == [str(code_t)]
+
     async def test_stats_show_the_breaker(self, world: World) -> None:
         await world.setup()
         world.sim.faults.outage = True

@@ -280,9 +280,9 @@ async def test_slow_writes_outlive_the_lease_and_are_still_written_once(
 async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
     big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
 ) -> None:
-    """100 deliveries in flight in one process (leases of 60 s) when it gets SIGTERM: after
-    its 1 s grace it hands them back, and the other process finishes them within 5 s of its
-    exit, not after the leases expire; each is written once."""
+    """100 deliveries in flight in one process (two districts of 50; leases of 60 s) when it
+    gets SIGTERM: after its 1 s grace it hands them back, and the other process finishes
+    them within 5 s of its exit, not after the leases expire; each is written once."""
     common = {"DELIVERY_LEASE_SECONDS": "60", "POWERSCHOOL_TIMEOUT": "60"}
     first = ServiceProcess(
         database_url,
@@ -295,11 +295,13 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
     await first.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
-            world = World(writeback_pb2_grpc.WritebackServiceStub(channel), big_sim)
-            await prepare(world, max_in_flight=128)
+            stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+            worlds = [World(stub, big_sim), World(stub, big_sim)]
+            for world in worlds:
+                await prepare(world, max_in_flight=64)
             # Every PowerSchool call hangs: the attempts are stuck before their writes.
             big_sim.faults.latency = 30.0
-            record_ids = await submit_all([world.stub], world, 100)
+            record_ids = [r for world in worlds for r in await submit_all([stub], world, 50)]
 
             async def all_in_flight() -> bool:
                 return big_sim.in_flight >= 100
@@ -312,13 +314,14 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
         await asyncio.wait_for(first.proc.wait(), timeout=30)
         exited = time.monotonic()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
-            world = World(
-                writeback_pb2_grpc.WritebackServiceStub(channel), big_sim, world.district_id
-            )
+            stub = writeback_pb2_grpc.WritebackServiceStub(channel)
 
             async def all_written() -> bool:
-                s = await stats(world)
-                return s.written_last_hour == 100 and s.pending == 0
+                for world in worlds:
+                    s = await stats(World(stub, big_sim, world.district_id))
+                    if s.written_last_hour != 50 or s.pending != 0:
+                        return False
+                return True
 
             await until(all_written, 60)
             took = time.monotonic() - exited
