@@ -11,9 +11,14 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import grpc
 import pytest
+from writeback.v1 import writeback_pb2_grpc
 
+from service import Server
 from service.config import ConfigError, Settings, variables
+from simulators.powerschool import PowerSchoolSimulator
+from tests.helpers import World, fast_settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -201,3 +206,32 @@ async def test_python_m_service_refuses_bad_configuration_and_starts_nothing(
     assert not data_dir.exists()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize(("grace", "finishes"), [(10.0, True), (0.0, False)])
+async def test_shutdown_grace_lets_rpcs_in_flight_finish(
+    database_url: str, sim: PowerSchoolSimulator, grace: float, finishes: bool
+) -> None:
+    """Stopping while a ResolveStudent waits on a slow PowerSchool: within the grace the
+    caller still gets its answer; with no grace the call is cut off."""
+    srv = Server(fast_settings(database_url, run_scheduler=False, shutdown_grace=grace))
+    await srv.start()
+    stopped = False
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            world = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
+            await world.setup()
+            sim.faults.latency = 0.6
+            student = world.student()
+            call = asyncio.create_task(world.resolve(sis_id=str(student.dcid)))
+            await asyncio.sleep(0.3)  # the RPC is now waiting on PowerSchool
+            await srv.stop()
+            stopped = True
+            if finishes:
+                assert (await call).powerschool_id == student.id
+            else:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await call
+    finally:
+        if not stopped:
+            await srv.stop()
