@@ -29,7 +29,7 @@ from service.domain import (
 )
 from service.logs import configure
 from service.powerschool import PowerSchoolPool
-from service.roster.pool import RosterPool
+from service.roster_pool import RosterPool
 from service.store import (
     AttendanceStore,
     DistrictStore,

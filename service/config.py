@@ -1,30 +1,112 @@
-"""Service configuration, read from the environment only."""
+"""Service configuration, read from the environment only and validated before anything starts.
+
+Each tunable is declared once, below, as a :class:`Settings` field that names its environment
+variable, how its text is read and what is allowed. :meth:`Settings.from_env` and the README's
+configuration table (checked by a test) both follow these declarations.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS = ("json", "console")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable: the Settings field it sets, how its text is read (``parse``
+    raises ValueError on text outside ``allowed``), and whether its value is a secret that
+    must never be echoed back."""
+
+    name: str
+    field: str
+    default: object
+    parse: Callable[[str], object]
+    allowed: str
+    secret: bool = False
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+class ConfigError(ValueError):
+    """The environment holds one or more bad values; ``problems`` names each variable, its
+    value (unless secret) and what is allowed. ``str()`` is one line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration: " + "; ".join(problems))
+        self.problems = problems
+
+
+def _integer(low: int, high: int | None = None) -> tuple[Callable[[str], int], str]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise ValueError(text)
+        return value
+
+    allowed = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+    return parse, allowed
+
+
+def _seconds(*, zero_ok: bool = False) -> tuple[Callable[[str], float], str]:
+    def parse(text: str) -> float:
+        value = float(text)
+        # NaN and infinity compare oddly and would make every wait forever or never.
+        if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
+            raise ValueError(text)
+        return value
+
+    return parse, ("a number >= 0" if zero_ok else "a number > 0")
+
+
+def _choice(options: tuple[str, ...], *, upper: bool) -> tuple[Callable[[str], str], str]:
+    def parse(text: str) -> str:
+        value = text.upper() if upper else text.lower()
+        if value not in options:
+            raise ValueError(text)
+        return value
+
+    return parse, "one of " + ", ".join(options)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _postgres_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("not a PostgreSQL URL")
+    return text
+
+
+def _env(
+    name: str,
+    default: T,
+    reader: tuple[Callable[[str], object], str],
+    *,
+    secret: bool = False,
+) -> T:
+    parse, allowed = reader
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"env": (name, parse, allowed, secret)},
+    )
 
 
 @dataclass(frozen=True)
@@ -34,55 +116,91 @@ class Settings:
     ``database_url`` empty means "start an embedded PostgreSQL under ``data_dir``".
     """
 
-    database_url: str = field(default="", repr=False)
-    grpc_host: str = "[::]"
-    grpc_port: int = 50051
-    log_level: str = "INFO"
-    log_format: str = "json"
-    data_dir: Path = Path(".data")
-    db_pool_size: int = 20
-    powerschool_timeout: float = 10.0
-    powerschool_connections: int = 100
-    powerschool_connections_per_host: int = 32
-    shutdown_grace: float = 10.0
-    roster_page_size: int = 1000
-    sync_poll_seconds: float = 30.0
-    run_scheduler: bool = True
-    worker_concurrency: int = 32
-    delivery_lease_seconds: float = 60.0
-    delivery_poll_seconds: float = 1.0
-    delivery_max_age_hours: float = 24.0
-    delivery_backoff_base: float = 1.0
-    delivery_backoff_cap: float = 300.0
-    breaker_threshold: int = 5
-    breaker_cooldown: float = 2.0
-    breaker_max_cooldown: float = 30.0
+    database_url: str = _env(
+        "DATABASE_URL", "", (_postgres_url, "a postgresql:// or postgres:// URL"), secret=True
+    )
+    grpc_host: str = _env("GRPC_HOST", "[::]", (_text, "a host name or address"))
+    grpc_port: int = _env("GRPC_PORT", 50051, _integer(0, 65535))
+    log_level: str = _env("LOG_LEVEL", "INFO", _choice(_LOG_LEVELS, upper=True))
+    log_format: str = _env("LOG_FORMAT", "json", _choice(_LOG_FORMATS, upper=False))
+    data_dir: Path = _env(  # noqa: RUF009  (a Path is immutable)
+        "WRITEBACK_DATA_DIR", Path(".data"), (Path, "a directory path")
+    )
+    db_pool_size: int = _env("DB_POOL_SIZE", 20, _integer(1, 1000))
+    powerschool_timeout: float = _env("POWERSCHOOL_TIMEOUT", 10.0, _seconds())
+    powerschool_connections: int = _env("POWERSCHOOL_CONNECTIONS", 100, _integer(1))
+    powerschool_connections_per_host: int = _env(
+        "POWERSCHOOL_CONNECTIONS_PER_HOST", 32, _integer(1)
+    )
+    shutdown_grace: float = _env("SHUTDOWN_GRACE_SECONDS", 10.0, _seconds(zero_ok=True))
+    roster_page_size: int = _env("ROSTER_PAGE_SIZE", 1000, _integer(1, 10_000))
+    sync_poll_seconds: float = _env("SYNC_POLL_SECONDS", 30.0, _seconds())
+    run_scheduler: bool = _env("SYNC_SCHEDULER", True, (_boolean, "true or false"))
+    worker_concurrency: int = _env("WORKER_CONCURRENCY", 32, _integer(1, 10_000))
+    delivery_lease_seconds: float = _env("DELIVERY_LEASE_SECONDS", 60.0, _seconds())
+    delivery_poll_seconds: float = _env("DELIVERY_POLL_SECONDS", 1.0, _seconds())
+    delivery_max_age_hours: float = _env("DELIVERY_MAX_AGE_HOURS", 24.0, _seconds())
+    delivery_backoff_base: float = _env("DELIVERY_BACKOFF_BASE", 1.0, _seconds())
+    delivery_backoff_cap: float = _env("DELIVERY_BACKOFF_CAP", 300.0, _seconds())
+    breaker_threshold: int = _env("BREAKER_THRESHOLD", 5, _integer(1))
+    breaker_cooldown: float = _env("BREAKER_COOLDOWN", 2.0, _seconds())
+    breaker_max_cooldown: float = _env("BREAKER_MAX_COOLDOWN", 30.0, _seconds())
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """Read ``DATABASE_URL``, ``GRPC_PORT``, ``LOG_LEVEL``, ``LOG_FORMAT`` and tuning knobs."""
-        log_format = os.environ.get("LOG_FORMAT", "json").strip().lower() or "json"
-        if log_format not in {"json", "console"}:
-            raise SystemExit(f"LOG_FORMAT must be 'json' or 'console', got {log_format!r}")
-        return cls(
-            database_url=os.environ.get("DATABASE_URL", "").strip(),
-            grpc_host=os.environ.get("GRPC_HOST", "[::]").strip() or "[::]",
-            grpc_port=_env_int("GRPC_PORT", 50051),
-            log_level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
-            log_format=log_format,
-            data_dir=Path(os.environ.get("WRITEBACK_DATA_DIR", ".data")),
-            db_pool_size=_env_int("DB_POOL_SIZE", 20),
-            powerschool_timeout=_env_float("POWERSCHOOL_TIMEOUT", 10.0),
-            powerschool_connections_per_host=_env_int("POWERSCHOOL_CONNECTIONS_PER_HOST", 32),
-            roster_page_size=_env_int("ROSTER_PAGE_SIZE", 1000),
-            sync_poll_seconds=_env_float("SYNC_POLL_SECONDS", 30.0),
-            worker_concurrency=_env_int("WORKER_CONCURRENCY", 32),
-            delivery_lease_seconds=_env_float("DELIVERY_LEASE_SECONDS", 60.0),
-            delivery_poll_seconds=_env_float("DELIVERY_POLL_SECONDS", 1.0),
-            delivery_max_age_hours=_env_float("DELIVERY_MAX_AGE_HOURS", 24.0),
-            delivery_backoff_base=_env_float("DELIVERY_BACKOFF_BASE", 1.0),
-            delivery_backoff_cap=_env_float("DELIVERY_BACKOFF_CAP", 300.0),
-            breaker_threshold=_env_int("BREAKER_THRESHOLD", 5),
-            breaker_cooldown=_env_float("BREAKER_COOLDOWN", 2.0),
-            breaker_max_cooldown=_env_float("BREAKER_MAX_COOLDOWN", 30.0),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (the process environment by default); unset or blank
+        variables keep their defaults. Raises :class:`ConfigError` listing every bad
+        variable at once."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        bad: set[str] = set()
+        for var in variables():
+            raw = env.get(var.name, "").strip()
+            if not raw:
+                continue
+            try:
+                values[var.field] = var.parse(raw)
+            except ValueError:
+                bad.add(var.name)
+                shown = "(hidden)" if var.secret else repr(raw)
+                problems.append(f"{var.name}={shown} (allowed: {var.allowed})")
+        settings = cls(**values)
+        problems += _inconsistencies(settings, bad)
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+
+def _inconsistencies(s: Settings, bad: set[str]) -> list[str]:
+    """Pairs of variables that are each fine alone but contradict each other (pairs with a
+    variable already reported as ``bad`` are not judged on its default)."""
+    pairs = [
+        (
+            "DELIVERY_BACKOFF_BASE",
+            s.delivery_backoff_base,
+            "DELIVERY_BACKOFF_CAP",
+            s.delivery_backoff_cap,
+        ),
+        ("BREAKER_COOLDOWN", s.breaker_cooldown, "BREAKER_MAX_COOLDOWN", s.breaker_max_cooldown),
+        (
+            "POWERSCHOOL_CONNECTIONS_PER_HOST",
+            s.powerschool_connections_per_host,
+            "POWERSCHOOL_CONNECTIONS",
+            s.powerschool_connections,
+        ),
+    ]
+    return [
+        f"{low}={low_value:g} must not exceed {high}={high_value:g}"
+        for low, low_value, high, high_value in pairs
+        if low_value > high_value and not {low, high} & bad
+    ]
+
+
+def variables() -> list[EnvVar]:
+    """Every environment variable the settings read, in declaration order."""
+    out = []
+    for f in fields(Settings):
+        name, parse, allowed, secret = f.metadata["env"]
+        out.append(EnvVar(name, f.name, f.default, parse, allowed, secret))
+    return out

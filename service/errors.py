@@ -46,8 +46,10 @@ class AlreadyExists(DomainError):
 
 class Unavailable(DomainError):
     """Something the service needs (PowerSchool, a roster service, its own database) could
-    not be reached and nothing cached could answer: retrying later may succeed."""
+    not be reached and nothing cached could answer: retrying later may succeed. ``reason``
+    names which one (``POWERSCHOOL_UNAVAILABLE``, ``ROSTER_UNAVAILABLE``,
+    ``DATABASE_UNAVAILABLE``), so a caller never has to guess."""
 
-    def __init__(self, message: str, *, retry_after: float = 5.0, reason: str = "") -> None:
-        super().__init__(message, reason=reason or "POWERSCHOOL_UNAVAILABLE")
+    def __init__(self, message: str, *, reason: str, retry_after: float = 5.0) -> None:
+        super().__init__(message, reason=reason)
         self.retry_after = retry_after

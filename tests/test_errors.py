@@ -196,7 +196,7 @@ class TestUnavailable:
         await world.setup()
         world.sim.faults.outage = True
         got = await fails(world.resolve(sis_id=str(world.student().dcid)))
-        assert got.code is grpc.StatusCode.UNAVAILABLE
+        assert (got.code, got.reason) == (grpc.StatusCode.UNAVAILABLE, "POWERSCHOOL_UNAVAILABLE")
         assert got.retry_after is not None
         assert got.retry_after > 0
 

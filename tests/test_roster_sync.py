@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import grpc
 import pytest
+import stamina
 from google.protobuf.duration_pb2 import Duration
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
@@ -191,6 +192,25 @@ class TestClever:
         assert result.updated == 1
         assert (await world.resolve(student_number="424242")).active
 
+    async def test_clever_outage_is_roster_unavailable_with_retry_info(
+        self, world: World, clever: CleverSimulator
+    ) -> None:
+        """Clever answering 503: UNAVAILABLE naming the roster (not PowerSchool), with a
+        retry delay, and the district shows the sync error."""
+        await clever_district(world, clever)
+        clever.faults.outage = True
+        # stamina's test mode: the client's own retries run without waiting out backoff.
+        with stamina.set_testing(True, attempts=2), pytest.raises(grpc.aio.AioRpcError) as err:
+            await sync(world)
+        got = failure(err.value)
+        assert (got.code, got.reason) == (grpc.StatusCode.UNAVAILABLE, "ROSTER_UNAVAILABLE")
+        assert got.retry_after
+        assert "Clever" in got.message
+        district = await world.stub.GetDistrict(
+            pb.GetDistrictRequest(district_id=world.district_id)
+        )
+        assert "503" in district.district.last_sync_error
+
     async def test_full_sync_deactivates_the_missing(
         self, world: World, clever: CleverSimulator
     ) -> None:
@@ -265,6 +285,18 @@ class TestClassLink:
             pb.GetDistrictRequest(district_id=world.district_id)
         )
         assert "ClassLink" in district.district.last_sync_error
+
+    async def test_unreachable_roster_server_is_roster_unavailable(
+        self, world: World, classlink: ClassLinkSimulator
+    ) -> None:
+        await classlink_district(world, classlink)
+        await classlink.stop()  # nothing listens on its port any more
+        with stamina.set_testing(True, attempts=2), pytest.raises(grpc.aio.AioRpcError) as err:
+            await sync(world)
+        got = failure(err.value)
+        assert (got.code, got.reason) == (grpc.StatusCode.UNAVAILABLE, "ROSTER_UNAVAILABLE")
+        assert got.retry_after
+        assert "ClassLink unreachable" in got.message
 
     async def test_enabled_user_as_boolean(self, world: World, sim: PowerSchoolSimulator) -> None:
         people = roster_from_powerschool(sim.dataset, "classlink")

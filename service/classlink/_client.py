@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -27,6 +26,7 @@ from service.roster import (
     RetryPolicy,
     RosterAuthError,
     RosterError,
+    RosterPage,
     RosterUnavailable,
     retrying,
 )
@@ -35,14 +35,6 @@ log = structlog.get_logger("classlink")
 
 API_PATH = "/ims/oneroster/v1p1"
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class ClassLinkPage:
-    """One page of students and the newest ``dateLastModified`` on it ("" if none)."""
-
-    students: list[RosterStudent]
-    newest_modified: str
 
 
 def _truthy(value: object) -> bool:
@@ -168,14 +160,14 @@ class ClassLinkClient:
             params["filter"] = f"dateLastModified>'{modified_after}'"
         return params
 
-    async def _page(self, offset: int, modified_after: str) -> tuple[ClassLinkPage, int | None]:
+    async def _page(self, offset: int, modified_after: str) -> tuple[RosterPage, int | None]:
         body, total = await self._get("/students", self._params(offset, modified_after))
         users = [u for u in body.get("users") or [] if isinstance(u, dict)]
         newest = max((str(u.get("dateLastModified") or "") for u in users), default="")
         students = [s for s in map(student_from_user, users) if s.roster_id]
-        return ClassLinkPage(students, newest), total
+        return RosterPage(students, newest), total
 
-    async def students(self, *, modified_after: str = "") -> AsyncIterator[ClassLinkPage]:
+    async def students(self, *, modified_after: str = "") -> AsyncIterator[RosterPage]:
         """Every student (or those modified after the ISO time), a page at a time.
 
         The first page tells the total; the rest are fetched several at a time. Without a

@@ -15,7 +15,6 @@ import base64
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +27,7 @@ from service.roster import (
     RosterAuthError,
     RosterCursorExpired,
     RosterError,
+    RosterEvent,
     RosterUnavailable,
     retrying,
 )
@@ -37,16 +37,6 @@ log = structlog.get_logger("clever")
 API_URL = "https://api.clever.com"
 TOKENS_URL = "https://clever.com/oauth/tokens"
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class CleverEvent:
-    """One ``users.*`` event, already turned into the roster record it implies."""
-
-    id: str
-    type: str
-    student: RosterStudent | None
-    roster_id: str
 
 
 def student_from_user(user: dict[str, Any], *, active: bool = True) -> RosterStudent | None:
@@ -67,13 +57,13 @@ def student_from_user(user: dict[str, Any], *, active: bool = True) -> RosterStu
     )
 
 
-def _event(item: dict[str, Any]) -> CleverEvent:
+def _event(item: dict[str, Any]) -> RosterEvent:
     event = item.get("data", item)
     payload = event.get("data") or {}
     user = payload.get("object") or {}
     kind = str(event.get("type") or "")
     student = student_from_user(user, active=kind != "users.deleted")
-    return CleverEvent(
+    return RosterEvent(
         id=str(event.get("id") or ""), type=kind, student=student, roster_id=str(user.get("id"))
     )
 
@@ -241,7 +231,7 @@ class CleverClient:
         items = [i for i in body.get("data") or [] if isinstance(i, dict)]
         return str(items[-1].get("data", items[-1]).get("id", "")) if items else ""
 
-    async def events(self, starting_after: str) -> AsyncIterator[list[CleverEvent]]:
+    async def events(self, starting_after: str) -> AsyncIterator[list[RosterEvent]]:
         """User events after the cursor, oldest first, a page at a time.
 
         Raises :class:`RosterCursorExpired` when Clever no longer keeps the cursor's event.

@@ -35,6 +35,8 @@ async def call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except PowerSchoolUnavailable as exc:
-        raise Unavailable(str(exc), retry_after=exc.retry_after or 5.0) from exc
+        raise Unavailable(
+            str(exc), reason="POWERSCHOOL_UNAVAILABLE", retry_after=exc.retry_after or 5.0
+        ) from exc
     except PowerSchoolError as exc:
         raise FailedPrecondition(str(exc), reason="POWERSCHOOL_REFUSED") from exc

@@ -17,19 +17,19 @@ from typing import TypeVar
 
 import structlog
 
-from service.classlink import ClassLinkClient
-from service.clever import CleverClient
 from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver
 from service.errors import DomainError, FailedPrecondition, Unavailable
 from service.models import District, ImportCounts, RosterSource, RosterStudent, SyncResult
 from service.roster import (
+    EventFeedSource,
+    ModifiedSinceSource,
     RosterAuthError,
     RosterCursorExpired,
     RosterError,
+    RosterSources,
     RosterUnavailable,
 )
-from service.roster.pool import RosterPool
 from service.store import DistrictStore, StudentStore, SyncState, SyncStateStore
 
 log = structlog.get_logger("roster_sync")
@@ -87,7 +87,7 @@ class RosterSync:
         students: StudentStore,
         state: SyncStateStore,
         resolver: StudentResolver,
-        rosters: RosterPool,
+        rosters: RosterSources,
     ) -> None:
         self._districts = districts
         self._students = students
@@ -120,7 +120,9 @@ class RosterSync:
                 raise FailedPrecondition(str(exc), reason="ROSTER_AUTH_FAILED") from exc
             except RosterUnavailable as exc:
                 await self._state.finish(district_id, full=False, error=str(exc))
-                raise Unavailable(str(exc), retry_after=exc.retry_after or 30.0) from exc
+                raise Unavailable(
+                    str(exc), reason="ROSTER_UNAVAILABLE", retry_after=exc.retry_after or 30.0
+                ) from exc
             except RosterError as exc:
                 await self._state.finish(district_id, full=False, error=str(exc))
                 raise FailedPrecondition(str(exc), reason="ROSTER_REFUSED") from exc
@@ -178,7 +180,7 @@ class RosterSync:
         latest = {s.roster_id: s for s in page if s.roster_id}
         return await self._students.upsert(district_id, list(latest.values()))
 
-    async def _clever_full(self, district: District, clever: CleverClient) -> ImportCounts:
+    async def _clever_full(self, district: District, clever: EventFeedSource) -> ImportCounts:
         did = district.district_id
         # Take the cursor first: whatever changes during the read is replayed afterwards.
         cursor = await clever.latest_event_id()
@@ -196,7 +198,7 @@ class RosterSync:
         return total + ImportCounts(deactivated=gone)
 
     async def _clever_events(
-        self, district: District, clever: CleverClient, cursor: str
+        self, district: District, clever: EventFeedSource, cursor: str
     ) -> ImportCounts:
         did = district.district_id
         total = ImportCounts()
@@ -210,7 +212,7 @@ class RosterSync:
         return total
 
     async def _classlink_read(
-        self, district: District, classlink: ClassLinkClient, cursor: str
+        self, district: District, classlink: ModifiedSinceSource, cursor: str
     ) -> ImportCounts:
         did = district.district_id
         since = ""

@@ -1,5 +1,6 @@
-"""What the roster adapters (Clever, ClassLink) share: their error vocabulary, the retry
-policy for transient failures, and the shape of a page of roster records."""
+"""What the roster adapters (Clever, ClassLink) share and what the domain needs from them:
+the source Protocols and the records they yield, the error vocabulary, and the retry policy
+for transient failures. Imports neither adapter: they are wired at startup."""
 
 from service.roster._errors import (
     RosterAuthError,
@@ -8,12 +9,24 @@ from service.roster._errors import (
     RosterUnavailable,
 )
 from service.roster._retry import RetryPolicy, retrying
+from service.roster._sources import (
+    EventFeedSource,
+    ModifiedSinceSource,
+    RosterEvent,
+    RosterPage,
+    RosterSources,
+)
 
 __all__ = [
+    "EventFeedSource",
+    "ModifiedSinceSource",
     "RetryPolicy",
     "RosterAuthError",
     "RosterCursorExpired",
     "RosterError",
+    "RosterEvent",
+    "RosterPage",
+    "RosterSources",
     "RosterUnavailable",
     "retrying",
 ]

@@ -1,6 +1,8 @@
-"""One HTTP session for roster services, and the Clever / ClassLink clients built on it.
+"""One HTTP session for roster services, and the Clever / ClassLink clients built on it:
+the concrete :class:`service.roster.RosterSources` the service is wired with at startup.
 
-Kept out of ``service.roster``'s ``__init__`` because the two adapters import that package.
+Lives outside ``service.roster`` so that package (which the two adapters import) imports
+neither adapter.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from service.roster._retry import RetryPolicy
 
 
 class RosterPool:
-    """Hands out roster clients that share one bounded connection pool."""
+    """Hands out roster clients that share one bounded connection pool; satisfies
+    :class:`service.roster.RosterSources`."""
 
     def __init__(self, *, page_size: int = 1000, retry: RetryPolicy | None = None) -> None:
         self._page_size = page_size
