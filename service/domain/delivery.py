@@ -96,6 +96,8 @@ class Outcome:
     """PowerSchool answered (whatever it said): evidence for the circuit breaker."""
     attendance_id: int | None = None
     code: str | None = None
+    status: int | None = None
+    """HTTP status of the PowerSchool answer that failed the attempt, if one did."""
 
 
 class _Permanent(Exception):
@@ -141,7 +143,7 @@ class Deliverer:
                 return _transient(exc.__cause__)
             raise  # our own database: not PowerSchool's fault, not this record's
         except PowerSchoolError as exc:
-            return Outcome(AttendanceState.FAILED, str(exc), reached=True)
+            return Outcome(AttendanceState.FAILED, str(exc), reached=True, status=exc.status)
         except (DomainError, _Permanent) as exc:
             return Outcome(AttendanceState.FAILED, getattr(exc, "message", None) or str(exc))
 
@@ -306,13 +308,20 @@ class Deliverer:
                 f"it wrote for this student on {record.att_date.isoformat()} ({exc}); remove "
                 "it on the student's attendance page in PowerSchool",
                 reached=True,
+                status=exc.status,
             )
         return Outcome(AttendanceState.CANCELLED, "removed the row from PowerSchool")
 
 
 def _transient(exc: PowerSchoolUnavailable) -> Outcome:
     """Try again later; a 429 is a busy server, not a down one."""
-    return Outcome(None, str(exc), retry_after=exc.retry_after, server_down=exc.status != 429)
+    return Outcome(
+        None,
+        str(exc),
+        retry_after=exc.retry_after,
+        server_down=exc.status != 429,
+        status=exc.status,
+    )
 
 
 def _is_absence(code: AttendanceCode | None, school: School) -> bool:

@@ -28,8 +28,10 @@ from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver
 from service.errors import DomainError, Unavailable
 from service.models import (
+    AttemptOutcome,
     AttendanceRecord,
     AttendanceState,
+    DeliveryAttempt,
     DeliveryJob,
     District,
     JobKind,
@@ -243,7 +245,11 @@ class DeliveryWorker:
             log.exception("delivery_crashed")
             with contextlib.suppress(Unavailable):
                 await self._records.reschedule(
-                    job, datetime.now(UTC) + timedelta(seconds=30), "internal error"
+                    job,
+                    datetime.now(UTC) + timedelta(seconds=30),
+                    DeliveryAttempt(
+                        datetime.now(UTC), job.kind, AttemptOutcome.RETRY, error="internal error"
+                    ),
                 )
         finally:
             if probe and job.district_id in self._known:
@@ -300,7 +306,7 @@ class DeliveryWorker:
             saved = await self._records.finish(
                 job,
                 outcome.state,
-                error=outcome.error,
+                attempt=_attempt(job, record, outcome, AttemptOutcome(outcome.state.value)),
                 powerschool_attendance_id=outcome.attendance_id,
                 code=outcome.code,
             )
@@ -325,8 +331,14 @@ class DeliveryWorker:
             await self._records.finish(
                 job,
                 AttendanceState.FAILED,
-                error=f"gave up after {job.attempts} attempts over {age / 3600:.1f} hours; "
-                f"last error: {outcome.error}",
+                attempt=_attempt(
+                    job,
+                    record,
+                    outcome,
+                    AttemptOutcome.FAILED,
+                    error=f"gave up after {job.attempts} attempts over {age / 3600:.1f} hours; "
+                    f"last error: {outcome.error}",
+                ),
             )
             log.warning("attendance_delivery_gave_up", attempts=job.attempts)
             return
@@ -338,7 +350,9 @@ class DeliveryWorker:
         if host is not None and host.breaker.state is not BreakerState.CLOSED:
             delay = max(delay, host.breaker.retry_at() - now)
         await self._records.reschedule(
-            job, datetime.now(UTC) + timedelta(seconds=delay), outcome.error
+            job,
+            datetime.now(UTC) + timedelta(seconds=delay),
+            _attempt(job, record, outcome, AttemptOutcome.RETRY),
         )
         log.info(
             "attendance_delivery_retry",
@@ -353,3 +367,22 @@ class DeliveryWorker:
             if district.powerschool.base_url == base_url:
                 await self._records.release_district(district_id)
         log.info("powerschool_back")
+
+
+def _attempt(
+    job: DeliveryJob,
+    record: AttendanceRecord,
+    outcome: Outcome,
+    ended: AttemptOutcome,
+    *,
+    error: str | None = None,
+) -> DeliveryAttempt:
+    """The history entry of this attempt (``error`` defaults to the outcome's)."""
+    return DeliveryAttempt(
+        at=datetime.now(UTC),
+        kind=job.kind,
+        outcome=ended,
+        powerschool_status=outcome.status,
+        attendance_code=outcome.code or record.attendance_code,
+        error=outcome.error if error is None else error,
+    )
