@@ -42,6 +42,12 @@ async def test_resolve_submit_stats_and_list(world: World, server: Server) -> No
     assert code == 0
     assert submitted["record"]["state"] == "ATTENDANCE_STATE_WRITTEN"  # type: ignore[index]
     record_id = submitted["record"]["record_id"]  # type: ignore[index]
+    code, shown, _ = await cli(server, "get-attendance", world.district_id, str(record_id))
+    assert code == 0
+    history: list[dict[str, str]] = shown["history"]  # type: ignore[assignment]
+    assert [(a["kind"], a["outcome"], a["attendance_code"]) for a in history] == [
+        ("DELIVERY_JOB_KIND_WRITE", "ATTEMPT_OUTCOME_WRITTEN", "T")
+    ]
     code, stats, _ = await cli(server, "stats", world.district_id)
     assert code == 0
     assert stats["written_last_hour"] == "1"

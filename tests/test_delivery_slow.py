@@ -290,6 +290,8 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
         **common,
         SHUTDOWN_GRACE_SECONDS="1",
         WORKER_CONCURRENCY="128",
+        POWERSCHOOL_CONNECTIONS="256",
+        POWERSCHOOL_CONNECTIONS_PER_HOST="128",
     )
     second = ServiceProcess(database_url, tmp_path / "second.log", **common)
     await first.start()

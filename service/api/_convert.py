@@ -12,16 +12,19 @@ from writeback.v1 import writeback_pb2 as pb
 from service.domain import visible_student_id
 from service.domain.students import school_number_of
 from service.models import (
+    AttemptOutcome,
     AttendanceEvent,
     AttendanceRecord,
     AttendanceState,
     ClassLinkConnection,
     CleverConnection,
+    DeliveryAttempt,
     DeliveryStats,
     Diagnosis,
     District,
     FindingCode,
     IdMode,
+    JobKind,
     PowerSchoolConnection,
     RosterSource,
     RosterStudent,
@@ -61,6 +64,13 @@ _STATE = {
     AttendanceState.CANCELLED: pb.ATTENDANCE_STATE_CANCELLED,
 }
 STATE = {v: k for k, v in _STATE.items()}
+_JOB_KIND_PB = {
+    kind: pb.DeliveryJobKind.Value(f"DELIVERY_JOB_KIND_{kind.name}") for kind in JobKind
+}
+_OUTCOME_PB = {
+    outcome: pb.AttemptOutcome.Value(f"ATTEMPT_OUTCOME_{outcome.name}")
+    for outcome in AttemptOutcome
+}
 
 
 def _reverse(mapping: dict[K, V]) -> dict[V, K]:
@@ -243,6 +253,21 @@ def record_to_pb(record: AttendanceRecord) -> pb.AttendanceRecord:
         reason=record.reason,
         excused=record.excused,
         cancel_reason=record.cancel_reason,
+        history=[_attempt_to_pb(a) for a in record.history],
+        cancel_outcome=record.cancel_outcome,
+    )
+
+
+def _attempt_to_pb(attempt: DeliveryAttempt) -> pb.DeliveryAttempt:
+    """One entry of a record's delivery history as a message."""
+    return pb.DeliveryAttempt(
+        at=timestamp(attempt.at),
+        kind=_JOB_KIND_PB[attempt.kind],
+        outcome=_OUTCOME_PB[attempt.outcome],
+        powerschool_status=attempt.powerschool_status or 0,
+        attendance_code=attempt.attendance_code,
+        yearid=attempt.yearid or 0,
+        error=attempt.error,
     )
 
 

@@ -346,11 +346,13 @@ class DeliveryWorker:
                 powerschool_attendance_id=outcome.attendance_id,
                 code=outcome.code or None,
             )
+            failed = outcome.state is AttendanceState.FAILED
             log.info(
                 "attendance_delivery",
                 state=outcome.state.value,
                 attempt=job.attempts,
-                error=outcome.message or None,
+                error=outcome.message if failed else None,
+                detail=None if failed else outcome.message or None,
                 lease_lost=saved is None,
             )
             return

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 import asyncpg
 
 from service.models import (
+    AttemptOutcome,
     AttendanceEvent,
     AttendanceRecord,
     AttendanceState,
@@ -34,6 +35,9 @@ from service.store._queries import load
 
 _Q = load("attendance")
 CHANNEL = "writeback_jobs"
+# What a cancel that never needed PowerSchool did.
+_WITHDRAWN_UNSENT = "withdrawn before it was sent to PowerSchool"
+_WITHDRAWN_SKIPPED = "withdrawn; it had been skipped, so PowerSchool was never changed"
 
 
 def _record(row: asyncpg.Record) -> AttendanceRecord:
@@ -65,6 +69,20 @@ def _record(row: asyncpg.Record) -> AttendanceRecord:
         cancel_reason=row["cancel_reason"],
         cancel_requested=row["cancel_requested"],
         next_attempt_at=row["next_attempt_at"],
+        cancel_outcome=row["cancel_outcome"],
+        history=tuple(_attempt(a) for a in row.get("history", ())),
+    )
+
+
+def _attempt(row: asyncpg.Record) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        at=row["at"],
+        kind=JobKind(row["kind"]),
+        outcome=AttemptOutcome(row["outcome"]),
+        powerschool_status=row["powerschool_status"],
+        attendance_code=row["attendance_code"],
+        yearid=row["yearid"],
+        error=row["error"],
     )
 
 
@@ -73,6 +91,19 @@ def _must(row: asyncpg.Record | None) -> asyncpg.Record:
     if row is None:  # pragma: no cover
         raise LookupError("expected a row")
     return row
+
+
+def _attempt_args(attempt: DeliveryAttempt) -> tuple[object, ...]:
+    """An attempt's columns in the order the logging statements take them (its error is
+    passed separately: a successful cancel's text is not an error)."""
+    return (
+        attempt.at,
+        attempt.kind.value,
+        attempt.outcome.value,
+        attempt.powerschool_status,
+        attempt.attendance_code,
+        attempt.yearid,
+    )
 
 
 def _job(row: asyncpg.Record) -> DeliveryJob:
@@ -184,7 +215,7 @@ class AttendanceStore:
         return Submitted(_record(row))
 
     async def get(self, district_id: str, record_id: str) -> AttendanceRecord | None:
-        """One record of a district, if it exists."""
+        """One record of a district, with its attempt history, if it exists."""
         async with connection(self._pool) as conn:
             row = await conn.fetchrow(_Q["get_record"], district_id, uuid.UUID(record_id))
         return None if row is None else _record(row)
@@ -200,9 +231,8 @@ class AttendanceStore:
             )
             if untouched or record.state is AttendanceState.SKIPPED:
                 await conn.execute(_Q["delete_job"], rid)
-                row = await conn.fetchrow(
-                    _Q["set_state"], rid, AttendanceState.CANCELLED.value, "", reason
-                )
+                done = _WITHDRAWN_UNSENT if untouched else _WITHDRAWN_SKIPPED
+                row = await conn.fetchrow(_Q["cancel_at_once"], rid, reason, done)
             else:
                 row = await conn.fetchrow(_Q["request_cancel"], rid, reason)
                 await conn.execute(_Q["upsert_job"], rid, record.district_id, JobKind.CANCEL.value)
@@ -232,7 +262,12 @@ class AttendanceStore:
         powerschool_attendance_id: int | None = None,
         code: str | None = None,
     ) -> AttendanceRecord | None:
-        """Record a final outcome and drop the job; None if the lease was lost."""
+        """Record a final outcome, add ``attempt`` to the history and drop the job, all only
+        under the job's lease; None (and nothing recorded) if the lease was lost.
+        ``attempt.error`` becomes ``last_error``, except for a cancel that ends CANCELLED:
+        that text says what the cancel did, and becomes ``cancel_outcome`` instead."""
+        cancelled = job.kind is JobKind.CANCEL and state is AttendanceState.CANCELLED
+        error = "" if cancelled else attempt.error
         async with connection(self._pool) as conn:
             row = await conn.fetchrow(
                 _Q["finish_job"],
@@ -240,8 +275,10 @@ class AttendanceStore:
                 uuid.UUID(job.lease_token),
                 state.value,
                 powerschool_attendance_id,
-                attempt.error,
+                error,
                 code,
+                attempt.error if cancelled else None,
+                *_attempt_args(attempt),
             )
         return None if row is None else _record(row)
 
@@ -271,7 +308,9 @@ class AttendanceStore:
     async def reschedule(
         self, job: DeliveryJob, run_at: datetime, attempt: DeliveryAttempt
     ) -> AttendanceRecord | None:
-        """Try again at ``run_at``; None if the lease was lost."""
+        """Try again at ``run_at``, with ``attempt.error`` as ``last_error`` and ``attempt``
+        added to the history, only under the job's lease; None (and nothing recorded) if the
+        lease was lost."""
         async with connection(self._pool) as conn:
             row = await conn.fetchrow(
                 _Q["reschedule_job"],
@@ -279,6 +318,7 @@ class AttendanceStore:
                 uuid.UUID(job.lease_token),
                 run_at,
                 attempt.error,
+                *_attempt_args(attempt),
             )
         return None if row is None else _record(row)
 

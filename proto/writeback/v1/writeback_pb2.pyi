@@ -136,6 +136,54 @@ ATTENDANCE_STATE_CANCELLED: AttendanceState.ValueType  # 5
 """Withdrawn with CancelAttendance; PowerSchool was put back as it was."""
 Global___AttendanceState: _TypeAlias = AttendanceState  # noqa: Y015
 
+class _DeliveryJobKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryJobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryJobKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_JOB_KIND_UNSPECIFIED: _DeliveryJobKind.ValueType  # 0
+    DELIVERY_JOB_KIND_WRITE: _DeliveryJobKind.ValueType  # 1
+    """Writing the check-in to PowerSchool."""
+    DELIVERY_JOB_KIND_CANCEL: _DeliveryJobKind.ValueType  # 2
+    """Putting PowerSchool back after CancelAttendance."""
+
+class DeliveryJobKind(_DeliveryJobKind, metaclass=_DeliveryJobKindEnumTypeWrapper):
+    """Which delivery job an attempt belonged to."""
+
+DELIVERY_JOB_KIND_UNSPECIFIED: DeliveryJobKind.ValueType  # 0
+DELIVERY_JOB_KIND_WRITE: DeliveryJobKind.ValueType  # 1
+"""Writing the check-in to PowerSchool."""
+DELIVERY_JOB_KIND_CANCEL: DeliveryJobKind.ValueType  # 2
+"""Putting PowerSchool back after CancelAttendance."""
+Global___DeliveryJobKind: _TypeAlias = DeliveryJobKind  # noqa: Y015
+
+class _AttemptOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttemptOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTEMPT_OUTCOME_UNSPECIFIED: _AttemptOutcome.ValueType  # 0
+    ATTEMPT_OUTCOME_WRITTEN: _AttemptOutcome.ValueType  # 1
+    ATTEMPT_OUTCOME_SKIPPED: _AttemptOutcome.ValueType  # 2
+    ATTEMPT_OUTCOME_FAILED: _AttemptOutcome.ValueType  # 3
+    ATTEMPT_OUTCOME_CANCELLED: _AttemptOutcome.ValueType  # 4
+    ATTEMPT_OUTCOME_RETRY: _AttemptOutcome.ValueType  # 5
+    """A transient failure (timeout, 5xx, 429): the record was rescheduled."""
+
+class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
+    """How one delivery attempt ended."""
+
+ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome.ValueType  # 0
+ATTEMPT_OUTCOME_WRITTEN: AttemptOutcome.ValueType  # 1
+ATTEMPT_OUTCOME_SKIPPED: AttemptOutcome.ValueType  # 2
+ATTEMPT_OUTCOME_FAILED: AttemptOutcome.ValueType  # 3
+ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome.ValueType  # 4
+ATTEMPT_OUTCOME_RETRY: AttemptOutcome.ValueType  # 5
+"""A transient failure (timeout, 5xx, 429): the record was rescheduled."""
+Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
+
 class _FindingCode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -831,6 +879,8 @@ class AttendanceRecord(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     EXCUSED_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    CANCEL_OUTCOME_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     district_id: _builtins.str
     state: Global___AttendanceState.ValueType
@@ -856,6 +906,11 @@ class AttendanceRecord(_message.Message):
     excused: _builtins.bool
     cancel_reason: _builtins.str
     """Why it was withdrawn (CancelAttendance)."""
+    cancel_outcome: _builtins.str
+    """What a finished cancel did in PowerSchool ("restored 'A' in PowerSchool", "removed the
+    row from PowerSchool", or that it was withdrawn before anything was written); empty until
+    then. A cancel that fails says why in last_error instead.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -865,6 +920,12 @@ class AttendanceRecord(_message.Message):
     @_builtins.property
     def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
         """When the next delivery attempt is due (PENDING only)."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryAttempt]:
+        """Every delivery attempt, oldest first. Filled by GetAttendance; ListAttendance leaves it
+        empty (read each record for its history).
+        """
 
     def __init__(
         self,
@@ -890,14 +951,66 @@ class AttendanceRecord(_message.Message):
         reason: _builtins.str = ...,
         excused: _builtins.bool = ...,
         cancel_reason: _builtins.str = ...,
+        history: _abc.Iterable[Global___DeliveryAttempt] | None = ...,
+        cancel_outcome: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["att_date", b"att_date", "attempts", b"attempts", "attendance_code", b"attendance_code", "cancel_reason", b"cancel_reason", "created_at", b"created_at", "district_id", b"district_id", "event", b"event", "excused", b"excused", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "powerschool_attendance_id", b"powerschool_attendance_id", "reason", b"reason", "record_id", b"record_id", "replaced_attendance_code", b"replaced_attendance_code", "replaced_comment", b"replaced_comment", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["att_date", b"att_date", "attempts", b"attempts", "attendance_code", b"attendance_code", "cancel_outcome", b"cancel_outcome", "cancel_reason", b"cancel_reason", "created_at", b"created_at", "district_id", b"district_id", "event", b"event", "excused", b"excused", "history", b"history", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "powerschool_attendance_id", b"powerschool_attendance_id", "reason", b"reason", "record_id", b"record_id", "replaced_attendance_code", b"replaced_attendance_code", "replaced_comment", b"replaced_comment", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AttendanceRecord: _TypeAlias = AttendanceRecord  # noqa: Y015
+
+@_typing.final
+class DeliveryAttempt(_message.Message):
+    """One attempt to deliver a record, or its cancel, to PowerSchool."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    POWERSCHOOL_STATUS_FIELD_NUMBER: _builtins.int
+    ATTENDANCE_CODE_FIELD_NUMBER: _builtins.int
+    YEARID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    kind: Global___DeliveryJobKind.ValueType
+    outcome: Global___AttemptOutcome.ValueType
+    powerschool_status: _builtins.int
+    """HTTP status of PowerSchool's last answer in the attempt: 200 when it went through, the
+    failing status (503, 429, 403...) otherwise; 0 when PowerSchool did not answer.
+    """
+    attendance_code: _builtins.str
+    """The ATT_CODE the attempt wrote or meant to write."""
+    yearid: _builtins.int
+    """TERMS.YEARID the attempt used; 0 when unknown."""
+    error: _builtins.str
+    """What went wrong, or why the record was skipped; empty for WRITTEN and CANCELLED (a
+    cancel's result is the record's cancel_outcome).
+    """
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt's outcome was recorded."""
+
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        kind: Global___DeliveryJobKind.ValueType = ...,
+        outcome: Global___AttemptOutcome.ValueType = ...,
+        powerschool_status: _builtins.int = ...,
+        attendance_code: _builtins.str = ...,
+        yearid: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attendance_code", b"attendance_code", "error", b"error", "kind", b"kind", "outcome", b"outcome", "powerschool_status", b"powerschool_status", "yearid", b"yearid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryAttempt: _TypeAlias = DeliveryAttempt  # noqa: Y015
 
 @_typing.final
 class SubmitAttendanceRequest(_message.Message):

@@ -58,7 +58,13 @@ ON CONFLICT (record_id) DO UPDATE SET
 SELECT pg_notify('writeback_jobs', $1);
 
 -- name: get_record
-SELECT * FROM attendance_records WHERE district_id = $1 AND record_id = $2;
+-- With its attempt history, oldest first, read in the same snapshot as the record.
+SELECT r.*,
+    ARRAY(
+        SELECT a FROM delivery_attempts a WHERE a.record_id = r.record_id ORDER BY a.seq
+    ) AS history
+FROM attendance_records r
+WHERE r.district_id = $1 AND r.record_id = $2;
 
 -- name: get_job
 -- Locked: a worker claiming it meanwhile either commits first (and we see its attempt) or
@@ -68,9 +74,9 @@ SELECT * FROM delivery_jobs WHERE record_id = $1 FOR UPDATE;
 -- name: delete_job
 DELETE FROM delivery_jobs WHERE record_id = $1;
 
--- name: set_state
-UPDATE attendance_records SET state = $2, last_error = $3, cancel_reason = $4,
-    next_attempt_at = NULL, updated_at = now()
+-- name: cancel_at_once
+UPDATE attendance_records SET state = 'cancelled', last_error = '', cancel_reason = $2,
+    cancel_outcome = $3, next_attempt_at = NULL, updated_at = now()
 WHERE record_id = $1
 RETURNING *;
 
@@ -102,14 +108,21 @@ WHERE j.record_id IN (
 RETURNING j.*;
 
 -- name: finish_job
--- Fenced: only the holder of this claim's token may record an outcome.
+-- Fenced: only the holder of this claim's token may record an outcome, and the attempt is
+-- logged by the same statement, so an attempt that lost its lease leaves no trace.
 WITH done AS (
     DELETE FROM delivery_jobs WHERE record_id = $1 AND lease_token = $2 RETURNING record_id
+), logged AS (
+    INSERT INTO delivery_attempts
+        (record_id, at, kind, outcome, powerschool_status, attendance_code, yearid, error)
+    SELECT record_id, $8::timestamptz, $9::text, $10::text, $11::integer, $12::text, $13::bigint, $5
+    FROM done
 )
 UPDATE attendance_records r SET
     state = $3,
     powerschool_attendance_id = COALESCE($4, r.powerschool_attendance_id),
     last_error = $5,
+    cancel_outcome = COALESCE($7, r.cancel_outcome),
     attempts = r.attempts + 1,
     attendance_code = COALESCE($6, r.attendance_code),
     next_attempt_at = NULL,
@@ -141,11 +154,17 @@ WHERE a.record_id = $1 AND b.record_id = $2;
 UPDATE attendance_records SET attendance_code = $2, updated_at = now() WHERE record_id = $1;
 
 -- name: reschedule_job
+-- Fenced and logged like finish_job.
 WITH later AS (
     UPDATE delivery_jobs SET run_at = $3, lease_owner = NULL, lease_until = NULL,
         lease_token = NULL
     WHERE record_id = $1 AND lease_token = $2
     RETURNING record_id
+), logged AS (
+    INSERT INTO delivery_attempts
+        (record_id, at, kind, outcome, powerschool_status, attendance_code, yearid, error)
+    SELECT record_id, $5::timestamptz, $6::text, $7::text, $8::integer, $9::text, $10::bigint, $4
+    FROM later
 )
 UPDATE attendance_records r SET
     last_error = $4, attempts = r.attempts + 1, next_attempt_at = $3, updated_at = now()
