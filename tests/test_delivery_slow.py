@@ -61,13 +61,15 @@ async def prepare(world: World, max_in_flight: int = 32) -> None:
 
 
 async def submit_all(
-    stubs: list[writeback_pb2_grpc.WritebackServiceStub], world: World, count: int
+    stubs: list[writeback_pb2_grpc.WritebackServiceStub], world: World, count: int, first: int = 0
 ) -> list[str]:
+    """``count`` late check-ins of the students from index ``first`` on (districts sharing a
+    simulator use different students, or they would find each other's rows)."""
     day = world.school_day()
     sem = asyncio.Semaphore(64)
 
     async def one(i: int) -> str:
-        student = world.students[i]
+        student = world.students[first + i]
         async with sem:
             response = await stubs[i % len(stubs)].SubmitAttendance(
                 pb.SubmitAttendanceRequest(
@@ -303,7 +305,11 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
                 await prepare(world, max_in_flight=64)
             # Every PowerSchool call hangs: the attempts are stuck before their writes.
             big_sim.faults.latency = 30.0
-            record_ids = [r for world in worlds for r in await submit_all([stub], world, 50)]
+            record_ids = [
+                r
+                for n, world in enumerate(worlds)
+                for r in await submit_all([stub], world, 50, 50 * n)
+            ]
 
             async def all_in_flight() -> bool:
                 return big_sim.in_flight >= 100
