@@ -73,7 +73,7 @@ class Server:
 
         district_store = DistrictStore(self._pool)
         student_store = StudentStore(self._pool)
-        record_store = AttendanceStore(self._pool)
+        record_store = AttendanceStore(self._pool, dsn)
         districts = DistrictService(district_store)
         resolver = StudentResolver(student_store, self._powerschool)
         deliverer = Deliverer(resolver, self._powerschool, record_store)

@@ -30,6 +30,7 @@ from service.models import (
     RecordFilter,
     Replaced,
 )
+from service.store import notifications
 from service.store._database import connection
 from service.store._queries import load
 
@@ -130,8 +131,9 @@ class Submitted:
 class AttendanceStore:
     """Stores records, keys and jobs; hands jobs to workers."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
+        self._dsn = dsn  # for the LISTEN connection, which is not the pool's to recycle
 
     async def submit(self, record: AttendanceRecord) -> Submitted:
         """In one transaction: claim the idempotency key; then correct the live record of
@@ -417,14 +419,7 @@ class AttendanceStore:
     @asynccontextmanager
     async def listening(self, on_notify: Callable[[str], None]) -> AsyncIterator[None]:
         """While the block runs, call ``on_notify(district_id)`` whenever a job is queued
-        (by any process); holds one pooled connection for LISTEN."""
-
-        def callback(*args: object) -> None:
-            on_notify(str(args[-1]))
-
-        async with connection(self._pool) as conn:
-            await conn.add_listener(CHANNEL, callback)
-            try:
-                yield
-            finally:
-                await conn.remove_listener(CHANNEL, callback)
+        (by any process), and ``on_notify("")`` when notifications are back after the
+        LISTEN connection was lost (see :mod:`service.store.notifications`)."""
+        async with notifications.listening(self._dsn, CHANNEL, on_notify):
+            yield
