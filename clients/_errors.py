@@ -10,9 +10,11 @@ from grpc_status import rpc_status
 class WritebackError(Exception):
     """A non-OK answer from the writeback service.
 
-    ``violations`` maps bad field paths to reasons (INVALID_ARGUMENT); ``reason`` is the
-    machine-readable ErrorInfo reason; ``retry_after`` is the server's RetryInfo delay in
-    seconds (UNAVAILABLE), or None.
+    ``violations`` maps field paths to reasons: the bad fields (INVALID_ARGUMENT), or the
+    fields that differ from the request first sent with a reused idempotency key
+    (ALREADY_EXISTS); ``reason`` is the machine-readable ErrorInfo reason and ``metadata`` its
+    context (e.g. ``{"fields": "comment,reason"}``); ``retry_after`` is the server's RetryInfo
+    delay in seconds (UNAVAILABLE), or None.
     """
 
     def __init__(
@@ -22,6 +24,7 @@ class WritebackError(Exception):
         *,
         violations: dict[str, str] | None = None,
         reason: str = "",
+        metadata: dict[str, str] | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {message}")
@@ -29,6 +32,7 @@ class WritebackError(Exception):
         self.message = message
         self.violations = violations or {}
         self.reason = reason
+        self.metadata = metadata or {}
         self.retry_after = retry_after
 
     @classmethod
@@ -36,6 +40,7 @@ class WritebackError(Exception):
         """Decode the status details of a failed call."""
         violations: dict[str, str] = {}
         reason = ""
+        metadata: dict[str, str] = {}
         retry_after: float | None = None
         status = rpc_status.from_call(err)
         for detail in status.details if status is not None else []:
@@ -47,6 +52,7 @@ class WritebackError(Exception):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 reason = info.reason
+                metadata = dict(info.metadata)
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
@@ -56,5 +62,6 @@ class WritebackError(Exception):
             err.details() or "",
             violations=violations,
             reason=reason,
+            metadata=metadata,
             retry_after=retry_after,
         )

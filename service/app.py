@@ -93,7 +93,11 @@ class Server:
                 lease=settings.delivery_lease_seconds,
                 poll=settings.delivery_poll_seconds,
                 max_age=settings.delivery_max_age_hours * 3600,
-                backoff=Backoff(settings.delivery_backoff_base, settings.delivery_backoff_cap),
+                backoff=Backoff(
+                    settings.delivery_backoff_base,
+                    settings.delivery_backoff_cap,
+                    settle=settings.powerschool_timeout,
+                ),
                 grace=settings.shutdown_grace,
             ),
         )

@@ -3,16 +3,21 @@ the gRPC layer maps each class to one status code."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
 class DomainError(Exception):
-    """Base class: ``message`` is safe to show to a caller (no secrets, no names)."""
+    """Base class: ``message`` is safe to show to a caller (no secrets, no names);
+    ``metadata`` is machine-readable context sent along with ``reason``."""
 
-    def __init__(self, message: str, *, reason: str = "") -> None:
+    def __init__(
+        self, message: str, *, reason: str = "", metadata: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
+        self.metadata = dict(metadata or {})
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,16 @@ class FailedPrecondition(DomainError):
 
 
 class AlreadyExists(DomainError):
-    """An idempotency key was reused for a different request."""
+    """An idempotency key was reused for a different request; ``violations`` names the
+    fields that differ from the first one (none when they cannot be told), also sent as the
+    comma-separated ``fields`` metadata."""
+
+    def __init__(
+        self, message: str, *, reason: str = "", violations: Sequence[FieldViolation] = ()
+    ) -> None:
+        names = ",".join(v.field for v in violations)
+        super().__init__(message, reason=reason, metadata={"fields": names} if names else None)
+        self.violations = list(violations)
 
 
 class Unavailable(DomainError):

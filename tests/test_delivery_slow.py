@@ -12,10 +12,13 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import grpc
 import pytest
 from writeback.v1 import writeback_pb2 as pb
@@ -38,6 +41,20 @@ def write_counts(sim: PowerSchoolSimulator) -> Counter[str]:
             comment = call.body["record"][0]["tables"]["attendance"]["att_comment"]
             counts.update(set(_TAG.findall(comment)))
     return counts
+
+
+@pytest.fixture
+async def own_database(database_url: str) -> AsyncIterator[str]:
+    """A fresh database on the test server: no other test's service (the in-process one
+    with its short PowerSchool timeout included) claims its jobs."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
@@ -246,12 +263,12 @@ async def test_three_processes_share_the_work_without_duplicates(
 
 
 async def test_slow_writes_outlive_the_lease_and_are_still_written_once(
-    big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
+    big_sim: PowerSchoolSimulator, own_database: str, tmp_path: Path
 ) -> None:
     """Leases of 2 s, PowerSchool taking 6 s to answer each write, two processes: renewal
     keeps each job with the attempt that runs it, so no second process writes it again."""
     slow = {"DELIVERY_LEASE_SECONDS": "2", "POWERSCHOOL_TIMEOUT": "15"}
-    procs = [ServiceProcess(database_url, tmp_path / f"p{i}.log", **slow) for i in range(2)]
+    procs = [ServiceProcess(own_database, tmp_path / f"p{i}.log", **slow) for i in range(2)]
     await asyncio.gather(*(p.start() for p in procs))
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in procs]
     try:
@@ -280,14 +297,14 @@ async def test_slow_writes_outlive_the_lease_and_are_still_written_once(
 
 
 async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
-    big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
+    big_sim: PowerSchoolSimulator, own_database: str, tmp_path: Path
 ) -> None:
     """100 deliveries in flight in one process (two districts of 50; leases of 60 s) when it
     gets SIGTERM: after its 1 s grace it hands them back, and the other process finishes
     them within 5 s of its exit, not after the leases expire; each is written once."""
     common = {"DELIVERY_LEASE_SECONDS": "60", "POWERSCHOOL_TIMEOUT": "60"}
     first = ServiceProcess(
-        database_url,
+        own_database,
         tmp_path / "first.log",
         **common,
         SHUTDOWN_GRACE_SECONDS="1",
@@ -295,7 +312,7 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
         POWERSCHOOL_CONNECTIONS="256",
         POWERSCHOOL_CONNECTIONS_PER_HOST="128",
     )
-    second = ServiceProcess(database_url, tmp_path / "second.log", **common)
+    second = ServiceProcess(own_database, tmp_path / "second.log", **common)
     await first.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:

@@ -186,7 +186,7 @@ class TestFencedHistory:
         ).record
         pool = await open_pool(database_url, size=1)
         try:
-            store = AttendanceStore(pool)
+            store = AttendanceStore(pool, database_url)
             [job] = await store.claim(
                 "stale-worker", 1, lease=0.5, exclude=[], only=world.district_id
             )

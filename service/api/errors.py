@@ -36,11 +36,13 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def to_status(error: DomainError) -> grpc.Status:
-    """The rich status for a domain error: BadRequest for bad fields, RetryInfo when a
-    retry can help, ErrorInfo with a machine-readable reason otherwise."""
+    """The rich status for a domain error: BadRequest for bad (or, on a reused idempotency
+    key, differing) fields, RetryInfo when a retry can help, ErrorInfo with a machine-readable
+    reason and its metadata otherwise."""
     code = next((c for cls, c in _CODES if isinstance(error, cls)), code_pb2.INTERNAL)
     details: list[any_pb2.Any] = []
-    if isinstance(error, InvalidArgument):
+    violations = error.violations if isinstance(error, InvalidArgument | AlreadyExists) else []
+    if violations:
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
@@ -48,13 +50,19 @@ def to_status(error: DomainError) -> grpc.Status:
                         error_details_pb2.BadRequest.FieldViolation(
                             field=v.field, description=v.description
                         )
-                        for v in error.violations
+                        for v in violations
                     ]
                 )
             )
         )
     if error.reason:
-        details.append(_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)))
+        details.append(
+            _pack(
+                error_details_pb2.ErrorInfo(
+                    reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+                )
+            )
+        )
     if isinstance(error, Unavailable):
         seconds = max(error.retry_after, 0.0)
         details.append(

@@ -14,7 +14,7 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from service.domain.districts import DistrictService
 from service.domain.politeness import BreakerState
@@ -37,24 +37,28 @@ from service.models import (
     School,
     StudentKey,
 )
-from service.store import AttendanceStore
+from service.store import AttendanceStore, Submitted
 
 
-def request_hash(request: AttendanceRequest, key: StudentKey) -> str:
-    """A fingerprint of everything the caller asked for, to tell a replay from a reuse."""
-    canonical = json.dumps(
-        {
-            "student": [key.kind.value, key.value],
-            "event": request.event.value,
-            "occurred_at": request.occurred_at.isoformat(),
-            "school_number": request.school_number,
-            "reason": request.reason,
-            "excused": request.excused,
-            "comment": request.comment,
-            "checked_out_by": request.checked_out_by,
-        },
-        sort_keys=True,
-    )
+def request_fields(request: AttendanceRequest, key: StudentKey) -> dict[str, Any]:
+    """Everything the caller asked for, as JSON values named after the fields of
+    SubmitAttendanceRequest: what a later use of the same idempotency key is compared with."""
+    return {
+        "student": [key.kind.value, key.value],
+        "event": request.event.value,
+        "occurred_at": request.occurred_at.isoformat(),
+        "school_number": request.school_number,
+        "reason": request.reason,
+        "excused": request.excused,
+        "comment": request.comment,
+        "checked_out_by": request.checked_out_by,
+    }
+
+
+def request_hash(fields: dict[str, Any]) -> str:
+    """A fingerprint of a request's fields (see :func:`request_fields`), to tell a replay
+    from a reuse; stable, so keys stored before the fields were kept compare too."""
+    canonical = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -72,6 +76,12 @@ class DeliveryQueue(Protocol):
     def breaker(self, base_url: str) -> tuple[BreakerState, float]:
         """A PowerSchool host's breaker state and seconds its calls are held back."""
         ...
+
+
+def differing_fields(first: dict[str, Any], again: dict[str, Any]) -> list[str]:
+    """The names of the request fields whose values differ between two uses of a key."""
+    names = first.keys() | again.keys()
+    return sorted(name for name in names if first.get(name) != again.get(name))
 
 
 def _writeback_off(district: District, school: School) -> str:
@@ -102,10 +112,19 @@ class AttendanceService:
     ) -> tuple[AttendanceRecord, bool]:
         """Store the record and queue its delivery; returns ``(record, replayed)``.
 
-        With ``wait`` > 0, answer once delivery has an outcome or after ``wait`` seconds.
-        A second submission for the same student, day and event corrects the first record.
+        A key already used with the same fields answers its stored record, whatever the
+        settings, roster or PowerSchool say now; with other fields, :class:`AlreadyExists`
+        naming them. With ``wait`` > 0, answer once delivery has an outcome or after ``wait``
+        seconds. A second submission for the same student, day and event corrects the first
+        record.
         """
-        fingerprint = request_hash(request, key)
+        fields = request_fields(request, key)
+        fingerprint = request_hash(fields)
+        # A caller retrying after a timeout must get the answer it missed: nothing that may
+        # have changed since (or PowerSchool, which may be down) is consulted before the key.
+        stored = await self._records.replay(request.district_id, request.idempotency_key)
+        if stored is not None:
+            return await self._replay(stored, fields, fingerprint, wait)
         district = await self._districts.get(request.district_id)
         student = await self._resolver.find(district, key)
         school = self._school(district, request, school_number_of(district, student))
@@ -142,17 +161,32 @@ class AttendanceService:
                 comment=request.comment,
                 checked_out_by=request.checked_out_by,
                 last_error=off,
-            )
+            ),
+            fields,
         )
-        if submitted.replayed and submitted.key_hash != fingerprint:
-            raise AlreadyExists(
-                "this idempotency key was already used for a different attendance request",
-                reason="IDEMPOTENCY_KEY_REUSED",
-            )
+        if submitted.replayed:
+            # A concurrent submission with the same key committed first.
+            return await self._replay(submitted, fields, fingerprint, wait)
         record = submitted.record
-        if not submitted.replayed and record.state is AttendanceState.PENDING:
+        if record.state is AttendanceState.PENDING:
             self._queue.wake()
-        return await self._maybe_wait(record, wait), submitted.replayed
+        return await self._maybe_wait(record, wait), False
+
+    async def _replay(
+        self, stored: Submitted, fields: dict[str, Any], fingerprint: str, wait: float
+    ) -> tuple[AttendanceRecord, bool]:
+        if stored.key_hash != fingerprint:
+            names = [] if stored.key_fields is None else differing_fields(stored.key_fields, fields)
+            raise AlreadyExists(
+                "this idempotency key was already used for a different attendance request"
+                + (f" (different {', '.join(names)})" if names else ""),
+                reason="IDEMPOTENCY_KEY_REUSED",
+                violations=[
+                    FieldViolation(name, "differs from the request first sent with this key")
+                    for name in names
+                ],
+            )
+        return await self._maybe_wait(stored.record, wait), True
 
     async def _maybe_wait(self, record: AttendanceRecord, wait: float) -> AttendanceRecord:
         if wait <= 0 or record.state is not AttendanceState.PENDING:

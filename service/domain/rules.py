@@ -341,10 +341,13 @@ def classify(failure: Failure) -> Classified:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff with full jitter, in seconds."""
+    """Exponential backoff with full jitter, in seconds. ``settle``: after a write whose
+    answer was lost (``Verdict.UNKNOWN``) wait at least this long (the PowerSchool timeout),
+    so a write PowerSchool is still working on has landed before the next attempt reads."""
 
     base: float = 1.0
     cap: float = 300.0
+    settle: float = 0.0
 
     def ceiling(self, attempts: int) -> float:
         """The longest wait after the ``attempts``-th attempt (1-based)."""
@@ -355,12 +358,18 @@ class Backoff:
         attempts: int,
         jitter: float,
         *,
-        retry_after: float | None = None,
+        failure: Classified | None = None,
         breaker_wait: float = 0.0,
     ) -> float:
         """The wait before the next attempt: ``jitter`` (uniform in [0, 1)) of the ceiling,
-        but never sooner than the server's Retry-After or the breaker's next probe."""
-        return max(jitter * self.ceiling(attempts), retry_after or 0.0, breaker_wait, 0.0)
+        but never sooner than the server's Retry-After, the breaker's next probe, or, after
+        a lost answer to a write, the settle time."""
+        floor = breaker_wait
+        if failure is not None:
+            floor = max(floor, failure.retry_after or 0.0)
+            if failure.verdict is Verdict.UNKNOWN:
+                floor = max(floor, self.settle)
+        return max(jitter * self.ceiling(attempts), floor, 0.0)
 
 
 def gives_up(age_seconds: float, max_age_seconds: float) -> bool:

@@ -372,7 +372,7 @@ class DeliveryWorker:
         delay = self.settings.backoff.delay(
             job.attempts,
             random.random(),  # noqa: S311  (full jitter, not crypto)
-            retry_after=outcome.failure.retry_after,
+            failure=outcome.failure,
             breaker_wait=self._politeness.wait(base_url) if base_url else 0.0,
         )
         await self._records.reschedule(

@@ -10,11 +10,13 @@ attempt's lease to end before it runs.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import asyncpg
 
@@ -121,11 +123,27 @@ def _job(row: asyncpg.Record) -> DeliveryJob:
 
 @dataclass(frozen=True)
 class Submitted:
-    """What a submission did: a new record, a correction of one, or a replay of a key."""
+    """What a submission did: a new record, a correction of one, or a replay of a key.
+
+    On a replay, ``key_hash`` and ``key_fields`` describe the request the key was first used
+    for; ``key_fields`` is None for keys stored before the fields were kept.
+    """
 
     record: AttendanceRecord
     replayed: bool = False
     key_hash: str = ""
+    # Front-office text may name people: kept out of reprs.
+    key_fields: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def _replayed(row: asyncpg.Record) -> Submitted:
+    fields = row["key_fields"]
+    return Submitted(
+        _record(row),
+        replayed=True,
+        key_hash=row["key_hash"],
+        key_fields=None if fields is None else json.loads(fields),
+    )
 
 
 class AttendanceStore:
@@ -135,9 +153,18 @@ class AttendanceStore:
         self._pool = pool
         self._dsn = dsn  # for the LISTEN connection, which is not the pool's to recycle
 
-    async def submit(self, record: AttendanceRecord) -> Submitted:
-        """In one transaction: claim the idempotency key; then correct the live record of
-        the same student, day and event, or insert this one; and queue its delivery."""
+    async def replay(self, district_id: str, idempotency_key: str) -> Submitted | None:
+        """The stored answer for a key already used (``replayed=True``), or None."""
+        async with connection(self._pool) as conn:
+            row = await conn.fetchrow(_Q["get_by_key"], district_id, idempotency_key)
+        return None if row is None else _replayed(row)
+
+    async def submit(
+        self, record: AttendanceRecord, request_fields: Mapping[str, Any]
+    ) -> Submitted:
+        """In one transaction: claim the idempotency key (kept with ``request_fields``);
+        then correct the live record of the same student, day and event, or insert this one;
+        and queue its delivery. A key already taken is a replay of its stored record."""
         async with connection(self._pool) as conn, conn.transaction():
             claimed = await conn.fetchval(
                 _Q["claim_key"],
@@ -145,14 +172,16 @@ class AttendanceStore:
                 record.idempotency_key,
                 record.request_hash,
                 uuid.UUID(record.record_id),
+                json.dumps(request_fields, sort_keys=True),
             )
             if claimed is None:
-                row = _must(
-                    await conn.fetchrow(
-                        _Q["get_by_key"], record.district_id, record.idempotency_key
+                return _replayed(
+                    _must(
+                        await conn.fetchrow(
+                            _Q["get_by_key"], record.district_id, record.idempotency_key
+                        )
                     )
                 )
-                return Submitted(_record(row), replayed=True, key_hash=row["key_hash"])
             await conn.execute(
                 _Q["lock_same_day"],
                 record.district_id,

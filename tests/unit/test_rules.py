@@ -366,8 +366,17 @@ class TestBackoff:
 
     def test_never_sooner_than_retry_after_or_the_breakers_next_probe(self) -> None:
         backoff = Backoff(1, 300)
-        assert backoff.delay(1, 0.5, retry_after=30) == 30
+        busy = rules.classify(Failure(429, transient=True, retry_after=30))
+        assert backoff.delay(1, 0.5, failure=busy) == 30
         assert backoff.delay(1, 0.5, breaker_wait=12) == 12
+
+    def test_a_lost_answer_to_a_write_waits_for_it_to_land_before_reading_again(self) -> None:
+        backoff = Backoff(1, 300, settle=10)
+        lost = rules.classify(Failure(None, transient=True, write_sent=True))
+        before_write = rules.classify(Failure(None, transient=True, write_sent=False))
+        assert backoff.delay(1, 0.5, failure=lost) == 10
+        assert backoff.delay(1, 0.5, failure=before_write) == 0.5
+        assert backoff.delay(9, 0.5, failure=lost) == 128
 
     @pytest.mark.parametrize(("age", "gives_up"), [(0, False), (86400, False), (86401, True)])
     def test_give_up_age(self, age: float, gives_up: bool) -> None:

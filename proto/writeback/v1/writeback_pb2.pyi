@@ -1029,7 +1029,10 @@ class SubmitAttendanceRequest(_message.Message):
     WAIT_FOR_WRITEBACK_FIELD_NUMBER: _builtins.int
     district_id: _builtins.str
     idempotency_key: _builtins.str
-    """Caller-chosen key, unique per district; a retry with the same key and request returns the stored record."""
+    """Caller-chosen key, unique per district. A retry with the same key and fields returns the
+    stored record (replayed), whatever the settings, roster or PowerSchool say now; the same
+    key with other fields is ALREADY_EXISTS naming them.
+    """
     event: Global___AttendanceEvent.ValueType
     school_number: _builtins.int
     """Optional: defaults to the student's school."""

@@ -1,13 +1,17 @@
 -- name: claim_key
--- First statement of a submission: blocks behind a concurrent submission of the same key,
--- and returns nothing if the key is taken (the caller then replays the stored record).
-INSERT INTO idempotency_keys (district_id, idempotency_key, request_hash, record_id)
-VALUES ($1, $2, $3, $4)
+-- First statement of a submission's transaction: blocks behind a concurrent submission of
+-- the same key, and returns nothing if the key is taken (the caller then replays the stored
+-- record).
+INSERT INTO idempotency_keys (district_id, idempotency_key, request_hash, record_id,
+    request_fields)
+VALUES ($1, $2, $3, $4, $5::jsonb)
 ON CONFLICT DO NOTHING
 RETURNING record_id;
 
 -- name: get_by_key
-SELECT k.request_hash AS key_hash, r.*
+-- The record a key stands for, with the request first sent with it (request_fields is NULL
+-- for keys stored before migration 0006).
+SELECT k.request_hash AS key_hash, k.request_fields::text AS key_fields, r.*
 FROM idempotency_keys k JOIN attendance_records r USING (record_id)
 WHERE k.district_id = $1 AND k.idempotency_key = $2;
 
