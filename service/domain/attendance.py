@@ -186,7 +186,9 @@ class AttendanceService:
                     for name in names
                 ],
             )
-        return await self._maybe_wait(stored.record, wait), True
+        # As a fresh read gives it (with its delivery history), like the first answer.
+        record = await self.get(stored.record.district_id, stored.record.record_id)
+        return await self._maybe_wait(record, wait), True
 
     async def _maybe_wait(self, record: AttendanceRecord, wait: float) -> AttendanceRecord:
         if wait <= 0 or record.state is not AttendanceState.PENDING:
