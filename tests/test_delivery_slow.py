@@ -43,6 +43,13 @@ def write_counts(sim: PowerSchoolSimulator) -> Counter[str]:
     return counts
 
 
+def assert_each_written_once(sim: PowerSchoolSimulator, record_ids: list[str]) -> None:
+    """Every record reached PowerSchool in exactly one accepted write."""
+    counts = write_counts(sim)
+    assert set(counts) == set(record_ids)
+    assert set(counts.values()) == {1}, Counter(counts.values())
+
+
 @pytest.fixture
 async def own_database(database_url: str) -> AsyncIterator[str]:
     """A fresh database on the test server: no other test's service (the in-process one
@@ -186,9 +193,7 @@ async def test_thousand_check_ins_survive_a_thirty_second_outage(
 
     await until(all_written, 150)
     assert time.monotonic() - started >= 30
-    counts = write_counts(big_sim)
-    assert set(counts) == set(record_ids)
-    assert set(counts.values()) == {1}
+    assert_each_written_once(big_sim, record_ids)
     assert len(big_sim.attendance_rows()) == 1000
 
 
@@ -227,9 +232,7 @@ async def test_sigkill_mid_delivery_then_restart_writes_each_once(
         await first.stop()
         await second.stop()
     await asyncio.sleep(0.5)
-    counts = write_counts(big_sim)
-    assert set(counts) == set(record_ids)
-    assert set(counts.values()) == {1}, Counter(counts.values())
+    assert_each_written_once(big_sim, record_ids)
     assert second.deliveries() > 0
 
 
@@ -256,9 +259,7 @@ async def test_three_processes_share_the_work_without_duplicates(
             await c.close()
         for p in procs:
             await p.stop()
-    counts = write_counts(big_sim)
-    assert set(counts) == set(record_ids)
-    assert set(counts.values()) == {1}
+    assert_each_written_once(big_sim, record_ids)
     assert all(p.deliveries() > 0 for p in procs), [p.deliveries() for p in procs]
 
 
@@ -288,9 +289,7 @@ async def test_slow_writes_outlive_the_lease_and_are_still_written_once(
             await c.close()
         for p in procs:
             await p.stop()
-    counts = write_counts(big_sim)
-    assert set(counts) == set(record_ids)
-    assert set(counts.values()) == {1}, Counter(counts.values())
+    assert_each_written_once(big_sim, record_ids)
     assert sum(1 for call in big_sim.calls if call.path == WRITES) == 200
     assert len(big_sim.attendance_rows()) == 200
     assert all(p.deliveries() > 0 for p in procs), [p.deliveries() for p in procs]
@@ -356,7 +355,5 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
     assert first.proc.returncode == 0
     assert [e["jobs"] for e in first.events("deliveries_handed_over")] == [100]
     assert took < 5, f"the other process took {took:.1f} s after the first exited"
-    counts = write_counts(big_sim)
-    assert set(counts) == set(record_ids)
-    assert set(counts.values()) == {1}, Counter(counts.values())
+    assert_each_written_once(big_sim, record_ids)
     assert second.deliveries() == 100

@@ -97,7 +97,8 @@ class Outcome:
 class _Facts:
     """What one attempt learned so far; kept so a failure can still report it."""
 
-    def __init__(self) -> None:
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
         self.status: int | None = None
         self.code = ""
         self.yearid: int | None = None
@@ -131,7 +132,7 @@ class Deliverer:
         """One attempt of a write or cancel job. Raises :class:`LeaseLost` before sending a
         write if ``lease`` is no longer held, and :class:`Unavailable` if our own database
         is away (not PowerSchool's fault, not this record's)."""
-        facts = _Facts()
+        facts = _Facts(lease)
         try:
             if kind is JobKind.CANCEL:
                 return await self._cancel(record, district, lease, facts)
@@ -197,23 +198,22 @@ class Deliverer:
 
     async def _send(
         self,
-        *,
         client: PowerSchoolClient,
         record: AttendanceRecord,
-        students_id: int,
-        yearid: int,
+        at: tuple[int, int],
         plan: Plan,
-        lease: Lease,
         facts: _Facts,
     ) -> int | None:
-        if not lease.held():
+        """Send ``plan``'s daily row for the student and year ``at`` (STUDENTS.ID, yearid),
+        unless the attempt's lease is gone."""
+        if not facts.lease.held():
             raise LeaseLost(record.record_id)
         assert plan.codeid is not None
         facts.write_sent = True
         result = await client.write_daily_attendance(
-            students_id=students_id,
+            students_id=at[0],
             school_number=record.school_number,
-            yearid=yearid,
+            yearid=at[1],
             att_date=record.att_date,
             attendance_codeid=plan.codeid,
             comment=plan.comment,
@@ -250,18 +250,8 @@ class Deliverer:
                     raise LeaseLost(record.record_id)
                 # Saved before the write is sent, so it survives a lost answer or a crash.
                 await self._records.remember_replaced(record.record_id, plan.replaced)
-            written = (
-                await self._send(
-                    client=client,
-                    record=record,
-                    students_id=students_id,
-                    yearid=yearid,
-                    plan=plan,
-                    lease=lease,
-                    facts=facts,
-                )
-                or written
-            )
+            sent = await self._send(client, record, (students_id, yearid), plan, facts)
+            written = sent or written
         return facts.outcome(plan, written)
 
     async def _cancel(
@@ -299,15 +289,7 @@ class Deliverer:
         )
         if plan.action is Action.WRITE:
             assert yearid is not None
-            await self._send(
-                client=client,
-                record=record,
-                students_id=students_id,
-                yearid=yearid,
-                plan=plan,
-                lease=lease,
-                facts=facts,
-            )
+            await self._send(client, record, (students_id, yearid), plan, facts)
             if plan.keep_code_for:
                 await self._records.set_code(plan.keep_code_for, plan.code)
             if plan.hand_over_to:
@@ -316,6 +298,7 @@ class Deliverer:
             assert existing is not None
             if not lease.held():
                 raise LeaseLost(record.record_id)
+            facts.write_sent = True
             try:
                 await client.delete_attendance(existing.dcid)
             except PowerSchoolUnavailable:
