@@ -112,14 +112,14 @@ class SyncJobs:
     async def wait(self, district_id: str, sync_id: str, *, within: float | None) -> SyncJob:
         """The job once it is done; raises its error if it failed, or :class:`StillRunning`
         when ``within`` seconds pass first (None: no limit) (the job goes on)."""
+        loop = asyncio.get_running_loop()
+        until = None if within is None else loop.time() + within
         task = self._running.get(sync_id)
         if task is not None:
             # asyncio.wait never cancels the job, even when this caller is cancelled.
             await asyncio.wait({task}, timeout=within)
             if task.done() and not task.cancelled() and (error := task.exception()) is not None:
                 raise error
-        loop = asyncio.get_running_loop()
-        until = None if within is None else loop.time() + within
         while True:
             job = await self.status(district_id, sync_id)
             if job.phase is SyncPhase.DONE:
