@@ -395,3 +395,32 @@ async def test_hundred_thousand_students_sync_from_the_cli_with_the_defaults(
     final = json.loads(out)
     assert (final["created"], final["prefetched"]) == (str(2 * per_school),) * 2
     assert elapsed < 60
+
+
+@pytest.mark.slow
+async def test_a_killed_process_sync_shows_interrupted(
+    world: World, clever: CleverSimulator, database_url: str
+) -> None:
+    """SIGKILL leaves the job unfinished in the table; its lock died with the process, so
+    another process reports it failed instead of reading forever."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_PORT": str(port)}
+    env["SYNC_SCHEDULER"] = "false"
+    proc = await start_process("service", env=env)
+    try:
+        await until(listening(port), 60)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            there = World(
+                writeback_pb2_grpc.WritebackServiceStub(channel), world.sim, world.district_id
+            )
+            await clever_district(there, clever)
+            clever.faults.latency = 5.0
+            reply = await there.stub.SyncRoster(
+                pb.SyncRosterRequest(district_id=world.district_id, background=True), timeout=10
+            )
+            assert (await status(there, reply.sync_id)).phase == pb.SYNC_PHASE_READING
+    finally:
+        proc.kill()
+        await proc.wait()
+    job, _ = await until_finished(world, reply.sync_id, seconds=10)
+    assert (job.phase, job.error_reason) == (pb.SYNC_PHASE_FAILED, "SYNC_INTERRUPTED")
