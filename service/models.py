@@ -391,11 +391,6 @@ class SyncJob:
     error: str = ""
     error_reason: str = ""
 
-    @property
-    def finished(self) -> bool:
-        """True once the job is done or failed."""
-        return self.phase in (SyncPhase.DONE, SyncPhase.FAILED)
-
 
 class FindingCode(enum.StrEnum):
     """A kind of mapping problem DiagnoseMapping can report."""
