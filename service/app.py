@@ -24,6 +24,7 @@ from service.domain import (
     Politeness,
     RosterSync,
     StudentResolver,
+    SyncJobs,
     SyncScheduler,
     WorkerSettings,
 )
@@ -35,6 +36,7 @@ from service.store import (
     DistrictStore,
     EmbeddedPostgres,
     StudentStore,
+    SyncJobStore,
     SyncStateStore,
     WorkerRegistry,
     open_pool,
@@ -60,6 +62,7 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._rosters = RosterPool(page_size=settings.roster_page_size)
         self._scheduler: SyncScheduler | None = None
+        self._sync_jobs: SyncJobs | None = None
         self.worker: DeliveryWorker | None = None
         self._health = health.aio.HealthServicer()
 
@@ -102,9 +105,9 @@ class Server:
             ),
         )
         attendance = AttendanceService(districts, resolver, record_store, self.worker)
-        roster_sync = RosterSync(
-            districts, student_store, SyncStateStore(self._pool), resolver, self._rosters
-        )
+        sync_state = SyncStateStore(self._pool)
+        roster_sync = RosterSync(districts, student_store, sync_state, resolver, self._rosters)
+        self._sync_jobs = SyncJobs(roster_sync, districts, SyncJobStore(self._pool), sync_state)
         doctor = MappingDoctor(districts, student_store, self._powerschool)
 
         server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
@@ -114,6 +117,7 @@ class Server:
                 resolver=resolver,
                 attendance=attendance,
                 roster_sync=roster_sync,
+                sync_jobs=self._sync_jobs,
                 doctor=doctor,
             ),
             server,
@@ -135,7 +139,7 @@ class Server:
         self.worker.start()
         if self.settings.run_scheduler:
             self._scheduler = SyncScheduler(
-                roster_sync, district_store, poll=self.settings.sync_poll_seconds
+                self._sync_jobs, district_store, poll=self.settings.sync_poll_seconds
             )
             self._scheduler.start()
         for name in ("", SERVICE_NAME):
@@ -163,6 +167,9 @@ class Server:
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None
+        if self._sync_jobs is not None:
+            await self._sync_jobs.stop()
+            self._sync_jobs = None
         await self._rosters.close()
         await self._powerschool.close()
         if self._pool is not None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -33,6 +34,7 @@ from service.roster import (
 from service.store import DistrictStore, StudentStore, SyncState, SyncStateStore
 
 log = structlog.get_logger("roster_sync")
+INTERRUPTED = "the sync was interrupted: the service process stopped before it finished"
 
 T = TypeVar("T")
 # Clever keeps 30 days of events; start over a little before they are gone.
@@ -41,6 +43,28 @@ _CLEVER_CURSOR_MAX_AGE = timedelta(days=29)
 _CLASSLINK_OVERLAP = timedelta(minutes=5)
 # Hard deletes only show up as absences, so ClassLink districts are re-read in full this often.
 _CLASSLINK_FULL_EVERY = timedelta(hours=24)
+
+
+class SyncProgress(Protocol):
+    """Where a sync reports how far it got (the job running it keeps this)."""
+
+    async def page_done(self, students: int) -> None:
+        """One more roster page, with this many students, was written."""
+
+    async def prefetching(self) -> None:
+        """The roster is read; STUDENTS.ID lookups start."""
+
+
+class Syncer(Protocol):
+    """What the schedule runs: one district's sync, to its end."""
+
+    async def sync(self, district_id: str, *, full: bool = False) -> object:
+        """Sync the district's roster; raises the sync's error."""
+
+
+# Every read path writes through _write; the running sync's progress rides along with the task
+# instead of being threaded through each path.
+_progress: ContextVar[SyncProgress | None] = ContextVar("roster_sync_progress", default=None)
 
 
 async def _pipelined(
@@ -103,37 +127,43 @@ class RosterSync:
         await self._districts.get(district_id)
         return await self._write(district_id, students)
 
-    async def sync(self, district_id: str, *, full: bool = False) -> SyncResult:
-        """Sync the district's roster now; ``full`` re-reads everything."""
+    async def sync(
+        self, district_id: str, *, full: bool = False, progress: SyncProgress | None = None
+    ) -> SyncResult:
+        """Sync the district's roster now; ``full`` re-reads everything. The caller holds the
+        district's sync lock (:class:`SyncJobs` does). Any failure, an interruption included,
+        is recorded as the district's ``last_sync_error`` before it is raised."""
         district = await self._districts.get(district_id)
-        async with self._state.lock(district_id) as got:
-            if not got:
-                raise FailedPrecondition(
-                    f"a roster sync of district {district_id!r} is already running",
-                    reason="SYNC_IN_PROGRESS",
-                )
-            started = time.perf_counter()
-            try:
-                counts, ran_full = await self._run(district, full=full)
-            except RosterAuthError as exc:
-                await self._state.finish(district_id, full=False, error=str(exc))
-                raise FailedPrecondition(str(exc), reason="ROSTER_AUTH_FAILED") from exc
-            except RosterUnavailable as exc:
-                await self._state.finish(district_id, full=False, error=str(exc))
-                raise Unavailable(
-                    str(exc), reason="ROSTER_UNAVAILABLE", retry_after=exc.retry_after or 30.0
-                ) from exc
-            except RosterError as exc:
-                await self._state.finish(district_id, full=False, error=str(exc))
-                raise FailedPrecondition(str(exc), reason="ROSTER_REFUSED") from exc
-            except FailedPrecondition as exc:  # e.g. no roster connection configured
-                await self._state.finish(district_id, full=False, error=exc.message)
-                raise
-            except Exception:
-                # Still recorded, so the schedule moves on to other districts.
-                await self._state.finish(district_id, full=False, error="internal error")
-                raise
-            await self._state.finish(district_id, full=ran_full)
+        started = time.perf_counter()
+        reporting = _progress.set(progress)
+        try:
+            counts, ran_full = await self._run(district, full=full)
+        except RosterAuthError as exc:
+            await self._state.finish(district_id, full=False, error=str(exc))
+            raise FailedPrecondition(str(exc), reason="ROSTER_AUTH_FAILED") from exc
+        except RosterUnavailable as exc:
+            await self._state.finish(district_id, full=False, error=str(exc))
+            raise Unavailable(
+                str(exc), reason="ROSTER_UNAVAILABLE", retry_after=exc.retry_after or 30.0
+            ) from exc
+        except RosterError as exc:
+            await self._state.finish(district_id, full=False, error=str(exc))
+            raise FailedPrecondition(str(exc), reason="ROSTER_REFUSED") from exc
+        except DomainError as exc:  # e.g. no roster connection configured
+            await self._state.finish(district_id, full=False, error=exc.message)
+            raise
+        except asyncio.CancelledError:
+            await self._state.finish(district_id, full=False, error=INTERRUPTED)
+            raise
+        except Exception:
+            # Still recorded, so the schedule moves on to other districts.
+            await self._state.finish(district_id, full=False, error="internal error")
+            raise
+        finally:
+            _progress.reset(reporting)
+        await self._state.finish(district_id, full=ran_full)
+        if progress is not None:
+            await progress.prefetching()
         prefetched, unresolved = await self._resolver.prefetch(district)
         result = SyncResult(
             counts=counts,
@@ -178,7 +208,10 @@ class RosterSync:
     async def _write(self, district_id: str, page: list[RosterStudent]) -> ImportCounts:
         # A roster can name a record twice in one page (events); the last word wins.
         latest = {s.roster_id: s for s in page if s.roster_id}
-        return await self._students.upsert(district_id, list(latest.values()))
+        counts = await self._students.upsert(district_id, list(latest.values()))
+        if (progress := _progress.get()) is not None:
+            await progress.page_done(len(page))
+        return counts
 
     async def _clever_full(self, district: District, clever: EventFeedSource) -> ImportCounts:
         did = district.district_id
@@ -261,7 +294,7 @@ class SyncScheduler:
     """Runs due syncs in the background; every service process may run one, the advisory
     lock keeps a district to one sync at a time."""
 
-    def __init__(self, sync: RosterSync, districts: DistrictStore, *, poll: float = 30.0) -> None:
+    def __init__(self, sync: Syncer, districts: DistrictStore, *, poll: float = 30.0) -> None:
         self._sync = sync
         self._districts = districts
         self._poll = poll
