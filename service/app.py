@@ -102,10 +102,9 @@ class Server:
             ),
         )
         attendance = AttendanceService(districts, resolver, record_store, self.worker)
-        roster_sync = RosterSync(
-            districts, student_store, SyncStateStore(self._pool), resolver, self._rosters
-        )
-        doctor = MappingDoctor(districts, student_store, self._powerschool)
+        sync_state = SyncStateStore(self._pool)
+        roster_sync = RosterSync(districts, student_store, sync_state, resolver, self._rosters)
+        doctor = MappingDoctor(districts, student_store, self._powerschool, sync_state)
 
         server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
@@ -135,7 +134,10 @@ class Server:
         self.worker.start()
         if self.settings.run_scheduler:
             self._scheduler = SyncScheduler(
-                roster_sync, district_store, poll=self.settings.sync_poll_seconds
+                roster_sync,
+                district_store,
+                poll=self.settings.sync_poll_seconds,
+                full_sync_interval=self.settings.full_sync_interval,
             )
             self._scheduler.start()
         for name in ("", SERVICE_NAME):
