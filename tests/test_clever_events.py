@@ -5,10 +5,13 @@ enable Events; and the district token is picked from a paged list of many distri
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -37,6 +40,19 @@ async def started(sim: PowerSchoolSimulator, *, events_enabled: bool) -> CleverS
     )
     await clever.start()
     return clever
+
+
+@pytest.fixture
+async def own_database(database_url: str) -> AsyncIterator[str]:
+    """A fresh database: other tests' scheduled districts are not this test's scheduler's."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
@@ -80,13 +96,18 @@ async def eventually(check: object, seconds: float) -> None:
 
 
 class TestScheduledFullSync:
+    @pytest.mark.parametrize("turned_off", [False, True])
     async def test_events_off_district_picks_up_roster_changes_on_schedule(
-        self, world: World, clever_off: CleverSimulator, database_url: str
+        self, world: World, clever_off: CleverSimulator, own_database: str, turned_off: bool
     ) -> None:
-        """Events never enabled and a sync every minute: a new student and a changed student
-        number arrive within seconds through the FULL_SYNC_INTERVAL full read (events would
-        never bring them); from then on the district gets full reads only, no event reads."""
-        srv = Server(fast_settings(database_url, sync_poll_seconds=0.2, full_sync_interval=2.0))
+        """Events off (never enabled, or turned off after the first read saw an event) and a
+        sync every minute: a new student and a changed student number arrive within seconds
+        through the FULL_SYNC_INTERVAL full read (events would never bring them); from then
+        on the district gets full reads only, no event reads."""
+        if turned_off:
+            clever_off.events_enabled = True
+            clever_off.update(clever_off.people()[3].roster_id, grade="11")
+        srv = Server(fast_settings(own_database, sync_poll_seconds=0.2, full_sync_interval=2.0))
         await srv.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
@@ -102,6 +123,7 @@ class TestScheduledFullSync:
                     return district.district.HasField("last_sync_at")
 
                 await eventually(synced, 10)
+                clever_off.events_enabled = False
                 changed = clever_off.people()[1]
                 new_id = add_newcomer(here, clever_off)
                 clever_off.update(changed.roster_id, student_number="555555")
@@ -133,8 +155,6 @@ class TestScheduledFullSync:
                 assert reads, "no scheduled full read"
                 assert event_reads == []
         finally:
-            # Leave no schedule behind for the session's own server.
-            await clever_district(world, clever_off)
             await srv.stop()
 
 

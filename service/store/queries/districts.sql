@@ -81,6 +81,7 @@ INSERT INTO schools (
 -- the caller takes a per-district advisory lock. $1 = FULL_SYNC_INTERVAL in seconds. A Clever
 -- district whose Events are not to be trusted (found off, or no new event for $1) is read in
 -- full every $1; one whose Events were found off gets no incremental syncs (they see nothing).
+-- A failed full read is tried again after the shorter of the two intervals, not at every poll.
 WITH s AS (
     SELECT d.district_id, d.sync_interval_seconds, r.last_sync_at,
            d.roster_source = 'clever' AND r.clever_events_off_at IS NOT NULL AS events_off,
@@ -89,7 +90,10 @@ WITH s AS (
                     OR r.clever_event_seen_at IS NULL
                     OR r.clever_event_seen_at < now() - make_interval(secs => $1))
                AND (r.last_full_at IS NULL
-                    OR r.last_full_at < now() - make_interval(secs => $1)) AS full_due
+                    OR r.last_full_at < now() - make_interval(secs => $1))
+               AND (r.last_sync_at IS NULL
+                    OR r.last_sync_at < now() - make_interval(
+                        secs => least($1, d.sync_interval_seconds::float8))) AS full_due
     FROM districts d LEFT JOIN roster_sync_state r USING (district_id)
     WHERE d.sync_interval_seconds > 0
 )
