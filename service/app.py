@@ -108,7 +108,7 @@ class Server:
         sync_state = SyncStateStore(self._pool)
         roster_sync = RosterSync(districts, student_store, sync_state, resolver, self._rosters)
         self._sync_jobs = SyncJobs(roster_sync, districts, SyncJobStore(self._pool), sync_state)
-        doctor = MappingDoctor(districts, student_store, self._powerschool)
+        doctor = MappingDoctor(districts, student_store, self._powerschool, sync_state)
 
         server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
@@ -139,7 +139,10 @@ class Server:
         self.worker.start()
         if self.settings.run_scheduler:
             self._scheduler = SyncScheduler(
-                self._sync_jobs, district_store, poll=self.settings.sync_poll_seconds
+                self._sync_jobs,
+                district_store,
+                poll=self.settings.sync_poll_seconds,
+                full_sync_interval=self.settings.full_sync_interval,
             )
             self._scheduler.start()
         for name in ("", SERVICE_NAME):

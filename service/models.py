@@ -404,6 +404,7 @@ class FindingCode(enum.StrEnum):
     VISIBLE_ID_SHOWS_DCID = "visible_id_shows_dcid"
     STUDENT_NUMBER_MISSING = "student_number_missing"
     SIS_ID_LOOKS_LIKE_DCID = "sis_id_looks_like_dcid"
+    CLEVER_EVENTS_OFF = "clever_events_off"
 
 
 class Severity(enum.StrEnum):

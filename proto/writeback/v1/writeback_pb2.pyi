@@ -237,6 +237,10 @@ class _FindingCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FindingCo
     """Students without a student number (ClassLink identifier / Clever Student Number empty)."""
     FINDING_CODE_SIS_ID_LOOKS_LIKE_DCID: _FindingCode.ValueType  # 9
     """The district is set to ID_MODE_STUDENTS_ID but the field holds DCIDs."""
+    FINDING_CODE_CLEVER_EVENTS_OFF: _FindingCode.ValueType  # 50
+    """Clever district: a full read found roster changes that Clever sent no event for, so its
+    Events API is off; the district is re-read in full every FULL_SYNC_INTERVAL until it is on.
+    """
 
 class FindingCode(_FindingCode, metaclass=_FindingCodeEnumTypeWrapper): ...
 
@@ -259,6 +263,10 @@ FINDING_CODE_STUDENT_NUMBER_MISSING: FindingCode.ValueType  # 8
 """Students without a student number (ClassLink identifier / Clever Student Number empty)."""
 FINDING_CODE_SIS_ID_LOOKS_LIKE_DCID: FindingCode.ValueType  # 9
 """The district is set to ID_MODE_STUDENTS_ID but the field holds DCIDs."""
+FINDING_CODE_CLEVER_EVENTS_OFF: FindingCode.ValueType  # 50
+"""Clever district: a full read found roster changes that Clever sent no event for, so its
+Events API is off; the district is re-read in full every FULL_SYNC_INTERVAL until it is on.
+"""
 Global___FindingCode: _TypeAlias = FindingCode  # noqa: Y015
 
 class _Severity:
