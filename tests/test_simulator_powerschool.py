@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -894,3 +897,50 @@ async def test_simulators_are_independent() -> None:
     finally:
         await one.stop()
         await two.stop()
+
+
+async def test_the_command_line_server_enforces_the_plugin_given(tmp_path: Path) -> None:
+    """``python -m simulators.powerschool --plugin PATH`` installs that plugin, not the
+    shipped one."""
+    narrow = tmp_path / "plugin.xml"
+    narrow.write_text(
+        plugin_path()
+        .read_text()
+        .replace('<field table="STUDENTS" field="STUDENT_NUMBER" access="ViewOnly"/>', "")
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "simulators.powerschool",
+        "--port",
+        "0",
+        "--plugin",
+        str(narrow),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        base = first.rsplit(" ", 1)[-1].strip()
+        basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{base}/oauth/access_token",
+                data={"grant_type": "client_credentials"},
+                headers={"Authorization": f"Basic {basic}"},
+            ) as resp:
+                token = (await resp.json())["access_token"]
+            answers = []
+            for projection in ("id,dcid", "student_number"):
+                async with session.get(
+                    f"{base}/ws/schema/table/students",
+                    params={"projection": projection},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp:
+                    answers.append((resp.status, await resp.json()))
+    finally:
+        proc.terminate()
+        await proc.wait()
+    (ok, _), (status, body) = answers
+    assert ok == 200
+    assert (status, body["errors"][0]["field"]) == (403, "Student_Number")
