@@ -194,9 +194,8 @@ def _cancel_args(parser: argparse.ArgumentParser) -> None:
 
 @command("cancel", "withdraw a check-in entered by mistake", _cancel_args)
 async def _cancel(client: WritebackClient, args: argparse.Namespace) -> Exit:
-    record = await client.cancel_attendance(args.district_id, args.record_id, reason=args.reason)
-    emit(record)
-    return record_outcome(record, waited=False)
+    emit(await client.cancel_attendance(args.district_id, args.record_id, reason=args.reason))
+    return Exit.DONE
 
 
 def _list_args(parser: argparse.ArgumentParser) -> None:

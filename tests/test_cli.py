@@ -114,10 +114,11 @@ schools:
 
 
 def students_csv(world: World, tmp_path: Path) -> Path:
-    """The simulator's school-100 students as a roster CSV; the last one inactive."""
+    """The simulator's school-100 students as a roster CSV saved by a spreadsheet (with a
+    byte-order mark); the last one inactive."""
     path = tmp_path / "students.csv"
     school = [s for s in world.students if s.schoolid == 100]
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8-sig") as handle:
         out = csv.writer(handle)
         out.writerow(["roster_id", "sis_id", "student_number", "first_name", "last_name",
                       "roster_school_id", "grade", "active"])  # fmt: skip
@@ -231,6 +232,10 @@ async def test_a_bad_csv_imports_nothing(world: World, server: Server, tmp_path:
     code, out, err = await run_cli(server, "students", "import", world.district_id, str(path))
     assert (code, out) == (2, "")
     assert "line 3: active must be true or false" in err
+    path.write_text("roster_id,sis_id\nr1,1001\nr2,1002\nr1,1003\n")
+    code, out, err = await run_cli(server, "students", "import", world.district_id, str(path))
+    assert (code, out) == (2, "")
+    assert "line 4: roster_id repeats line 2" in err
     code, _, _ = await cli(server, "resolve", world.district_id, "--roster-id", "r1")
     assert code == 1  # r1, on a good line, was not imported either
 
@@ -307,3 +312,55 @@ async def test_an_error_prints_status_message_and_reason(world: World, server: S
     assert (code, out) == (1, "")
     assert f"NOT_FOUND: district '{world.district_id}' does not exist" in err
     assert "reason: DISTRICT_NOT_FOUND" in err
+
+
+async def test_a_reused_key_prints_the_reason_and_the_differing_fields(
+    world: World, server: Server
+) -> None:
+    await world.setup()
+    ps = world.student()
+    when = local(world.school_day(), 8, 40).isoformat()
+    submit = ["submit", world.district_id, "--student-number", ps.student_number,
+              "--event", "late_check_in", "--at", when, "--idempotency-key", "k-1"]  # fmt: skip
+    code, _, err = await cli(server, *submit, "--reason", "Bus")
+    assert code == 0, err
+    code, out, err = await run_cli(server, *submit, "--reason", "Doctor")
+    assert (code, out) == (1, "")
+    assert "ALREADY_EXISTS: " in err
+    assert "reason: IDEMPOTENCY_KEY_REUSED (fields=reason)" in err
+    assert "  reason: differs from the request first sent with this key" in err
+
+
+async def test_a_json_district_file_with_a_secret_file(
+    world: World, server: Server, tmp_path: Path
+) -> None:
+    """A .json file is read as JSON; a secret comes from the file it names (an unset
+    variable is refused) and is the one the service then uses."""
+    secret = tmp_path / "secrets" / "ps"
+    secret.parent.mkdir()
+    secret.write_text(world.sim.client_secret + "\n")
+    district = to_json(world.district_pb())
+    connection = district.pop("powerschool")
+    del connection["client_secret"]
+    path = tmp_path / "district.json"
+    path.write_text(
+        json.dumps({**district, "powerschool": {**connection, "client_secret_env": "TEST_UNSET"}})
+    )
+    code, out, err = await run_cli(server, "district", "apply", str(path))
+    assert (code, out) == (2, "")
+    assert "environment variable TEST_UNSET is not set" in err
+
+    path.write_text(
+        json.dumps({**district, "powerschool": {**connection, "client_secret_file": str(secret)}})
+    )
+    code, applied, err = await cli(server, "district", "apply", str(path))
+    assert code == 0, err
+    assert applied["powerschool"]["has_client_secret"] is True
+    ps = world.student()
+    code, _, err = await cli(
+        server, "students", "import", world.district_id, str(students_csv(world, tmp_path))
+    )
+    assert code == 0, err
+    code, student, err = await cli(server, "resolve", world.district_id, "--sis-id", str(ps.dcid))
+    assert code == 0, err
+    assert student["powerschool_id"] == ps.id
