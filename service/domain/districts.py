@@ -47,8 +47,8 @@ class DistrictService:
         districts = await self._store.page(after=after, limit=page_size + 1)
         if len(districts) <= page_size:
             return districts, ""
-        page = districts[:page_size]
-        return page, base64.urlsafe_b64encode(page[-1].district_id.encode()).decode()
+        shown = districts[:page_size]
+        return shown, base64.urlsafe_b64encode(shown[-1].district_id.encode()).decode()
 
 
 def _decode_token(token: str) -> str:
