@@ -73,7 +73,12 @@ async def clever_district(world: World, clever: CleverSimulator, **overrides: ob
 
 
 async def classlink_district(
-    world: World, classlink: ClassLinkSimulator, *, secret: str | None = None, **overrides: object
+    world: World,
+    classlink: ClassLinkSimulator,
+    *,
+    secret: str | None = None,
+    endpoint: str | None = None,
+    **overrides: object,
 ) -> None:
     await world.stub.UpsertDistrict(
         pb.UpsertDistrictRequest(
@@ -81,7 +86,7 @@ async def classlink_district(
                 roster_source=pb.ROSTER_SOURCE_CLASSLINK,
                 schools=schools("classlink"),
                 classlink=pb.ClassLinkConnection(
-                    endpoint_url=classlink.base_url,
+                    endpoint_url=classlink.base_url if endpoint is None else endpoint,
                     client_id=classlink.client_id,
                     client_secret=secret or classlink.client_secret,
                 ),
@@ -243,6 +248,20 @@ class TestClassLink:
         student = await world.resolve(student_number=ps.student_number)
         assert (student.powerschool_id, student.visible_student_id) == (ps.id, ps.student_number)
         assert classlink.rejected_signatures == 0
+
+    @pytest.mark.parametrize(
+        "suffix",
+        ["/", "/ims/oneroster/v1p1", "/ims/oneroster/v1p1/", "/IMS/OneRoster/v1p1/students"],
+    )
+    async def test_endpoint_in_any_form_classlink_shows(
+        self, world: World, classlink: ClassLinkSimulator, suffix: str
+    ) -> None:
+        """The endpoint URL as copied from ClassLink: with a trailing slash, or with the
+        OneRoster path (even a resource under it): the same Roster Server either way."""
+        await classlink_district(world, classlink, endpoint=f" {classlink.base_url}{suffix} ")
+        result = await sync(world)
+        assert result.created == len(world.students)
+        assert {c.path for c in classlink.calls} == {"/ims/oneroster/v1p1/students"}
 
     async def test_delta_sync_and_tobedeleted(
         self, world: World, classlink: ClassLinkSimulator

@@ -71,6 +71,15 @@ def student_from_user(user: dict[str, Any]) -> RosterStudent:
     )
 
 
+def roster_server_base(endpoint_url: str) -> str:
+    """The Roster Server's base URL from an endpoint as ClassLink shows it: with or without
+    a trailing slash, and with or without the OneRoster path (``/ims/oneroster/v1p1``, or a
+    resource under it, such as ``.../v1p1/students``)."""
+    url = endpoint_url.strip().rstrip("/")
+    marker = url.lower().find("/ims/oneroster")
+    return url[:marker] if marker >= 0 else url
+
+
 class ClassLinkClient:
     """Reads one district's students from its Roster Server."""
 
@@ -85,7 +94,7 @@ class ClassLinkClient:
         timeout: float = 60.0,
     ) -> None:
         self._session = session
-        self._base = connection.endpoint_url.rstrip("/") + API_PATH
+        self._base = roster_server_base(connection.endpoint_url) + API_PATH
         self._signer = oauth1.Client(
             connection.client_id,
             client_secret=connection.client_secret,
