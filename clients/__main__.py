@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     diagnose = commands.add_parser("diagnose", help="check the roster mapping against PowerSchool")
     diagnose.add_argument("district_id")
     diagnose.add_argument("--sample-size", type=int, default=0)
+
+    check = commands.add_parser(
+        "check",
+        help="probe PowerSchool and the roster (read-only); exit 1 on errors or warnings",
+    )
+    check.add_argument("district_id")
+    check.add_argument("--json", action="store_true", help="print the response as JSON")
     return parser
 
 
@@ -163,7 +170,28 @@ async def _operations(client: WritebackClient, args: argparse.Namespace) -> Mess
         return await client.sync_roster(did, full=args.full)
     if args.command == "diagnose":
         return await client.diagnose_mapping(did, args.sample_size)
+    if args.command == "check":
+        return await client.check_connection(did)
     return None
+
+
+_BLOCKING = (pb.SEVERITY_ERROR, pb.SEVERITY_WARNING)
+
+
+def _print_check(report: pb.CheckConnectionResponse) -> int:
+    """One block per finding, errors first; 1 when any is an error or a warning."""
+    for f in report.findings:
+        severity = pb.Severity.Name(f.severity).removeprefix("SEVERITY_")
+        code = pb.FindingCode.Name(f.code).removeprefix("FINDING_CODE_")
+        where = f"school {f.school_number}" if f.school_number else "district"
+        print(f"{severity:<7} {where:<12} {code}\n        {f.message}")
+    blocking = sum(f.severity in _BLOCKING for f in report.findings)
+    print(
+        f"{blocking} problem(s) to fix; {report.schools_checked} school(s) checked."
+        if blocking
+        else f"No problems found; {report.schools_checked} school(s) checked."
+    )
+    return 1 if blocking else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         for field, why in err.violations.items():
             print(f"  {field}: {why}", file=sys.stderr)
         return 1
+    if isinstance(message, pb.CheckConnectionResponse) and not args.json:
+        return _print_check(message)
     print(MessageToJson(message, preserving_proto_field_name=True))
+    if isinstance(message, pb.CheckConnectionResponse):
+        return 1 if any(f.severity in _BLOCKING for f in message.findings) else 0
     return 0
 
 

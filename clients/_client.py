@@ -190,6 +190,13 @@ class WritebackClient:
             self._stub.SyncRoster, pb.SyncRosterRequest(district_id=district_id, full=full)
         )
 
+    async def check_connection(self, district_id: str) -> pb.CheckConnectionResponse:
+        """Probe the district's PowerSchool and roster connections (read-only); every problem
+        comes back as a finding, errors first."""
+        return await self._call(
+            self._stub.CheckConnection, pb.CheckConnectionRequest(district_id=district_id)
+        )
+
     async def diagnose_mapping(
         self, district_id: str, sample_size: int = 0
     ) -> pb.DiagnoseMappingResponse:

@@ -17,6 +17,7 @@ from service.config import Settings
 from service.domain import (
     AttendanceService,
     Backoff,
+    ConnectionChecker,
     Deliverer,
     DeliveryWorker,
     DistrictService,
@@ -106,6 +107,7 @@ class Server:
             districts, student_store, SyncStateStore(self._pool), resolver, self._rosters
         )
         doctor = MappingDoctor(districts, student_store, self._powerschool)
+        checker = ConnectionChecker(districts, self._powerschool, self._rosters)
 
         server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
@@ -115,6 +117,7 @@ class Server:
                 attendance=attendance,
                 roster_sync=roster_sync,
                 doctor=doctor,
+                checker=checker,
             ),
             server,
         )
