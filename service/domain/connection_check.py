@@ -74,13 +74,19 @@ def _finding(
     return Finding(code, severity, message, count, count, school_number=school)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+def plain_http_off_loopback(url: str) -> bool:
+    """True for an ``http://`` URL whose host is not this machine: its traffic (a secret,
+    tokens, student data) would cross a network unencrypted."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
         return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _forbidden(exc: PowerSchoolForbidden, what: str, *, school: int = 0) -> Finding:
@@ -140,8 +146,7 @@ class ConnectionChecker:
                 )
             ], 0
         findings: list[Finding] = []
-        url = urlsplit(conn.base_url)
-        if url.scheme == "http" and not _is_loopback(url.hostname or ""):
+        if plain_http_off_loopback(conn.base_url):
             findings.append(
                 _finding(
                     FindingCode.POWERSCHOOL_NOT_TLS,

@@ -180,6 +180,7 @@ class CleverSimulator(HttpSimulator[Call]):
         api_version: str = "v3.0",
         item_uri: bool = True,
         previous_attributes_in_data: bool = True,
+        schools: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Build the district from ``students`` (copied; each keeps its ``roster_id``).
@@ -187,7 +188,8 @@ class CleverSimulator(HttpSimulator[Call]):
         ``district_id`` / ``district_token`` default to fresh random hex (24 / 40 digits).
         ``api_version`` is the app's version: event payloads carry users in its shape
         (both ``/v3.0`` and ``/v3.1`` are served, each in its own shape). A person with an
-        empty ``roster_id`` gets a new id.
+        empty ``roster_id`` gets a new id. ``schools`` (id -> name) are the schools shared
+        with the app (``/schools``); default: every ``school_id`` of ``students``.
         """
         super().__init__()
         if api_version not in API_VERSIONS:
@@ -232,6 +234,16 @@ class CleverSimulator(HttpSimulator[Call]):
         visible = sorted(uid for uid, rec in self._users.items() if rec.visible)
         self._visible[""] = visible
         self._visible["student"] = list(visible)
+        self.schools: dict[str, str] = (
+            dict(schools)
+            if schools is not None
+            else {
+                sid: f"School {sid}"
+                for sid in sorted({r.person.school_id for r in self._users.values()})
+                if sid
+            }
+        )
+        """The schools shared with the app (``/schools``): id -> name; change it at any time."""
         self.app = self._build_app()
 
     # -----------------------------------------------------------------------------------------
@@ -450,6 +462,7 @@ class CleverSimulator(HttpSimulator[Call]):
         r.add_get(f"/{version}/users", self._list_users)
         r.add_get(f"/{version}/users/{{id}}", self._get_user)
         r.add_get(f"/{version}/events", self._list_events)
+        r.add_get(f"/{version}/schools", self._list_schools)
         r.add_get(f"/{version}/events/{{id}}", self._get_event)
         r.add_get("/_sim/calls", self._sim_calls)
         r.add_post("/_sim/reset-calls", self._sim_reset_calls)
@@ -663,6 +676,25 @@ class CleverSimulator(HttpSimulator[Call]):
             items = [f'{{"data":{users[uid].text(district, version)}}}' for uid in page]
         links = self._links(request, f"/{version}/users", page, limit, before)
         return _json_text(f'{{"data":[{",".join(items)}],"links":{json.dumps(links)}}}')
+
+    async def _list_schools(self, request: web.Request) -> web.Response:
+        version = request.match_info["version"]
+        limit = self._limit(request)
+        page, before = self._page(
+            sorted(self.schools),
+            request.query.get("starting_after", ""),
+            request.query.get("ending_before", ""),
+            limit,
+        )
+        items = [
+            self._item(
+                {"id": sid, "name": self.schools[sid], "district": self.district_id},
+                f"/{version}/schools/{sid}",
+            )
+            for sid in page
+        ]
+        links = self._links(request, f"/{version}/schools", page, limit, before)
+        return web.json_response({"data": items, "links": links})
 
     async def _get_user(self, request: web.Request) -> web.Response:
         version, uid = request.match_info["version"], request.match_info["id"]
