@@ -4,9 +4,12 @@ the check writes nothing to PowerSchool."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from writeback.v1 import writeback_pb2 as pb
@@ -220,6 +223,25 @@ class TestPowerSchoolFindings:
         finally:
             await limited.stop()
 
+    async def test_a_stored_time_zone_that_no_longer_exists(
+        self, world: World, clever: CleverSimulator, database_url: str
+    ) -> None:
+        """Time zones are validated on UpsertDistrict, but a stored one can stop existing
+        (a tzdata update, or a row written before validation): the check still names it."""
+        await clever_district(world, clever)
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "UPDATE schools SET timezone = 'America/Atlantis' "
+                "WHERE district_id = $1 AND school_number = 200",
+                world.district_id,
+            )
+        finally:
+            await conn.close()
+        response, found = await check(world)
+        assert found == [(pb.FINDING_CODE_TIMEZONE_INVALID, pb.SEVERITY_ERROR, 200)]
+        assert "America/Atlantis" in response.findings[0].message
+
 
 class TestRosterFindings:
     async def test_clever_bad_secret(self, world: World, clever: CleverSimulator) -> None:
@@ -290,3 +312,12 @@ class TestEdges:
         assert [(f["code"], f["school_number"]) for f in findings] == [
             ("FINDING_CODE_ATTENDANCE_CODE_MISSING", "200")
         ]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "clients", "--target", f"127.0.0.1:{server.port}",
+            "check", world.district_id, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        text = out.decode()
+        assert proc.returncode == 1
+        assert "ERROR   school 200   ATTENDANCE_CODE_MISSING" in text
+        assert "1 problem(s) to fix; 2 school(s) checked." in text
