@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-unit check format proto lint-proto demo bench sim clean
+.PHONY: run test test-fast test-unit check format proto lint-proto demo bench sim plugin clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,5 +54,9 @@ bench: $(STAMP)
 sim: $(STAMP)
 	$(BIN)/python -m simulators.powerschool
 
+# The PowerSchool plugin zip a district admin installs (plugin.xml at its root), into dist/.
+plugin: $(STAMP)
+	$(BIN)/python scripts/build_plugin.py --out dist
+
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data dist .pytest_cache .mypy_cache .ruff_cache

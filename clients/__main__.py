@@ -9,6 +9,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
+import grpc
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 from writeback.v1 import writeback_pb2 as pb
@@ -82,21 +83,30 @@ def _parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="a district's delivery backlog and health")
     stats.add_argument("district_id")
 
-    sync = commands.add_parser("sync", help="sync the district's roster now")
+    sync = commands.add_parser(
+        "sync", help="start a roster sync and print its sync_id, or follow it with --wait"
+    )
     sync.add_argument("district_id")
     sync.add_argument("--full", action="store_true")
+    sync.add_argument(
+        "--wait", action="store_true", help="show progress on stderr; exit 0 done, 1 failed"
+    )
 
     diagnose = commands.add_parser("diagnose", help="check the roster mapping against PowerSchool")
     diagnose.add_argument("district_id")
     diagnose.add_argument("--sample-size", type=int, default=0)
 
+    _check_parser(commands)
+    return parser
+
+
+def _check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = commands.add_parser(
         "check",
         help="probe PowerSchool and the roster (read-only); exit 1 on errors or warnings",
     )
     check.add_argument("district_id")
     check.add_argument("--json", action="store_true", help="print the response as JSON")
-    return parser
 
 
 async def _run(args: argparse.Namespace) -> Message:
@@ -167,7 +177,10 @@ async def _operations(client: WritebackClient, args: argparse.Namespace) -> Mess
     if args.command == "stats":
         return await client.delivery_stats(did)
     if args.command == "sync":
-        return await client.sync_roster(did, full=args.full)
+        started = await client.sync_roster(did, full=args.full, background=True)
+        if not args.wait:
+            return started
+        return await _follow_sync(client, did, started.sync_id)
     if args.command == "diagnose":
         return await client.diagnose_mapping(did, args.sample_size)
     if args.command == "check":
@@ -194,6 +207,56 @@ def _print_check(report: pb.CheckConnectionResponse) -> int:
     return 1 if blocking else 0
 
 
+# Each status poll gets a short deadline of its own: the sync, not the call, takes long.
+_POLL_DEADLINE = 5.0
+_POLL_EVERY = 0.5
+# Poll failures that only mean "not now": the service is restarting or busy.
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _progress_line(status: pb.SyncStatus) -> str:
+    phase = pb.SyncPhase.Name(status.phase).removeprefix("SYNC_PHASE_").lower()
+    line = (
+        f"sync {status.sync_id[:8]} {phase}: {status.pages_done:,} pages, "
+        f"{status.students_done:,} students"
+    )
+    if status.phase == pb.SYNC_PHASE_DONE:
+        line += (
+            f" (created {status.created:,}, updated {status.updated:,}, deactivated "
+            f"{status.deactivated:,}, prefetched {status.prefetched:,}, unresolved "
+            f"{status.unresolved:,})"
+        )
+    return line
+
+
+async def _follow_sync(client: WritebackClient, district_id: str, sync_id: str) -> pb.SyncStatus:
+    """Poll a sync job until it ends, with one progress line on stderr (redrawn in place on
+    a terminal, a new line per change otherwise); returns its final status."""
+    client.timeout = min(client.timeout, _POLL_DEADLINE)
+    redraw = sys.stderr.isatty()
+    shown = ""
+    while True:
+        try:
+            status = await client.get_sync_status(district_id, sync_id)
+        except WritebackError as err:
+            if err.code not in _TRANSIENT:
+                raise
+            await asyncio.sleep(_POLL_EVERY)
+            continue
+        line = _progress_line(status)
+        if line != shown:
+            if redraw:
+                print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
+            else:
+                print(line, file=sys.stderr, flush=True)
+            shown = line
+        if status.phase in (pb.SYNC_PHASE_DONE, pb.SYNC_PHASE_FAILED):
+            if redraw:
+                print(file=sys.stderr)
+            return status
+        await asyncio.sleep(_POLL_EVERY)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; exit status 1 with the error on stderr when the call fails."""
     args = _parser().parse_args(argv)
@@ -209,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     print(MessageToJson(message, preserving_proto_field_name=True))
     if isinstance(message, pb.CheckConnectionResponse):
         return 1 if any(f.severity in _BLOCKING for f in message.findings) else 0
+    if isinstance(message, pb.SyncStatus) and message.phase == pb.SYNC_PHASE_FAILED:
+        print(f"sync failed: {message.error_reason}: {message.error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -184,10 +184,18 @@ class WritebackClient:
         )
         return response.stats
 
-    async def sync_roster(self, district_id: str, *, full: bool = False) -> pb.SyncRosterResponse:
-        """Sync the district's roster from Clever or ClassLink now."""
+    async def sync_roster(
+        self, district_id: str, *, full: bool = False, background: bool = False
+    ) -> pb.SyncRosterResponse:
+        """Sync the district's roster from Clever or ClassLink now (or join the running sync).
+
+        Waits for the counts; a sync outlasting the call's timeout goes on, and the call
+        raises DEADLINE_EXCEEDED with reason ``SYNC_STILL_RUNNING`` and the ``sync_id`` in its
+        metadata. ``background`` answers at once with only the ``sync_id``.
+        """
         return await self._call(
-            self._stub.SyncRoster, pb.SyncRosterRequest(district_id=district_id, full=full)
+            self._stub.SyncRoster,
+            pb.SyncRosterRequest(district_id=district_id, full=full, background=background),
         )
 
     async def check_connection(self, district_id: str) -> pb.CheckConnectionResponse:
@@ -196,6 +204,14 @@ class WritebackClient:
         return await self._call(
             self._stub.CheckConnection, pb.CheckConnectionRequest(district_id=district_id)
         )
+
+    async def get_sync_status(self, district_id: str, sync_id: str = "") -> pb.SyncStatus:
+        """A sync job's phase, progress, counts and error (the latest sync without an id)."""
+        response = await self._call(
+            self._stub.GetSyncStatus,
+            pb.GetSyncStatusRequest(district_id=district_id, sync_id=sync_id),
+        )
+        return response.status
 
     async def diagnose_mapping(
         self, district_id: str, sample_size: int = 0

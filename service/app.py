@@ -25,6 +25,7 @@ from service.domain import (
     Politeness,
     RosterSync,
     StudentResolver,
+    SyncJobs,
     SyncScheduler,
     WorkerSettings,
 )
@@ -36,6 +37,7 @@ from service.store import (
     DistrictStore,
     EmbeddedPostgres,
     StudentStore,
+    SyncJobStore,
     SyncStateStore,
     WorkerRegistry,
     open_pool,
@@ -61,6 +63,7 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._rosters = RosterPool(page_size=settings.roster_page_size)
         self._scheduler: SyncScheduler | None = None
+        self._sync_jobs: SyncJobs | None = None
         self.worker: DeliveryWorker | None = None
         self._health = health.aio.HealthServicer()
 
@@ -103,10 +106,10 @@ class Server:
             ),
         )
         attendance = AttendanceService(districts, resolver, record_store, self.worker)
-        roster_sync = RosterSync(
-            districts, student_store, SyncStateStore(self._pool), resolver, self._rosters
-        )
-        doctor = MappingDoctor(districts, student_store, self._powerschool)
+        sync_state = SyncStateStore(self._pool)
+        roster_sync = RosterSync(districts, student_store, sync_state, resolver, self._rosters)
+        self._sync_jobs = SyncJobs(roster_sync, districts, SyncJobStore(self._pool), sync_state)
+        doctor = MappingDoctor(districts, student_store, self._powerschool, sync_state)
         checker = ConnectionChecker(districts, self._powerschool, self._rosters)
 
         server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
@@ -116,6 +119,7 @@ class Server:
                 resolver=resolver,
                 attendance=attendance,
                 roster_sync=roster_sync,
+                sync_jobs=self._sync_jobs,
                 doctor=doctor,
                 checker=checker,
             ),
@@ -138,7 +142,10 @@ class Server:
         self.worker.start()
         if self.settings.run_scheduler:
             self._scheduler = SyncScheduler(
-                roster_sync, district_store, poll=self.settings.sync_poll_seconds
+                self._sync_jobs,
+                district_store,
+                poll=self.settings.sync_poll_seconds,
+                full_sync_interval=self.settings.full_sync_interval,
             )
             self._scheduler.start()
         for name in ("", SERVICE_NAME):
@@ -166,6 +173,9 @@ class Server:
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None
+        if self._sync_jobs is not None:
+            await self._sync_jobs.stop()
+            self._sync_jobs = None
         await self._rosters.close()
         await self._powerschool.close()
         if self._pool is not None:

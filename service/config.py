@@ -135,6 +135,7 @@ class Settings:
     shutdown_grace: float = _env("SHUTDOWN_GRACE_SECONDS", 10.0, _seconds(zero_ok=True))
     roster_page_size: int = _env("ROSTER_PAGE_SIZE", 1000, _integer(1, 10_000))
     sync_poll_seconds: float = _env("SYNC_POLL_SECONDS", 30.0, _seconds())
+    full_sync_interval: float = _env("FULL_SYNC_INTERVAL", 86_400.0, _seconds())
     run_scheduler: bool = _env("SYNC_SCHEDULER", True, (_boolean, "true or false"))
     worker_concurrency: int = _env("WORKER_CONCURRENCY", 32, _integer(1, 10_000))
     delivery_lease_seconds: float = _env("DELIVERY_LEASE_SECONDS", 60.0, _seconds())

@@ -58,6 +58,11 @@ class AlreadyExists(DomainError):
         self.violations = list(violations)
 
 
+class StillRunning(DomainError):
+    """The caller's wait ended before the job it waited for; the job goes on, and
+    ``metadata`` names it so the caller can follow it."""
+
+
 class Unavailable(DomainError):
     """Something the service needs (PowerSchool, a roster service, its own database) could
     not be reached and nothing cached could answer: retrying later may succeed. ``reason``

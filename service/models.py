@@ -364,6 +364,34 @@ class SyncResult:
     unresolved: int = 0
 
 
+class SyncPhase(enum.StrEnum):
+    """Where a roster sync job is."""
+
+    READING = "reading"
+    PREFETCHING = "prefetching"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SyncJob:
+    """One roster sync job as stored: progress while it runs, its outcome once it ended."""
+
+    sync_id: str
+    district_id: str
+    phase: SyncPhase
+    started_at: datetime
+    finished_at: datetime | None = None
+    pages_done: int = 0
+    students_done: int = 0
+    full: bool = False
+    counts: ImportCounts = field(default_factory=ImportCounts)
+    prefetched: int = 0
+    unresolved: int = 0
+    error: str = ""
+    error_reason: str = ""
+
+
 class FindingCode(enum.StrEnum):
     """A kind of problem DiagnoseMapping (mapping) or CheckConnection (connections) reports."""
 
@@ -392,6 +420,7 @@ class FindingCode(enum.StrEnum):
     ONEROSTER_ENDPOINT_WRONG = "oneroster_endpoint_wrong"
     ROSTER_SCHOOL_NOT_VISIBLE = "roster_school_not_visible"
     POWERSCHOOL_CHECK_FAILED = "powerschool_check_failed"
+    CLEVER_EVENTS_OFF = "clever_events_off"
 
 
 class Severity(enum.StrEnum):

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -38,15 +41,19 @@ def logs() -> LogCapture:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):
         yield url
         return
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's tmp_path: pytest deletes all but its three newest base directories,
+    # so a second pytest run on the machine would delete this server's data under it.
+    data = Path(tempfile.mkdtemp(prefix="writeback-test-pg-"))
+    pg = EmbeddedPostgres(data)
     try:
         yield pg.start()
     finally:
         pg.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ VALID = {
     "SHUTDOWN_GRACE_SECONDS": ("0", 0.0),
     "ROSTER_PAGE_SIZE": ("250", 250),
     "SYNC_POLL_SECONDS": ("5", 5.0),
+    "FULL_SYNC_INTERVAL": ("3600", 3600.0),
     "SYNC_SCHEDULER": ("false", False),
     "WORKER_CONCURRENCY": ("8", 8),
     "DELIVERY_LEASE_SECONDS": ("20", 20.0),

@@ -24,8 +24,10 @@ import pytest
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
+from service import Server
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
-from tests.helpers import FAST, World, local, ts
+from tests.conftest import LogCapture
+from tests.helpers import FAST, World, fast_settings, local, ts
 
 pytestmark = pytest.mark.slow
 
@@ -357,3 +359,56 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
     assert took < 5, f"the other process took {took:.1f} s after the first exited"
     assert_each_written_once(big_sim, record_ids)
     assert second.deliveries() == 100
+
+
+async def test_an_attempt_that_lost_its_lease_does_not_write(
+    own_database: str, logs: LogCapture
+) -> None:
+    """Another claim takes the job while the attempt waits on PowerSchool's read: the next
+    renewal finds the lease gone, and the attempt neither sends its write nor records an
+    outcome (the new owner's attempt will)."""
+    server = Server(
+        fast_settings(own_database, delivery_lease_seconds=1.5, powerschool_timeout=10.0)
+    )
+    await server.start()
+    simulator = PowerSchoolSimulator(demo_dataset(students_per_school=10))
+    await simulator.start()
+    mark = logs.tell()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            world = World(writeback_pb2_grpc.WritebackServiceStub(channel), simulator)
+            await world.setup()
+            simulator.faults.latency = 3.0
+            record = (
+                await world.submit(
+                    world.student(), local(world.school_day(), 8, 5), wait_for_writeback=False
+                )
+            ).record
+
+            async def calling() -> bool:
+                return simulator.in_flight > 0
+
+            await until(calling, 10)
+            conn = await asyncpg.connect(own_database)
+            try:
+                await conn.execute(
+                    "UPDATE delivery_jobs SET lease_owner = 'another-process', "
+                    "lease_token = gen_random_uuid(), lease_until = now() + interval '60 s' "
+                    "WHERE record_id = $1",
+                    uuid.UUID(record.record_id),
+                )
+            finally:
+                await conn.close()
+            await asyncio.sleep(1.0)  # more than a renewal period (lease / 3)
+            simulator.faults.latency = 0.0
+            await asyncio.sleep(4.0)  # the attempt's PowerSchool reads have finished
+            after = await world.record(record.record_id)
+    finally:
+        await simulator.stop()
+        await server.stop()
+    assert simulator.count(WRITES) == 0
+    assert after.state == pb.ATTENDANCE_STATE_PENDING
+    assert list(after.history) == []
+    events = [json.loads(line)["event"] for line in logs.since(mark).splitlines()]
+    assert "delivery_lease_lost" in events
+    assert "delivery_superseded" in events

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from service.powerschool import PluginGrants, parse_plugin, plugin_path
 from simulators.powerschool import (
     Dataset,
     PowerSchoolSimulator,
@@ -88,6 +92,13 @@ class PS:
     async def post(self, path: str, body: Any) -> tuple[int, Any]:
         status, payload, _ = await self.request("POST", path, json=body)
         return status, payload
+
+
+def plugin_with(extra_fields: str = "", v1: str = "NONE") -> PluginGrants:
+    """The shipped plugin plus ``<field .../>`` lines and an ``accessLevelV1Api``."""
+    text = plugin_path().read_text()
+    text = text.replace("</access_request>", f"{extra_fields}</access_request>")
+    return parse_plugin(text.replace("<oauth/>", f'<oauth accessLevelV1Api="{v1}"/>'))
 
 
 @pytest.fixture
@@ -316,18 +327,21 @@ async def test_students_query_shape(ps: PS, sim: PowerSchoolSimulator) -> None:
     assert (status, body) == (200, {"name": "Students", "record": []})
 
 
-async def test_default_projection_renders_every_value_as_string(ps: PS) -> None:
+async def test_default_projection_renders_every_granted_value_as_string(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
     status, body = await ps.get("/ws/schema/table/terms", q="schoolid==200;yearid==36")
     assert status == 200
     assert len(body["record"]) == 3
     for record in body["record"]:
         cols = record["tables"]["terms"]
-        assert set(cols) == {
-            "id", "dcid", "yearid", "schoolid", "firstday", "lastday", "isyearrec", "name",
-            "abbreviation",
-        }  # fmt: skip
+        # The shipped plugin requests these TERMS fields, not DCID, NAME or ABBREVIATION.
+        assert set(cols) == {"id", "yearid", "schoolid", "firstday", "lastday", "isyearrec"}
         assert all(isinstance(v, str) for v in cols.values())
-        assert record["id"] == int(cols["dcid"])
+    sim.plugin = plugin_with('<field table="TERMS" field="DCID" access="ViewOnly"/>')
+    status, body = await ps.get("/ws/schema/table/terms", q="schoolid==200;yearid==36")
+    for record in body["record"]:
+        assert record["id"] == int(record["tables"]["terms"]["dcid"])
 
 
 async def test_fiql_operators(ps: PS, sim: PowerSchoolSimulator) -> None:
@@ -360,6 +374,7 @@ async def test_fiql_operators(ps: PS, sim: PowerSchoolSimulator) -> None:
     )
     assert [int(r["tables"]["students"]["id"]) for r in body["record"]] == ids[-1:-3:-1]
 
+    sim.plugin = plugin_with('<field table="STUDENTS" field="LAST_NAME" access="ViewOnly"/>')
     initial = sim.dataset.students[0].last_name[0]
     status, body = await ps.get("/ws/schema/table/students", q=f"last_name=={initial}*")
     expected = sum(1 for s in sim.dataset.students if s.last_name.startswith(initial))
@@ -454,23 +469,101 @@ async def test_single_row_and_unknown_tables(ps: PS, sim: PowerSchoolSimulator) 
     assert (await ps.get("/ws/schema/table/nosuchtable"))[0] == 404
 
 
-async def test_field_grants_give_403_for_ungranted_columns() -> None:
-    sim = PowerSchoolSimulator(field_grants={"STUDENTS": ["ID", "DCID"]})
-    await sim.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            ps = PS(sim, session)
-            dcid = sim.dataset.students[0].dcid
-            ok = await ps.get("/ws/schema/table/students", q=f"dcid=={dcid}", projection="id")
-            assert ok[0] == 200
-            status, body = await ps.get("/ws/schema/table/students", projection="id,schoolid")
-            assert status == 403
-            assert body["errors"] == [
-                {"code": "NoAccess", "field": "SchoolID", "resource": "Students"}
-            ]
-            assert (await ps.get("/ws/schema/table/students", projection="nosuch"))[0] == 400
-    finally:
-        await sim.stop()
+async def test_plugin_grants_give_403_for_ungranted_reads(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
+    dcid = sim.dataset.students[0].dcid
+    ok = await ps.get("/ws/schema/table/students", q=f"dcid=={dcid}", projection="id,schoolid")
+    assert ok[0] == 200
+    status, body = await ps.get("/ws/schema/table/students", projection="id,last_name,first_name")
+    assert (status, body) == (
+        403,
+        {
+            "message": "At least one column lacks sufficient permission",
+            "errors": [
+                {"code": "NoAccess", "field": "Last_Name", "resource": "Students"},
+                {"code": "NoAccess", "field": "First_Name", "resource": "Students"},
+            ],
+        },
+    )
+    # A filter column needs a grant too; an unknown column is a 400 before any 403.
+    status, body = await ps.get("/ws/schema/table/students", q="grade_level==3", projection="id")
+    assert (status, body["errors"][0]["field"]) == (403, "Grade_Level")
+    assert (await ps.get("/ws/schema/table/students", projection="nosuch"))[0] == 400
+    assert (await ps.get("/ws/schema/table/schools"))[0] == 403  # no SCHOOLS field requested
+    assert (await ps.get("/ws/schema/table/schools/count"))[0] == 200  # an unfiltered count
+    status, _ = await ps.get(f"/ws/schema/table/students/{dcid}", projection="first_name")
+    assert status == 403
+
+    sim.plugin = sim.plugin.without_field("STUDENTS", "STUDENT_NUMBER")
+    status, body = await ps.get("/ws/schema/table/students", q=f"dcid=={dcid}")
+    assert status == 200  # no projection: only the granted columns
+    assert "student_number" not in body["record"][0]["tables"]["students"]
+    status, body = await ps.get(
+        "/ws/schema/table/students", q=f"dcid=={dcid}", projection="id,student_number"
+    )
+    assert (status, body["errors"]) == (
+        403,
+        [{"code": "NoAccess", "field": "Student_Number", "resource": "Students"}],
+    )
+
+
+async def test_attendance_writes_need_full_access_on_each_written_field(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
+    body = attendance_body(**write_cols(sim))
+    sim.plugin = sim.plugin.without_field("ATTENDANCE", "ATT_COMMENT")
+    status, payload = await ps.post("/ws/attendance/daily_time", body)
+    assert (status, payload["errors"]) == (
+        403,
+        [{"code": "NoAccess", "field": "Att_Comment", "resource": "Attendance"}],
+    )
+    assert sim.attendance_rows() == []
+    # ViewOnly reads but does not write.
+    sim.plugin = parse_plugin(
+        plugin_path()
+        .read_text()
+        .replace('field="ATT_COMMENT" access="FullAccess"', 'field="ATT_COMMENT" access="ViewOnly"')
+    )
+    assert (await ps.post("/ws/attendance/daily_time", body))[0] == 403
+    sim.plugin = plugin_with()
+    status, payload = await ps.post("/ws/attendance/daily_time", body)
+    assert status == 200, payload
+    [row] = sim.attendance_rows()
+
+    sim.plugin = plugin_with().without_field("ATTENDANCE", "DCID")
+    status, payload, _ = await ps.request("DELETE", f"/ws/schema/table/attendance/{row['dcid']}")
+    assert (status, payload["errors"][0]["field"]) == (403, "DCID")
+    assert len(sim.attendance_rows()) == 1
+    sim.plugin = plugin_with()
+    assert (await ps.request("DELETE", f"/ws/schema/table/attendance/{row['dcid']}"))[0] == 204
+
+
+async def test_powerqueries_need_a_declaration_and_their_fields(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
+    dcid_map = "com.pearson.core.student.student_dcid_id_map"
+    args = {"students_dcid": [sim.dataset.students[0].dcid]}
+    assert (await ps.post(f"/ws/schema/query/{dcid_map}", args))[0] == 200
+    sim.plugin = sim.plugin.without_field("STUDENTS", "ID")
+    status, body = await ps.post(f"/ws/schema/query/{dcid_map}", args)
+    assert (status, body) == (
+        403,
+        {
+            "message": "Validation Failed",
+            "errors": [
+                {"resource": dcid_map, "field": "students.id", "code": "No access to the field"}
+            ],
+        },
+    )
+    sim.plugin = plugin_with().without_query(dcid_map)
+    status, body = await ps.post(f"/ws/schema/query/{dcid_map}/count", args)
+    assert status == 403
+    assert [e["field"] for e in body["errors"]] == ["students.id", "students.dcid"]
+    # The shipped plugin does not declare the daily template: the service does not call it.
+    template = "com.pearson.core.attendance.daily_attendance_template"
+    status, body = await ps.post(f"/ws/schema/query/{template}", {"studentid": 1})
+    assert (status, body["message"]) == (403, "Validation Failed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,6 +602,7 @@ async def test_dcid_id_map_can_be_uninstalled() -> None:
 
 
 async def test_v1_student_shows_dcid_never_id(ps: PS, sim: PowerSchoolSimulator) -> None:
+    sim.plugin = plugin_with(v1="READ")
     student = sim.dataset.students[1]
     status, body = await ps.get(f"/ws/v1/student/{student.dcid}", expansions="school_enrollment")
     assert status == 200
@@ -724,8 +818,8 @@ async def test_write_faults(ps: PS, sim: PowerSchoolSimulator) -> None:
     assert sim.attendance_rows() == []
 
 
-async def test_v1_forbidden(ps: PS, sim: PowerSchoolSimulator) -> None:
-    sim.faults.v1_forbidden = True
+async def test_v1_needs_the_plugins_access_level(ps: PS, sim: PowerSchoolSimulator) -> None:
+    # The shipped plugin has no accessLevelV1Api: the service calls no /ws/v1 resource.
     status, body = await ps.get(f"/ws/v1/student/{sim.dataset.students[0].dcid}")
     assert (status, body) == (
         401,
@@ -803,3 +897,50 @@ async def test_simulators_are_independent() -> None:
     finally:
         await one.stop()
         await two.stop()
+
+
+async def test_the_command_line_server_enforces_the_plugin_given(tmp_path: Path) -> None:
+    """``python -m simulators.powerschool --plugin PATH`` installs that plugin, not the
+    shipped one."""
+    narrow = tmp_path / "plugin.xml"
+    narrow.write_text(
+        plugin_path()
+        .read_text()
+        .replace('<field table="STUDENTS" field="STUDENT_NUMBER" access="ViewOnly"/>', "")
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "simulators.powerschool",
+        "--port",
+        "0",
+        "--plugin",
+        str(narrow),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        base = first.rsplit(" ", 1)[-1].strip()
+        basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{base}/oauth/access_token",
+                data={"grant_type": "client_credentials"},
+                headers={"Authorization": f"Basic {basic}"},
+            ) as resp:
+                token = (await resp.json())["access_token"]
+            answers = []
+            for projection in ("id,dcid", "student_number"):
+                async with session.get(
+                    f"{base}/ws/schema/table/students",
+                    params={"projection": projection},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp:
+                    answers.append((resp.status, await resp.json()))
+    finally:
+        proc.terminate()
+        await proc.wait()
+    (ok, _), (status, body) = answers
+    assert ok == 200
+    assert (status, body["errors"][0]["field"]) == (403, "Student_Number")

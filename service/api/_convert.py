@@ -33,6 +33,8 @@ from service.models import (
     School,
     Severity,
     Student,
+    SyncJob,
+    SyncPhase,
     SyncResult,
     VisibleId,
 )
@@ -278,7 +280,7 @@ def aware(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def sync_result_to_pb(result: SyncResult) -> pb.SyncRosterResponse:
+def sync_result_to_pb(result: SyncResult, *, sync_id: str = "") -> pb.SyncRosterResponse:
     """A sync outcome as a message."""
     duration = Duration()
     duration.FromNanoseconds(int(result.duration * 1e9))
@@ -291,6 +293,46 @@ def sync_result_to_pb(result: SyncResult) -> pb.SyncRosterResponse:
         full=result.full,
         prefetched=result.prefetched,
         unresolved=result.unresolved,
+        sync_id=sync_id,
+    )
+
+
+_PHASE_PB = {phase: pb.SyncPhase.Value(f"SYNC_PHASE_{phase.name}") for phase in SyncPhase}
+
+
+def sync_job_to_pb(job: SyncJob) -> pb.SyncStatus:
+    """A sync job's state as a message."""
+    return pb.SyncStatus(
+        sync_id=job.sync_id,
+        phase=_PHASE_PB[job.phase],
+        pages_done=job.pages_done,
+        students_done=job.students_done,
+        started_at=timestamp(job.started_at),
+        finished_at=timestamp(job.finished_at),
+        full=job.full,
+        created=job.counts.created,
+        updated=job.counts.updated,
+        deactivated=job.counts.deactivated,
+        unchanged=job.counts.unchanged,
+        prefetched=job.prefetched,
+        unresolved=job.unresolved,
+        error=job.error,
+        error_reason=job.error_reason,
+    )
+
+
+def sync_job_to_response(job: SyncJob) -> pb.SyncRosterResponse:
+    """A finished sync job as SyncRoster's answer."""
+    ended = job.finished_at or job.started_at
+    return sync_result_to_pb(
+        SyncResult(
+            counts=job.counts,
+            full=job.full,
+            duration=(ended - job.started_at).total_seconds(),
+            prefetched=job.prefetched,
+            unresolved=job.unresolved,
+        ),
+        sync_id=job.sync_id,
     )
 
 

@@ -15,6 +15,7 @@ from service.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    StillRunning,
     Unavailable,
 )
 
@@ -26,6 +27,7 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Unavailable, code_pb2.UNAVAILABLE),
+    (StillRunning, code_pb2.DEADLINE_EXCEEDED),
 ]
 
 

@@ -19,6 +19,7 @@ from service.domain import (
     MappingDoctor,
     RosterSync,
     StudentResolver,
+    SyncJobs,
 )
 from service.models import AttendanceRequest
 
@@ -36,6 +37,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         resolver: StudentResolver,
         attendance: AttendanceService,
         roster_sync: RosterSync,
+        sync_jobs: SyncJobs,
         doctor: MappingDoctor,
         checker: ConnectionChecker,
     ) -> None:
@@ -43,6 +45,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         self._resolver = resolver
         self._attendance = attendance
         self._roster_sync = roster_sync
+        self._sync_jobs = sync_jobs
         self._doctor = doctor
         self._checker = checker
 
@@ -121,10 +124,23 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
     async def SyncRoster(
         self, request: pb.SyncRosterRequest, context: _Context
     ) -> pb.SyncRosterResponse:
-        """Sync the district's roster from Clever or ClassLink now."""
+        """Start (or join) a roster sync job; answer its sync_id, or wait for its counts."""
         validation.check_district_id(request.district_id)
-        result = await self._roster_sync.sync(request.district_id, full=request.full)
-        return _convert.sync_result_to_pb(result)
+        sync_id = await self._sync_jobs.start(request.district_id, full=request.full)
+        if request.background:
+            return pb.SyncRosterResponse(sync_id=sync_id)
+        job = await self._sync_jobs.wait(
+            request.district_id, sync_id, within=_sync_wait_budget(context)
+        )
+        return _convert.sync_job_to_response(job)
+
+    async def GetSyncStatus(
+        self, request: pb.GetSyncStatusRequest, context: _Context
+    ) -> pb.GetSyncStatusResponse:
+        """A roster sync job's phase, progress and outcome."""
+        validation.check_sync_status(request)
+        job = await self._sync_jobs.status(request.district_id, request.sync_id)
+        return pb.GetSyncStatusResponse(status=_convert.sync_job_to_pb(job))
 
     async def DiagnoseMapping(
         self, request: pb.DiagnoseMappingRequest, context: _Context
@@ -188,6 +204,14 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
 # Without a deadline, a waiting caller gets at most this long; answers leave this much early.
 _MAX_WAIT = 30.0
 _MARGIN = 0.25
+
+
+def _sync_wait_budget(context: _Context) -> float | None:
+    # No deadline: the caller waits for the end, as it always did.
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return max(remaining - max(_MARGIN, remaining * 0.1), 0.0)
 
 
 def _wait_budget(context: _Context) -> float:

@@ -270,6 +270,18 @@ def check_district_id(district_id: str) -> None:
     c.done()
 
 
+def check_sync_status(msg: pb.GetSyncStatusRequest) -> None:
+    """Validate a GetSyncStatus request (an empty sync_id asks for the latest sync)."""
+    c = Checker()
+    c.district_id("district_id", msg.district_id)
+    if msg.sync_id:
+        try:
+            uuid.UUID(msg.sync_id)
+        except ValueError:
+            c.fail("sync_id", "must be a sync ID as returned by SyncRoster (a UUID)")
+    c.done()
+
+
 def check_diagnose(msg: pb.DiagnoseMappingRequest) -> None:
     """Validate a DiagnoseMapping request."""
     c = Checker()

@@ -97,20 +97,35 @@ class CleverClient:
         return f"CleverClient(api={self._api!r})"
 
     async def _district_token(self) -> str:
+        """This district's token from the app's token list. The list names every district
+        connected to the app, a page at a time: it is asked for this district only
+        (``district=``) and still checked by owner, page after page, in case the filter is
+        not applied."""
         basic = base64.b64encode(
             f"{self._conn.client_id}:{self._conn.client_secret}".encode()
         ).decode()
-        body = await self._request(
-            self._tokens_url,
-            {"owner_type": "district"},
-            headers={"Authorization": f"Basic {basic}"},
-        )
-        tokens = [t for t in body.get("data") or [] if isinstance(t, dict)]
         wanted = self._conn.clever_district_id
-        matching = [t for t in tokens if not wanted or (t.get("owner") or {}).get("id") == wanted]
+        query = {"owner_type": "district", **({"district": wanted} if wanted else {})}
+        params = dict(query)
+        matching: list[dict[str, Any]] = []
+        while True:
+            body = await self._request(
+                self._tokens_url, params, headers={"Authorization": f"Basic {basic}"}
+            )
+            tokens = [t for t in body.get("data") or [] if isinstance(t, dict)]
+            matching += [
+                t for t in tokens if not wanted or (t.get("owner") or {}).get("id") == wanted
+            ]
+            after = str(tokens[-1].get("id") or "") if tokens else ""
+            if (wanted and matching) or not after or not _has_next(body):
+                break
+            params = {**query, "starting_after": after}
         if len(matching) != 1 or not matching[0].get("access_token"):
             raise RosterAuthError(
-                f"Clever listed {len(matching)} district tokens for this app"
+                f"Clever listed no token for district {wanted}: the district has not "
+                "authorised this app, or disconnected it"
+                if wanted and not matching
+                else f"Clever listed {len(matching)} district tokens for this app"
                 + ("" if wanted else "; set clever_district_id to pick one")
             )
         return str(matching[0]["access_token"])

@@ -10,6 +10,7 @@ from service.domain.politeness import Politeness
 from service.domain.roster_sync import RosterSync, SyncScheduler
 from service.domain.rules import Backoff
 from service.domain.students import StudentResolver, visible_student_id
+from service.domain.sync_jobs import SyncJobs
 from service.domain.worker import DeliveryWorker, WorkerSettings
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Politeness",
     "RosterSync",
     "StudentResolver",
+    "SyncJobs",
     "SyncScheduler",
     "WorkerSettings",
     "visible_student_id",

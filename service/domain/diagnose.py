@@ -2,8 +2,9 @@
 in words an admin can act on, what is wrong before a single writeback fails.
 
 Roster-wide checks run in Postgres (non-numeric IDs, missing or duplicate student numbers,
-unmapped schools, the visible-ID option); a random sample is checked against PowerSchool
-(does the student-ID field hold DCIDs, STUDENTS.IDs, or neither; do student numbers agree).
+unmapped schools, the visible-ID option, a Clever district whose Events are off); a random
+sample is checked against PowerSchool (does the student-ID field hold DCIDs, STUDENTS.IDs,
+or neither; do student numbers agree).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 from dataclasses import dataclass
 
 from service.domain._powerschool_calls import call, client_for
+from service.domain.clever_events import clever_events_finding
 from service.domain.districts import DistrictService
 from service.models import (
     Diagnosis,
@@ -25,7 +27,7 @@ from service.models import (
     VisibleId,
 )
 from service.powerschool import PowerSchoolClient, PowerSchoolPool, PSStudentIds
-from service.store import StudentStore
+from service.store import StudentStore, SyncStateStore
 
 DEFAULT_SAMPLE = 50
 MAX_SAMPLE = 500
@@ -52,11 +54,16 @@ class MappingDoctor:
     """Produces a :class:`Diagnosis` for a district."""
 
     def __init__(
-        self, districts: DistrictService, students: StudentStore, powerschool: PowerSchoolPool
+        self,
+        districts: DistrictService,
+        students: StudentStore,
+        powerschool: PowerSchoolPool,
+        sync_state: SyncStateStore,
     ) -> None:
         self._districts = districts
         self._students = students
         self._powerschool = powerschool
+        self._sync_state = sync_state
 
     async def diagnose(self, district_id: str, sample_size: int = 0) -> Diagnosis:
         """Run every check; PowerSchool checks need a configured connection."""
@@ -65,6 +72,9 @@ class MappingDoctor:
         size = min(sample_size or DEFAULT_SAMPLE, MAX_SAMPLE)
         active = await self._students.count_active(did)
         findings = await self._roster_checks(district, active)
+        events = clever_events_finding(district, await self._sync_state.get(did))
+        if events is not None:
+            findings.append(events)
         sample = [
             s
             for s in await self._students.sample_active(did, size)

@@ -2,9 +2,10 @@
 runs it.
 
 Full sync reads everything and deactivates whoever the roster no longer lists; incremental
-sync reads Clever's user events or ClassLink's records modified since the cursor. After each
-sync, students still lacking a STUDENTS.ID are looked up in batches, so the morning's first
-check-in never waits on PowerSchool.
+sync reads Clever's user events or ClassLink's records modified since the cursor. A Clever
+district whose Events turn out to be off (see ``clever_events``) is read in full instead, on
+the ``FULL_SYNC_INTERVAL`` schedule. After each sync, students still lacking a STUDENTS.ID
+are looked up in batches, so the morning's first check-in never waits on PowerSchool.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
+from service.domain.clever_events import EventsVerdict, judge_full_read
 from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver
 from service.errors import DomainError, FailedPrecondition, Unavailable
@@ -33,6 +36,7 @@ from service.roster import (
 from service.store import DistrictStore, StudentStore, SyncState, SyncStateStore
 
 log = structlog.get_logger("roster_sync")
+INTERRUPTED = "the sync was interrupted: the service process stopped before it finished"
 
 T = TypeVar("T")
 # Clever keeps 30 days of events; start over a little before they are gone.
@@ -41,6 +45,28 @@ _CLEVER_CURSOR_MAX_AGE = timedelta(days=29)
 _CLASSLINK_OVERLAP = timedelta(minutes=5)
 # Hard deletes only show up as absences, so ClassLink districts are re-read in full this often.
 _CLASSLINK_FULL_EVERY = timedelta(hours=24)
+
+
+class SyncProgress(Protocol):
+    """Where a sync reports how far it got (the job running it keeps this)."""
+
+    async def page_done(self, students: int) -> None:
+        """One more roster page, with this many students, was written."""
+
+    async def prefetching(self) -> None:
+        """The roster is read; STUDENTS.ID lookups start."""
+
+
+class Syncer(Protocol):
+    """What the schedule runs: one district's sync, to its end."""
+
+    async def sync(self, district_id: str, *, full: bool = False) -> object:
+        """Sync the district's roster; raises the sync's error."""
+
+
+# Every read path writes through _write; the running sync's progress rides along with the task
+# instead of being threaded through each path.
+_progress: ContextVar[SyncProgress | None] = ContextVar("roster_sync_progress", default=None)
 
 
 async def _pipelined(
@@ -103,37 +129,45 @@ class RosterSync:
         await self._districts.get(district_id)
         return await self._write(district_id, students)
 
-    async def sync(self, district_id: str, *, full: bool = False) -> SyncResult:
-        """Sync the district's roster now; ``full`` re-reads everything."""
+    async def sync(
+        self, district_id: str, *, full: bool = False, progress: SyncProgress | None = None
+    ) -> SyncResult:
+        """Sync the district's roster now; ``full`` re-reads everything (so does any sync of
+        a Clever district whose Events were found off: reading them would find nothing). The
+        caller holds the district's sync lock (:class:`SyncJobs` does). Any failure, an
+        interruption included, is recorded as the district's ``last_sync_error`` before it
+        is raised."""
         district = await self._districts.get(district_id)
-        async with self._state.lock(district_id) as got:
-            if not got:
-                raise FailedPrecondition(
-                    f"a roster sync of district {district_id!r} is already running",
-                    reason="SYNC_IN_PROGRESS",
-                )
-            started = time.perf_counter()
-            try:
-                counts, ran_full = await self._run(district, full=full)
-            except RosterAuthError as exc:
-                await self._state.finish(district_id, full=False, error=str(exc))
-                raise FailedPrecondition(str(exc), reason="ROSTER_AUTH_FAILED") from exc
-            except RosterUnavailable as exc:
-                await self._state.finish(district_id, full=False, error=str(exc))
-                raise Unavailable(
-                    str(exc), reason="ROSTER_UNAVAILABLE", retry_after=exc.retry_after or 30.0
-                ) from exc
-            except RosterError as exc:
-                await self._state.finish(district_id, full=False, error=str(exc))
-                raise FailedPrecondition(str(exc), reason="ROSTER_REFUSED") from exc
-            except FailedPrecondition as exc:  # e.g. no roster connection configured
-                await self._state.finish(district_id, full=False, error=exc.message)
-                raise
-            except Exception:
-                # Still recorded, so the schedule moves on to other districts.
-                await self._state.finish(district_id, full=False, error="internal error")
-                raise
-            await self._state.finish(district_id, full=ran_full)
+        started = time.perf_counter()
+        reporting = _progress.set(progress)
+        try:
+            counts, ran_full = await self._run(district, full=full)
+        except RosterAuthError as exc:
+            await self._state.finish(district_id, full=False, error=str(exc))
+            raise FailedPrecondition(str(exc), reason="ROSTER_AUTH_FAILED") from exc
+        except RosterUnavailable as exc:
+            await self._state.finish(district_id, full=False, error=str(exc))
+            raise Unavailable(
+                str(exc), reason="ROSTER_UNAVAILABLE", retry_after=exc.retry_after or 30.0
+            ) from exc
+        except RosterError as exc:
+            await self._state.finish(district_id, full=False, error=str(exc))
+            raise FailedPrecondition(str(exc), reason="ROSTER_REFUSED") from exc
+        except DomainError as exc:  # e.g. no roster connection configured
+            await self._state.finish(district_id, full=False, error=exc.message)
+            raise
+        except asyncio.CancelledError:
+            await self._state.finish(district_id, full=False, error=INTERRUPTED)
+            raise
+        except Exception:
+            # Still recorded, so the schedule moves on to other districts.
+            await self._state.finish(district_id, full=False, error="internal error")
+            raise
+        finally:
+            _progress.reset(reporting)
+        await self._state.finish(district_id, full=ran_full)
+        if progress is not None:
+            await progress.prefetching()
         prefetched, unresolved = await self._resolver.prefetch(district)
         result = SyncResult(
             counts=counts,
@@ -161,13 +195,14 @@ class RosterSync:
             if not district.clever.configured:
                 raise _not_configured(district, "clever")
             clever = self._rosters.clever(district.clever)
-            if full or not _clever_cursor_fresh(state):
-                return await self._clever_full(district, clever), True
+            fresh = _clever_cursor_fresh(state)
+            if full or not fresh or state.clever_events_off_at:
+                return await self._clever_full(district, clever, state.cursor, fresh), True
             try:
                 return await self._clever_events(district, clever, state.cursor), False
             except RosterCursorExpired:
                 log.info("roster_cursor_expired")
-                return await self._clever_full(district, clever), True
+                return await self._clever_full(district, clever, state.cursor, False), True
         if not district.classlink.configured:
             raise _not_configured(district, "classlink")
         classlink = self._rosters.classlink(district.classlink)
@@ -178,9 +213,16 @@ class RosterSync:
     async def _write(self, district_id: str, page: list[RosterStudent]) -> ImportCounts:
         # A roster can name a record twice in one page (events); the last word wins.
         latest = {s.roster_id: s for s in page if s.roster_id}
-        return await self._students.upsert(district_id, list(latest.values()))
+        counts = await self._students.upsert(district_id, list(latest.values()))
+        if (progress := _progress.get()) is not None:
+            await progress.page_done(len(page))
+        return counts
 
-    async def _clever_full(self, district: District, clever: EventFeedSource) -> ImportCounts:
+    async def _clever_full(
+        self, district: District, clever: EventFeedSource, previous_cursor: str, comparable: bool
+    ) -> ImportCounts:
+        """Read everything; ``comparable``: Clever still keeps every event since
+        ``previous_cursor``, so changes the read finds without one mean Events are off."""
         did = district.district_id
         # Take the cursor first: whatever changes during the read is replayed afterwards.
         cursor = await clever.latest_event_id()
@@ -193,22 +235,35 @@ class RosterSync:
             seen.extend(s.roster_id for s in page)
 
         await _pipelined(clever.students(), write)
-        gone = await self._students.deactivate_missing(did, seen)
+        total += ImportCounts(deactivated=await self._students.deactivate_missing(did, seen))
         await self._state.save_cursor(did, cursor)
-        return total + ImportCounts(deactivated=gone)
+        changes = total.created + total.updated + total.deactivated
+        verdict = judge_full_read(
+            previous_cursor, cursor, await clever.latest_event_id(), changes, comparable=comparable
+        )
+        if verdict is EventsVerdict.SEEN:
+            await self._state.clever_event_seen(did)
+        elif verdict is EventsVerdict.MISSED:
+            log.warning("clever_events_off", missed=changes)
+            await self._state.clever_events_missed(did, changes)
+        return total
 
     async def _clever_events(
         self, district: District, clever: EventFeedSource, cursor: str
     ) -> ImportCounts:
         did = district.district_id
         total = ImportCounts()
+        seen = False
         async for events in clever.events(cursor):
+            seen = True
             students = [e.student for e in events if e.student is not None]
             total += await self._write(did, students)
             # A user who lost the student role: switch off whatever we had for them.
             dropped = [e.roster_id for e in events if e.student is None]
             total += ImportCounts(deactivated=await self._students.deactivate(did, dropped))
             await self._state.save_cursor(did, events[-1].id)
+        if seen:
+            await self._state.clever_event_seen(did)
         return total
 
     async def _classlink_read(
@@ -261,10 +316,18 @@ class SyncScheduler:
     """Runs due syncs in the background; every service process may run one, the advisory
     lock keeps a district to one sync at a time."""
 
-    def __init__(self, sync: RosterSync, districts: DistrictStore, *, poll: float = 30.0) -> None:
+    def __init__(
+        self,
+        sync: Syncer,
+        districts: DistrictStore,
+        *,
+        poll: float,
+        full_sync_interval: float,
+    ) -> None:
         self._sync = sync
         self._districts = districts
         self._poll = poll
+        self._full_every = full_sync_interval
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -281,15 +344,15 @@ class SyncScheduler:
     async def _loop(self) -> None:
         while True:
             try:
-                due = await self._districts.due_for_sync()
+                due = await self._districts.due_for_sync(self._full_every)
             except Unavailable as exc:
                 log.warning("sync_scheduler_paused", error=exc.message)
                 due = []
-            for district_id in due:
+            for district_id, full in due:
                 # One district's trouble never stops the others' syncs.
                 structlog.contextvars.bind_contextvars(district_id=district_id)
                 try:
-                    await self._sync.sync(district_id)
+                    await self._sync.sync(district_id, full=full)
                 except asyncio.CancelledError:
                     raise
                 except DomainError as exc:

@@ -1,4 +1,5 @@
-"""PowerSchool adapter: OAuth, student ID lookups, terms, attendance codes and daily writes."""
+"""PowerSchool adapter: OAuth, student ID lookups, terms, attendance codes and daily writes;
+and the plugin (``plugin/plugin.xml``) that grants the service its access."""
 
 from service.powerschool._client import (
     AttendanceCode,
@@ -15,12 +16,23 @@ from service.powerschool._errors import (
     PowerSchoolRejected,
     PowerSchoolUnavailable,
 )
+from service.powerschool._plugin import (
+    Access,
+    PluginError,
+    PluginGrants,
+    load_plugin,
+    parse_plugin,
+    plugin_path,
+)
 from service.powerschool._pool import PowerSchoolPool
 
 __all__ = [
+    "Access",
     "AttendanceCode",
     "DailyAttendance",
     "PSStudentIds",
+    "PluginError",
+    "PluginGrants",
     "PowerSchoolAuthError",
     "PowerSchoolClient",
     "PowerSchoolError",
@@ -30,4 +42,7 @@ __all__ = [
     "PowerSchoolUnavailable",
     "WriteResult",
     "YearTerm",
+    "load_plugin",
+    "parse_plugin",
+    "plugin_path",
 ]

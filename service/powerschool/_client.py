@@ -514,6 +514,26 @@ def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
         return None
 
 
+def _forbidden_text(body: Any, path: str) -> str:
+    """Name what the plugin lacks: ``Table.Field`` for a table read or write, the field and
+    query for a PowerQuery (whose 403 names fields as ``table.field``)."""
+    names: list[str] = []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    for err in errors if isinstance(errors, list) else []:
+        if not isinstance(err, dict):
+            continue
+        resource, field = str(err.get("resource") or ""), str(err.get("field") or "")
+        if "." in field:
+            names.append(f"{field} (PowerQuery {resource})" if resource else field)
+        elif resource or field:
+            names.append(f"{resource}.{field}")
+    what = ", ".join(names) or path
+    return (
+        f"PowerSchool plugin lacks access to {what} (HTTP 403); install and enable the "
+        "current writeback plugin, which requests it"
+    )[:400]
+
+
 def _raise_for(
     resp: aiohttp.ClientResponse, body: Any, path: str, *, empty_ok: bool = False
 ) -> None:
@@ -540,9 +560,7 @@ def _raise_for(
         )
     elif status == 403:
         error = PowerSchoolForbidden(
-            f"PowerSchool plugin lacks access (HTTP 403){suffix}",
-            status=status,
-            denied=_denied(body),
+            _forbidden_text(body, path), status=status, denied=_denied(body)
         )
     else:
         error = PowerSchoolRejected(f"PowerSchool refused the request (HTTP {status}){suffix}")

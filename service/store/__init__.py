@@ -4,6 +4,7 @@ from service.store._database import EmbeddedPostgres, open_pool
 from service.store.attendance import AttendanceStore, Submitted
 from service.store.districts import DistrictStore
 from service.store.students import StudentStore
+from service.store.sync_jobs import SyncJobStore
 from service.store.sync_state import SyncState, SyncStateStore
 from service.store.workers import WorkerRegistry
 
@@ -13,6 +14,7 @@ __all__ = [
     "EmbeddedPostgres",
     "StudentStore",
     "Submitted",
+    "SyncJobStore",
     "SyncState",
     "SyncStateStore",
     "WorkerRegistry",

@@ -143,7 +143,10 @@ class DistrictStore:
                 ],
             )
 
-    async def due_for_sync(self) -> list[str]:
-        """IDs of districts whose sync schedule is due."""
+    async def due_for_sync(self, full_sync_interval: float) -> list[tuple[str, bool]]:
+        """(district ID, read in full) for each district whose sync schedule is due; a Clever
+        district whose Events cannot be trusted is read in full every ``full_sync_interval``
+        seconds."""
         async with connection(self._pool) as conn:
-            return [r["district_id"] for r in await conn.fetch(_Q["due_for_sync"])]
+            rows = await conn.fetch(_Q["due_for_sync"], full_sync_interval)
+        return [(r["district_id"], r["full"]) for r in rows]

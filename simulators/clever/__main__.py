@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
         "--bare-next-links", action="store_true",
         help="next links carry only starting_after (the client must re-add role/limit)",
     )  # fmt: skip
+    p.add_argument(
+        "--events-off", action="store_true",
+        help="the app never enabled Clever Events: /events answers an empty list forever",
+    )  # fmt: skip
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     return p
 
@@ -73,6 +77,7 @@ async def _serve(args: argparse.Namespace) -> None:
         api_version=args.api_version,
         spurious_links=args.spurious_links,
         next_link_keeps_params=not args.bare_next_links,
+        events_enabled=not args.events_off,
     )
     sim.faults.latency = args.latency
 

@@ -2,8 +2,11 @@
 
 Wire formats follow ``/work/shared/reference/roster-apis.md`` sections 1-4. Behaviour the fact
 file marks as inferred is configurable on ``CleverSimulator``: ``default_limit``,
-``next_link_keeps_params``, ``spurious_links``, ``item_uri`` and
-``previous_attributes_in_data``.
+``next_link_keeps_params``, ``spurious_links``, ``item_uri``,
+``previous_attributes_in_data``, ``events_enabled`` (what Clever answers while Events are off
+is undocumented: here, an empty list forever), ``other_districts``, ``token_page_size`` and
+``token_district_filter`` (whether and how ``/oauth/tokens`` pages and filters are
+unconfirmed).
 """
 
 from __future__ import annotations
@@ -180,6 +183,10 @@ class CleverSimulator(HttpSimulator[Call]):
         api_version: str = "v3.0",
         item_uri: bool = True,
         previous_attributes_in_data: bool = True,
+        events_enabled: bool = True,
+        other_districts: Sequence[str] = (),
+        token_page_size: int = 100,
+        token_district_filter: bool = True,
         schools: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -188,8 +195,16 @@ class CleverSimulator(HttpSimulator[Call]):
         ``district_id`` / ``district_token`` default to fresh random hex (24 / 40 digits).
         ``api_version`` is the app's version: event payloads carry users in its shape
         (both ``/v3.0`` and ``/v3.1`` are served, each in its own shape). A person with an
-        empty ``roster_id`` gets a new id. ``schools`` (id -> name) are the schools shared
-        with the app (``/schools``); default: every ``school_id`` of ``students``.
+        empty ``roster_id`` gets a new id.
+
+        ``events_enabled`` False is an app that never enabled Events (opt-in since December
+        2022): no event is generated and ``/events`` answers an empty list; set the attribute
+        to True later to enable them (events start with the next change). ``other_districts``
+        are further districts connected to the same app: ``/oauth/tokens`` lists a token for
+        each (those tokens open no data here), ``token_page_size`` tokens a page in
+        ascending token-id order with ``starting_after`` paging, and ``district=`` filters
+        unless ``token_district_filter`` is False. ``schools`` (id -> name) are the schools
+        shared with the app (``/schools``); default: every ``school_id`` of ``students``.
         """
         super().__init__()
         if api_version not in API_VERSIONS:
@@ -210,6 +225,9 @@ class CleverSimulator(HttpSimulator[Call]):
         self.api_version = api_version
         self.item_uri = item_uri
         self.previous_attributes_in_data = previous_attributes_in_data
+        self.events_enabled = events_enabled
+        self.token_page_size = token_page_size
+        self.token_district_filter = token_district_filter
         self.connected = True
         self.faults = Faults()
         self._clock = clock
@@ -218,12 +236,23 @@ class CleverSimulator(HttpSimulator[Call]):
         self._buckets: dict[str, tuple[int, int]] = {}
         self._token_id = clever_object_id(int(clock()), self._machine, 0)
         self._token_created = self._now()
+        self._other_tokens: dict[str, str] = {}  # token id -> district id
+        for i, other in enumerate(other_districts, start=1):
+            # Half connected before this district, half after: its token sits in the middle.
+            offset = (i + 1) // 2 * (1 if i % 2 else -1)
+            self._other_tokens[clever_object_id(int(clock()) + offset, self._machine, i)] = other
         self._users: dict[str, UserRecord] = {}
         self._visible: dict[str, list[str]] = {role: [] for role in ("", *USER_ROLES)}
         self._events: list[_Event] = []
         self._event_ids: list[str] = []
         self._max_user_id = "0" * 24
         self._max_event_id = "0" * 24
+        self._load_students(students)
+        self.schools = dict(schools) if schools is not None else self._students_schools()
+        """The schools shared with the app (``/schools``): id -> name; change it at any time."""
+        self.app = self._build_app()
+
+    def _load_students(self, students: Iterable[RosterPerson]) -> None:
         for person in copy_people(students):
             if not person.roster_id:
                 person.roster_id = self._new_user_id()
@@ -234,17 +263,10 @@ class CleverSimulator(HttpSimulator[Call]):
         visible = sorted(uid for uid, rec in self._users.items() if rec.visible)
         self._visible[""] = visible
         self._visible["student"] = list(visible)
-        self.schools: dict[str, str] = (
-            dict(schools)
-            if schools is not None
-            else {
-                sid: f"School {sid}"
-                for sid in sorted({r.person.school_id for r in self._users.values()})
-                if sid
-            }
-        )
-        """The schools shared with the app (``/schools``): id -> name; change it at any time."""
-        self.app = self._build_app()
+
+    def _students_schools(self) -> dict[str, str]:
+        ids = sorted({r.person.school_id for r in self._users.values() if r.person.school_id})
+        return {sid: f"School {sid}" for sid in ids}
 
     # -----------------------------------------------------------------------------------------
     # Test helpers (start, stop, count and reset_calls live on HttpSimulator)
@@ -335,8 +357,11 @@ class CleverSimulator(HttpSimulator[Call]):
         self._purge_events()
 
     def events(self) -> list[dict[str, Any]]:
-        """The retained events as the API renders them (oldest first)."""
+        """The retained events as the API renders them (oldest first; none while Events are
+        off)."""
         self._purge_events()
+        if not self.events_enabled:
+            return []
         return [self._event_json(ev) for ev in self._events]
 
     def rotate_token(self, new_token: str | None = None) -> str:
@@ -395,6 +420,8 @@ class CleverSimulator(HttpSimulator[Call]):
         rendered: JSON | None = None,
         previous: JSON | None = None,
     ) -> None:
+        if not self.events_enabled:
+            return
         self._purge_events()
         self._max_event_id = self._next_id(self._max_event_id)
         obj = (
@@ -574,22 +601,33 @@ class CleverSimulator(HttpSimulator[Call]):
                 400,
                 {"error": "invalid_request", "error_description": "owner_type must be district"},
             )
-        wanted = request.query.get("district")
-        data: list[JSON] = []
-        if self.connected and wanted in (None, "", self.district_id):
-            data.append(
-                {
-                    "id": self._token_id,
-                    "created": iso(self._token_created),
-                    "owner": {"type": "district", "id": self.district_id},
-                    "access_token": self.district_token,
-                    "scopes": list(_SCOPES),
-                }
-            )
-        raw = request.rel_url.raw_query_string
-        return web.json_response(
-            {"data": data, "links": [{"rel": "self", "uri": f"/oauth/tokens?{raw}"}]}
+        owners = dict(self._other_tokens)
+        if self.connected:
+            owners[self._token_id] = self.district_id
+        wanted = request.query.get("district", "")
+        if wanted and self.token_district_filter:
+            owners = {tid: owner for tid, owner in owners.items() if owner == wanted}
+        limit = self._limit(request) if request.query.get("limit") else self.token_page_size
+        page, before = self._page(
+            sorted(owners),
+            request.query.get("starting_after", ""),
+            request.query.get("ending_before", ""),
+            limit,
         )
+        data = [self._token_json(tid, owners[tid]) for tid in page]
+        links = self._links(request, "/oauth/tokens", page, limit, before)
+        return web.json_response({"data": data, "links": links})
+
+    def _token_json(self, token_id: str, owner: str) -> JSON:
+        ours = token_id == self._token_id
+        return {
+            "id": token_id,
+            "created": iso(self._token_created),
+            "owner": {"type": "district", "id": owner},
+            # Other districts' tokens are stable per token but open nothing here.
+            "access_token": self.district_token if ours else f"{token_id}{'0' * 16}",
+            "scopes": list(_SCOPES),
+        }
 
     # -----------------------------------------------------------------------------------------
     # Paging helpers
@@ -708,6 +746,10 @@ class CleverSimulator(HttpSimulator[Call]):
         version = request.match_info["version"]
         self._purge_events()
         limit = self._limit(request)
+        if not self.events_enabled:
+            return web.json_response(
+                {"data": [], "links": self._links(request, f"/{version}/events", [], limit, False)}
+            )
         after = request.query.get("starting_after", "")
         before = request.query.get("ending_before", "")
         retained = set(self._event_ids)
@@ -740,7 +782,7 @@ class CleverSimulator(HttpSimulator[Call]):
         version, eid = request.match_info["version"], request.match_info["id"]
         self._purge_events()
         i = bisect.bisect_left(self._event_ids, eid)
-        if i >= len(self._event_ids) or self._event_ids[i] != eid:
+        if not self.events_enabled or i >= len(self._event_ids) or self._event_ids[i] != eid:
             raise _ApiError(404, _NOT_FOUND)
         return web.json_response(
             {

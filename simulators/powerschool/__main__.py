@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-page-size", type=int, default=100)
     p.add_argument("--timezone", default="America/Chicago", help="district_timezone")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    p.add_argument(
+        "--plugin",
+        default=None,
+        help="plugin.xml whose grants the server enforces (default: the one the service ships)",
+    )
     return p
 
 
@@ -44,6 +49,7 @@ async def _serve(args: argparse.Namespace) -> None:
         client_secret=args.client_secret,
         max_page_size=args.max_page_size,
         district_timezone=args.timezone,
+        plugin=args.plugin,
     )
     sim.faults.latency = args.latency
 
@@ -51,6 +57,7 @@ async def _serve(args: argparse.Namespace) -> None:
         return [
             f"PowerSchool simulator listening on {base_url}",
             f"  client_id={sim.client_id} client_secret={sim.client_secret}",
+            f"  plugin {sim.plugin.name!r} {sim.plugin.version}: 403 for what it does not grant",
             *(f"  school {school.school_number} {school.name!r}" for school in sim.dataset.schools),
             *(
                 f"  student dcid={s.dcid} id={s.id} number={s.student_number} "

@@ -2,7 +2,8 @@
 
 Wire formats follow ``/work/shared/reference/powerschool-api.md``. Behaviour the fact file marks
 as unverified is configurable on ``PowerSchoolSimulator`` (``expires_in_as_string``,
-``dcid_id_map_query``, ``strict_string_values``, ``max_page_size``, ``field_grants``).
+``dcid_id_map_query``, ``strict_string_values``, ``max_page_size``). Access follows a plugin.xml
+(``plugin``; default: the one the service ships), as a real server's installed plugin would.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import uuid
 import zoneinfo
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from service.powerschool import PluginGrants, load_plugin
 from simulators._server import HttpSimulator
 
 from ._data import (
@@ -51,6 +54,30 @@ DCID_ID_MAP_QUERY = "com.pearson.core.student.student_dcid_id_map"
 """Core PowerQuery mapping STUDENTS.DCID <-> STUDENTS.ID."""
 DAILY_TEMPLATE_QUERY = "com.pearson.core.attendance.daily_attendance_template"
 """Core PowerQuery returning a pre-filled daily ATTENDANCE record for (studentid, att_date)."""
+# The fields each simulated PowerQuery reads: a plugin may run one only with all of them.
+_QUERY_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    DCID_ID_MAP_QUERY: (("STUDENTS", "ID"), ("STUDENTS", "DCID")),
+    DAILY_TEMPLATE_QUERY: (
+        ("STUDENTS", "ID"),
+        ("STUDENTS", "SCHOOLID"),
+        ("TERMS", "YEARID"),
+        *(
+            ("ATTENDANCE", name)
+            for name in (
+                "ID",
+                "DCID",
+                "STUDENTID",
+                "SCHOOLID",
+                "YEARID",
+                "ATT_DATE",
+                "ATT_MODE_CODE",
+                "ATTENDANCE_CODEID",
+                "ATT_COMMENT",
+            )
+        ),
+    ),
+}
+_NO_COLUMN_ACCESS = "At least one column lacks sufficient permission"
 ATT_MODE_DAILY = "ATT_ModeDaily"
 """``att_mode_code`` of a daily attendance row."""
 
@@ -117,8 +144,6 @@ class Faults:
     """``/ws/attendance/daily_time`` answers 200 with ``result[0].status == "ERROR"``."""
     write_forbidden: bool = False
     """``/ws/attendance/daily_time`` answers 403 (plugin lacks ATTENDANCE FullAccess)."""
-    v1_forbidden: bool = False
-    """``/ws/v1/student`` answers 401 (plugin lacks ``accessLevelV1Api``)."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +195,17 @@ def _validation_failed(errors: Iterable[tuple[str, str]]) -> _ApiError:
     )
 
 
+def _no_access(resource: str, names: Iterable[str]) -> _ApiError:
+    """PowerSchool's 403 for columns the plugin does not grant (as seen live)."""
+    return _ApiError(
+        403,
+        {
+            "message": _NO_COLUMN_ACCESS,
+            "errors": [{"code": "NoAccess", "field": n, "resource": resource} for n in names],
+        },
+    )
+
+
 def _int_or_none(text: str) -> int | None:
     """``int(text)`` for an optionally signed run of ASCII digits, else ``None``."""
     text = text.strip()
@@ -191,8 +227,11 @@ def _is_oauth(path: str) -> bool:
 class PowerSchoolSimulator(HttpSimulator[Call]):
     """One district's PowerSchool server, in-process. Every bit of state lives on the instance.
 
-    ``field_grants`` (table -> granted column names; ``None`` grants everything) simulates the
-    plugin's ``access_request``: reading an ungranted column answers 403 NoAccess. ``clock``
+    ``plugin`` is the installed plugin: a :class:`PluginGrants` or a plugin.xml path (default:
+    the plugin the service ships). Reading a column it does not request (in a projection, a
+    ``q`` filter or a PowerQuery), writing or deleting ATTENDANCE without FullAccess on each
+    field written (on DCID for a delete), or running a PowerQuery it does not declare answers
+    403 with PowerSchool's error body; ``/ws/v1/student`` needs ``accessLevelV1Api``. ``clock``
     (seconds, monotonic) drives token expiry; tests may pass a fake one.
     """
 
@@ -214,7 +253,7 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         dcid_id_map_query: bool = True,
         strict_string_values: bool = True,
         allow_attendance_delete: bool = True,
-        field_grants: Mapping[str, Iterable[str]] | None = None,
+        plugin: PluginGrants | str | Path | None = None,
         meeting_schools: Iterable[int] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -237,11 +276,8 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         self.district_timezone = district_timezone
         self.dcid_id_map_query = dcid_id_map_query
         self.strict_string_values = strict_string_values
-        self._grants: dict[str, frozenset[str]] | None = (
-            None
-            if field_grants is None
-            else {t.lower(): frozenset(c.lower() for c in cs) for t, cs in field_grants.items()}
-        )
+        self.plugin = plugin if isinstance(plugin, PluginGrants) else load_plugin(plugin)
+        """The installed plugin's grants; replace it to change what the plugin allows."""
         self._clock = clock
         self.faults = Faults()
         self._tokens: dict[str, float] = {}
@@ -507,7 +543,7 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         )
 
     async def _v1_student(self, request: web.Request) -> web.Response:
-        if self.faults.v1_forbidden:
+        if self.plugin.v1_access == "NONE":
             raise _ApiError(
                 401,
                 {
@@ -556,28 +592,21 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
             raise _ApiError(405, {"message": f"GET, POST and PUT are not allowed on table {name}"})
         raise _ApiError(404, {"message": _ROW_NOT_FOUND})
 
-    def _check_grants(self, spec: TableSpec, columns: Iterable[Column]) -> None:
-        if self._grants is None:
-            return
-        granted = self._grants.get(spec.key, frozenset())
+    def _check_grants(
+        self, spec: TableSpec, columns: Iterable[Column], *, write: bool = False
+    ) -> None:
+        missing: list[str] = []
         for col in columns:
-            if col.key not in granted:
-                raise _ApiError(
-                    403,
-                    {
-                        "message": "At least one column lacks sufficient permission",
-                        "errors": [
-                            {"code": "NoAccess", "field": col.canonical, "resource": spec.display}
-                        ],
-                    },
-                )
+            if (
+                not self.plugin.allows(spec.key, col.key, write=write)
+                and col.canonical not in missing
+            ):
+                missing.append(col.canonical)
+        if missing:
+            raise _no_access(spec.display, missing)
 
     def _projection(self, spec: TableSpec, raw: str | None) -> list[Column]:
-        star = [
-            c
-            for c in spec.columns
-            if self._grants is None or c.key in self._grants.get(spec.key, ())
-        ] or [spec.columns[0]]
+        star = [c for c in spec.columns if self.plugin.allows(spec.key, c.key)] or [spec.columns[0]]
         if raw is None or not raw.strip():
             return star
         out: list[Column] = []
@@ -679,6 +708,11 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         table = request.match_info["table"].lower()
         if table != "attendance" or not self.allow_attendance_delete:
             raise _ApiError(405, {"message": f"DELETE is not allowed on table {table.upper()}"})
+        spec = TABLES["attendance"]
+        dcid_column = spec.column("dcid")
+        assert dcid_column is not None
+        # Unverified on a real server: the simulator asks FullAccess on the key it deletes by.
+        self._check_grants(spec, [dcid_column], write=True)
         dcid = _int_or_none(request.match_info["dcid"])
         rows = self._rows["attendance"]
         keep = [r for r in rows if r["dcid"] != dcid]
@@ -702,11 +736,34 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
     def _run_powerquery(self, name: str, args: Any) -> tuple[str, list[dict[str, Any]]]:
         if not isinstance(args, dict):
             raise _ApiError(400, {"message": "Query arguments must be a JSON object"})
-        if name == DCID_ID_MAP_QUERY and self.dcid_id_map_query:
+        if name not in _QUERY_FIELDS or (name == DCID_ID_MAP_QUERY and not self.dcid_id_map_query):
+            raise _ApiError(404, {"message": f"Named query {name} not found"})
+        self._check_query_access(name)
+        if name == DCID_ID_MAP_QUERY:
             return "Students", self._dcid_id_map(args)
-        if name == DAILY_TEMPLATE_QUERY:
-            return "Attendance", self._daily_template(args)
-        raise _ApiError(404, {"message": f"Named query {name} not found"})
+        return "Attendance", self._daily_template(args)
+
+    def _check_query_access(self, name: str) -> None:
+        """403 in PowerSchool's PowerQuery form when the plugin does not declare the query (all
+        its fields named) or lacks a field it reads (those fields named)."""
+        needed = _QUERY_FIELDS[name]
+        declared = name in self.plugin.queries
+        missing = [(t, f) for t, f in needed if not declared or not self.plugin.allows(t, f)]
+        if missing:
+            raise _ApiError(
+                403,
+                {
+                    "message": "Validation Failed",
+                    "errors": [
+                        {
+                            "resource": name,
+                            "field": f"{t.lower()}.{f.lower()}",
+                            "code": "No access to the field",
+                        }
+                        for t, f in missing
+                    ],
+                },
+            )
 
     def _id_list(self, args: Mapping[str, Any], key: str) -> set[int] | None:
         if key not in args:
@@ -725,20 +782,6 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         unknown = set(args) - {"students_dcid", "students_id"}
         if unknown:
             raise _ApiError(400, {"message": f"Invalid argument {sorted(unknown)[0]}"})
-        if self._grants is not None and not {"id", "dcid"} <= self._grants.get("students", set()):
-            raise _ApiError(
-                403,
-                {
-                    "message": "Validation Failed",
-                    "errors": [
-                        {
-                            "resource": DCID_ID_MAP_QUERY,
-                            "field": "students.id",
-                            "code": "No access to the field",
-                        }
-                    ],
-                },
-            )
         dcids = self._id_list(args, "students_dcid")
         ids = self._id_list(args, "students_id")
         # Index lookups keep 100,000-student benchmarks fast.
@@ -938,19 +981,14 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         if self.faults.write_latency > 0:
             await asyncio.sleep(self.faults.write_latency)
         if self.faults.write_forbidden:
-            raise _ApiError(
-                403,
-                {
-                    "message": "At least one column lacks sufficient permission",
-                    "errors": [
-                        {"code": "NoAccess", "field": "attendance_codeid", "resource": "ATTENDANCE"}
-                    ],
-                },
-            )
+            raise _no_access("ATTENDANCE", ["attendance_codeid"])
         body = await _json_body(request)
         if body is None:
             raise _ApiError(400, {"message": "Request body must be a JSON object"})
-        typed = self._validate_write(self._write_fields(body))
+        values = self._write_fields(body)
+        spec = TABLES["attendance"]
+        self._check_grants(spec, [c for c in map(spec.column, values) if c is not None], write=True)
+        typed = self._validate_write(values)
         existing = self._existing_daily(typed["studentid"], typed["att_date"])
         if self.faults.write_error_in_body:
             return web.json_response(
@@ -1028,7 +1066,6 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
             "queue": [list(item) for item in self.faults.queue],
             "write_error_in_body": self.faults.write_error_in_body,
             "write_forbidden": self.faults.write_forbidden,
-            "v1_forbidden": self.faults.v1_forbidden,
         }
 
     async def _sim_get_faults(self, request: web.Request) -> web.Response:

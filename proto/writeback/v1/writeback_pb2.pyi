@@ -184,6 +184,34 @@ ATTEMPT_OUTCOME_RETRY: AttemptOutcome.ValueType  # 5
 """A transient failure (timeout, 5xx, 429): the record was rescheduled."""
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
+class _SyncPhase:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SyncPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyncPhase.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SYNC_PHASE_UNSPECIFIED: _SyncPhase.ValueType  # 0
+    SYNC_PHASE_READING: _SyncPhase.ValueType  # 1
+    """Reading students from Clever or ClassLink and writing them, page by page."""
+    SYNC_PHASE_PREFETCHING: _SyncPhase.ValueType  # 2
+    """Looking up STUDENTS.ID in PowerSchool for the students lacking it."""
+    SYNC_PHASE_DONE: _SyncPhase.ValueType  # 3
+    SYNC_PHASE_FAILED: _SyncPhase.ValueType  # 4
+    """Ended with an error (see SyncStatus.error); the district's last_sync_error says it too."""
+
+class SyncPhase(_SyncPhase, metaclass=_SyncPhaseEnumTypeWrapper):
+    """Where a roster sync job is."""
+
+SYNC_PHASE_UNSPECIFIED: SyncPhase.ValueType  # 0
+SYNC_PHASE_READING: SyncPhase.ValueType  # 1
+"""Reading students from Clever or ClassLink and writing them, page by page."""
+SYNC_PHASE_PREFETCHING: SyncPhase.ValueType  # 2
+"""Looking up STUDENTS.ID in PowerSchool for the students lacking it."""
+SYNC_PHASE_DONE: SyncPhase.ValueType  # 3
+SYNC_PHASE_FAILED: SyncPhase.ValueType  # 4
+"""Ended with an error (see SyncStatus.error); the district's last_sync_error says it too."""
+Global___SyncPhase: _TypeAlias = SyncPhase  # noqa: Y015
+
 class _FindingCode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -245,6 +273,10 @@ class _FindingCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FindingCo
     """A configured school's roster school ID is not among the schools the roster shares."""
     FINDING_CODE_POWERSCHOOL_CHECK_FAILED: _FindingCode.ValueType  # 35
     """A PowerSchool check could not finish (an unexpected answer); the message says which."""
+    FINDING_CODE_CLEVER_EVENTS_OFF: _FindingCode.ValueType  # 50
+    """Clever district: a full read found roster changes that Clever sent no event for, so its
+    Events API is off; the district is re-read in full every FULL_SYNC_INTERVAL until it is on.
+    """
 
 class FindingCode(_FindingCode, metaclass=_FindingCodeEnumTypeWrapper): ...
 
@@ -303,6 +335,10 @@ FINDING_CODE_ROSTER_SCHOOL_NOT_VISIBLE: FindingCode.ValueType  # 34
 """A configured school's roster school ID is not among the schools the roster shares."""
 FINDING_CODE_POWERSCHOOL_CHECK_FAILED: FindingCode.ValueType  # 35
 """A PowerSchool check could not finish (an unexpected answer); the message says which."""
+FINDING_CODE_CLEVER_EVENTS_OFF: FindingCode.ValueType  # 50
+"""Clever district: a full read found roster changes that Clever sent no event for, so its
+Events API is off; the district is re-read in full every FULL_SYNC_INTERVAL until it is on.
+"""
 Global___FindingCode: _TypeAlias = FindingCode  # noqa: Y015
 
 class _Severity:
@@ -1217,18 +1253,22 @@ class SyncRosterRequest(_message.Message):
 
     DISTRICT_ID_FIELD_NUMBER: _builtins.int
     FULL_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
     district_id: _builtins.str
     full: _builtins.bool
     """Re-read every student (and deactivate the ones the roster no longer has)."""
+    background: _builtins.bool
+    """Answer at once with the job's sync_id instead of waiting for the counts."""
     def __init__(
         self,
         *,
         district_id: _builtins.str = ...,
         full: _builtins.bool = ...,
+        background: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_id", b"district_id", "full", b"full"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "district_id", b"district_id", "full", b"full"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1246,6 +1286,7 @@ class SyncRosterResponse(_message.Message):
     FULL_FIELD_NUMBER: _builtins.int
     PREFETCHED_FIELD_NUMBER: _builtins.int
     UNRESOLVED_FIELD_NUMBER: _builtins.int
+    SYNC_ID_FIELD_NUMBER: _builtins.int
     created: _builtins.int
     updated: _builtins.int
     deactivated: _builtins.int
@@ -1256,6 +1297,8 @@ class SyncRosterResponse(_message.Message):
     """Students whose PowerSchool STUDENTS.ID was looked up after the sync."""
     unresolved: _builtins.int
     """Students still without a STUDENTS.ID after prefetch (see DiagnoseMapping)."""
+    sync_id: _builtins.str
+    """The sync job (GetSyncStatus shows it), also when the call waited for it."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
     def __init__(
@@ -1269,14 +1312,130 @@ class SyncRosterResponse(_message.Message):
         full: _builtins.bool = ...,
         prefetched: _builtins.int = ...,
         unresolved: _builtins.int = ...,
+        sync_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "deactivated", b"deactivated", "duration", b"duration", "full", b"full", "prefetched", b"prefetched", "unchanged", b"unchanged", "unresolved", b"unresolved", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "deactivated", b"deactivated", "duration", b"duration", "full", b"full", "prefetched", b"prefetched", "sync_id", b"sync_id", "unchanged", b"unchanged", "unresolved", b"unresolved", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SyncRosterResponse: _TypeAlias = SyncRosterResponse  # noqa: Y015
+
+@_typing.final
+class GetSyncStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    SYNC_ID_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    sync_id: _builtins.str
+    """The job SyncRoster answered with; empty means the district's most recent sync."""
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+        sync_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_id", b"district_id", "sync_id", b"sync_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSyncStatusRequest: _TypeAlias = GetSyncStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetSyncStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___SyncStatus: ...
+    def __init__(
+        self,
+        *,
+        status: Global___SyncStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSyncStatusResponse: _TypeAlias = GetSyncStatusResponse  # noqa: Y015
+
+@_typing.final
+class SyncStatus(_message.Message):
+    """One roster sync job, as stored (visible from every service process)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYNC_ID_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    PAGES_DONE_FIELD_NUMBER: _builtins.int
+    STUDENTS_DONE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    DEACTIVATED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    PREFETCHED_FIELD_NUMBER: _builtins.int
+    UNRESOLVED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    sync_id: _builtins.str
+    phase: Global___SyncPhase.ValueType
+    pages_done: _builtins.int
+    """Roster pages read and written so far, and the students on them."""
+    students_done: _builtins.int
+    full: _builtins.bool
+    """True when the sync reads the whole roster (known once it ends)."""
+    created: _builtins.int
+    updated: _builtins.int
+    deactivated: _builtins.int
+    unchanged: _builtins.int
+    prefetched: _builtins.int
+    unresolved: _builtins.int
+    error: _builtins.str
+    """Why the job failed (SYNC_PHASE_FAILED), and the machine-readable reason, e.g.
+    ROSTER_UNAVAILABLE, ROSTER_AUTH_FAILED, SYNC_INTERRUPTED.
+    """
+    error_reason: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset while the job runs."""
+
+    def __init__(
+        self,
+        *,
+        sync_id: _builtins.str = ...,
+        phase: Global___SyncPhase.ValueType = ...,
+        pages_done: _builtins.int = ...,
+        students_done: _builtins.int = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        full: _builtins.bool = ...,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        deactivated: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        prefetched: _builtins.int = ...,
+        unresolved: _builtins.int = ...,
+        error: _builtins.str = ...,
+        error_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "deactivated", b"deactivated", "error", b"error", "error_reason", b"error_reason", "finished_at", b"finished_at", "full", b"full", "pages_done", b"pages_done", "phase", b"phase", "prefetched", b"prefetched", "started_at", b"started_at", "students_done", b"students_done", "sync_id", b"sync_id", "unchanged", b"unchanged", "unresolved", b"unresolved", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncStatus: _TypeAlias = SyncStatus  # noqa: Y015
 
 @_typing.final
 class DiagnoseMappingRequest(_message.Message):

@@ -69,6 +69,11 @@ class WritebackServiceStub:
                 request_serializer=writeback_dot_v1_dot_writeback__pb2.SyncRosterRequest.SerializeToString,
                 response_deserializer=writeback_dot_v1_dot_writeback__pb2.SyncRosterResponse.FromString,
                 _registered_method=True)
+        self.GetSyncStatus = channel.unary_unary(
+                '/writeback.v1.WritebackService/GetSyncStatus',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.GetSyncStatusRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.GetSyncStatusResponse.FromString,
+                _registered_method=True)
         self.DiagnoseMapping = channel.unary_unary(
                 '/writeback.v1.WritebackService/DiagnoseMapping',
                 request_serializer=writeback_dot_v1_dot_writeback__pb2.DiagnoseMappingRequest.SerializeToString,
@@ -148,6 +153,15 @@ class WritebackServiceServicer:
 
     def SyncRoster(self, request, context):
         """Reads the district's students from Clever or ClassLink now (incremental unless full).
+        Runs as a job that outlives the call: waits for it (default) or, with background,
+        answers at once with its sync_id. A second call while one runs joins the running job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSyncStatus(self, request, context):
+        """Shows a roster sync job's phase, progress, counts and error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -234,6 +248,11 @@ def add_WritebackServiceServicer_to_server(servicer, server):
                     servicer.SyncRoster,
                     request_deserializer=writeback_dot_v1_dot_writeback__pb2.SyncRosterRequest.FromString,
                     response_serializer=writeback_dot_v1_dot_writeback__pb2.SyncRosterResponse.SerializeToString,
+            ),
+            'GetSyncStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSyncStatus,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.GetSyncStatusRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.GetSyncStatusResponse.SerializeToString,
             ),
             'DiagnoseMapping': grpc.unary_unary_rpc_method_handler(
                     servicer.DiagnoseMapping,
@@ -455,6 +474,33 @@ class WritebackService:
             '/writeback.v1.WritebackService/SyncRoster',
             writeback_dot_v1_dot_writeback__pb2.SyncRosterRequest.SerializeToString,
             writeback_dot_v1_dot_writeback__pb2.SyncRosterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSyncStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/GetSyncStatus',
+            writeback_dot_v1_dot_writeback__pb2.GetSyncStatusRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.GetSyncStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,7 +46,12 @@ class WritebackServiceStub:
     GetAttendance: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.GetAttendanceRequest, _writeback_pb2.GetAttendanceResponse]
     """Returns one attendance record and its delivery state."""
     SyncRoster: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.SyncRosterRequest, _writeback_pb2.SyncRosterResponse]
-    """Reads the district's students from Clever or ClassLink now (incremental unless full)."""
+    """Reads the district's students from Clever or ClassLink now (incremental unless full).
+    Runs as a job that outlives the call: waits for it (default) or, with background,
+    answers at once with its sync_id. A second call while one runs joins the running job.
+    """
+    GetSyncStatus: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.GetSyncStatusRequest, _writeback_pb2.GetSyncStatusResponse]
+    """Shows a roster sync job's phase, progress, counts and error."""
     DiagnoseMapping: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.DiagnoseMappingRequest, _writeback_pb2.DiagnoseMappingResponse]
     """Samples roster students, checks them against PowerSchool, and reports mapping problems."""
     CancelAttendance: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.CancelAttendanceRequest, _writeback_pb2.CancelAttendanceResponse]
@@ -80,7 +85,12 @@ class WritebackServiceAsyncStub(WritebackServiceStub):
     GetAttendance: _aio.UnaryUnaryMultiCallable[_writeback_pb2.GetAttendanceRequest, _writeback_pb2.GetAttendanceResponse]  # type: ignore[assignment]
     """Returns one attendance record and its delivery state."""
     SyncRoster: _aio.UnaryUnaryMultiCallable[_writeback_pb2.SyncRosterRequest, _writeback_pb2.SyncRosterResponse]  # type: ignore[assignment]
-    """Reads the district's students from Clever or ClassLink now (incremental unless full)."""
+    """Reads the district's students from Clever or ClassLink now (incremental unless full).
+    Runs as a job that outlives the call: waits for it (default) or, with background,
+    answers at once with its sync_id. A second call while one runs joins the running job.
+    """
+    GetSyncStatus: _aio.UnaryUnaryMultiCallable[_writeback_pb2.GetSyncStatusRequest, _writeback_pb2.GetSyncStatusResponse]  # type: ignore[assignment]
+    """Shows a roster sync job's phase, progress, counts and error."""
     DiagnoseMapping: _aio.UnaryUnaryMultiCallable[_writeback_pb2.DiagnoseMappingRequest, _writeback_pb2.DiagnoseMappingResponse]  # type: ignore[assignment]
     """Samples roster students, checks them against PowerSchool, and reports mapping problems."""
     CancelAttendance: _aio.UnaryUnaryMultiCallable[_writeback_pb2.CancelAttendanceRequest, _writeback_pb2.CancelAttendanceResponse]  # type: ignore[assignment]
@@ -153,7 +163,18 @@ class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _writeback_pb2.SyncRosterRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_writeback_pb2.SyncRosterResponse, _abc.Awaitable[_writeback_pb2.SyncRosterResponse]]:
-        """Reads the district's students from Clever or ClassLink now (incremental unless full)."""
+        """Reads the district's students from Clever or ClassLink now (incremental unless full).
+        Runs as a job that outlives the call: waits for it (default) or, with background,
+        answers at once with its sync_id. A second call while one runs joins the running job.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSyncStatus(
+        self,
+        request: _writeback_pb2.GetSyncStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.GetSyncStatusResponse, _abc.Awaitable[_writeback_pb2.GetSyncStatusResponse]]:
+        """Shows a roster sync job's phase, progress, counts and error."""
 
     @_abc_1.abstractmethod
     def DiagnoseMapping(

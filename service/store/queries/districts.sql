@@ -77,11 +77,31 @@ INSERT INTO schools (
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 
 -- name: due_for_sync
--- Districts whose schedule says a sync is due; the caller takes a per-district advisory lock.
-SELECT d.district_id
-FROM districts d LEFT JOIN roster_sync_state r USING (district_id)
-WHERE d.sync_interval_seconds > 0
-  AND (r.last_sync_at IS NULL
-       OR r.last_sync_at < now() - make_interval(secs => d.sync_interval_seconds))
-ORDER BY r.last_sync_at NULLS FIRST
+-- Districts whose schedule says a sync is due, and whether that sync reads the whole roster;
+-- the caller takes a per-district advisory lock. $1 = FULL_SYNC_INTERVAL in seconds. A Clever
+-- district whose Events are not to be trusted (found off, or no new event for $1) is read in
+-- full every $1; one whose Events were found off gets no incremental syncs (they see nothing).
+-- A failed full read is tried again after the shorter of the two intervals, not at every poll.
+WITH s AS (
+    SELECT d.district_id, d.sync_interval_seconds, r.last_sync_at,
+           d.roster_source = 'clever' AND r.clever_events_off_at IS NOT NULL AS events_off,
+           d.roster_source = 'clever'
+               AND (r.clever_events_off_at IS NOT NULL
+                    OR r.clever_event_seen_at IS NULL
+                    OR r.clever_event_seen_at < now() - make_interval(secs => $1))
+               AND (r.last_full_at IS NULL
+                    OR r.last_full_at < now() - make_interval(secs => $1))
+               AND (r.last_sync_at IS NULL
+                    OR r.last_sync_at < now() - make_interval(
+                        secs => least($1, d.sync_interval_seconds::float8))) AS full_due
+    FROM districts d LEFT JOIN roster_sync_state r USING (district_id)
+    WHERE d.sync_interval_seconds > 0
+)
+SELECT district_id, COALESCE(full_due, false) AS full
+FROM s
+WHERE last_sync_at IS NULL
+   OR full_due
+   OR (NOT COALESCE(events_off, false)
+       AND last_sync_at < now() - make_interval(secs => sync_interval_seconds))
+ORDER BY last_sync_at NULLS FIRST
 LIMIT 100;

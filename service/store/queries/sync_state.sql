@@ -19,3 +19,19 @@ SELECT pg_try_advisory_lock(hashtext('roster-sync:' || $1));
 
 -- name: unlock
 SELECT pg_advisory_unlock(hashtext('roster-sync:' || $1));
+
+-- name: clever_event_seen
+-- An event newer than the cursor: Clever's Events API is on for the district.
+INSERT INTO roster_sync_state (district_id, clever_event_seen_at) VALUES ($1, now())
+ON CONFLICT (district_id) DO UPDATE SET
+    clever_event_seen_at = now(),
+    clever_events_off_at = NULL,
+    clever_events_missed = 0;
+
+-- name: clever_events_missed
+-- A full read found $2 changes while no event came: the first detection time is kept.
+INSERT INTO roster_sync_state (district_id, clever_events_off_at, clever_events_missed)
+VALUES ($1, now(), $2)
+ON CONFLICT (district_id) DO UPDATE SET
+    clever_events_off_at = COALESCE(roster_sync_state.clever_events_off_at, now()),
+    clever_events_missed = EXCLUDED.clever_events_missed;
