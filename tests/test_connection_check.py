@@ -15,6 +15,7 @@ import pytest
 from writeback.v1 import writeback_pb2 as pb
 
 from service import Server
+from service.powerschool import load_plugin
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
@@ -202,26 +203,43 @@ class TestPowerSchoolFindings:
         assert "school number" in response.findings[0].message
         assert response.schools_checked == 3
 
-    async def test_an_ungranted_field_is_named(self, stub: object, clever: CleverSimulator) -> None:
-        every = {
-            "students": ["id", "dcid", "schoolid", "student_number", "enroll_status"],
-            "terms": ["id", "yearid", "schoolid", "firstday", "lastday", "isyearrec"],
-            "attendance_code": ["id", "att_code", "presence_status_cd", "schoolid", "yearid"],
-            "attendance": ["id", "dcid", "studentid", "schoolid", "yearid", "att_date"],
-        }  # ATTENDANCE.ATT_MODE_CODE left out
-        limited = PowerSchoolSimulator(demo_dataset(students_per_school=4), field_grants=every)
-        await limited.start()
+    async def test_fields_the_installed_plugin_does_not_grant_are_named(
+        self, stub: object, clever: CleverSimulator
+    ) -> None:
+        """PowerSchool runs an older plugin lacking two fields the service needs: one finding
+        names the table and both fields, and the school checks that need them add nothing."""
+        installed = (
+            load_plugin()
+            .without_field("ATTENDANCE", "ATT_MODE_CODE")
+            .without_field("ATTENDANCE", "ATT_COMMENT")
+        )
+        older = PowerSchoolSimulator(demo_dataset(students_per_school=4), plugin=installed)
+        await older.start()
         try:
-            world = World(stub, limited)  # type: ignore[arg-type]
+            world = World(stub, older)  # type: ignore[arg-type]
             await clever_district(world, clever)
             response, found = await check(world)
-            assert found == [
-                (pb.FINDING_CODE_POWERSCHOOL_FIELD_FORBIDDEN, pb.SEVERITY_ERROR, 100),
-                (pb.FINDING_CODE_POWERSCHOOL_FIELD_FORBIDDEN, pb.SEVERITY_ERROR, 200),
-            ]
-            assert "Attendance.Att_Mode_Code" in response.findings[0].message
+            assert found == [(pb.FINDING_CODE_POWERSCHOOL_FIELD_FORBIDDEN, pb.SEVERITY_ERROR, 0)]
+            message = response.findings[0].message
+            assert "ATTENDANCE field(s) ATT_COMMENT, ATT_MODE_CODE" in message
+            assert response.findings[0].count == 2
         finally:
-            await limited.stop()
+            await older.stop()
+
+    async def test_every_field_of_the_shipped_plugin_is_probed(
+        self, world: World, clever: CleverSimulator
+    ) -> None:
+        await clever_district(world, clever)
+        world.sim.reset_calls()
+        await check(world)
+        plugin = load_plugin()
+        for table in plugin.tables:
+            probes = [
+                c.query["projection"].upper().split(",")
+                for c in world.sim.calls
+                if c.path == f"/ws/schema/table/{table.lower()}" and c.query.get("pagesize") == "1"
+            ]
+            assert sorted(plugin.fields(table)) in [sorted(p) for p in probes], table
 
     async def test_a_stored_time_zone_that_no_longer_exists(
         self, world: World, clever: CleverSimulator, database_url: str

@@ -2,12 +2,14 @@
 reports every problem at once, each with its severity, the school it concerns and the fix an
 admin can follow, before a single check-in fails on it.
 
-PowerSchool: the URL (TLS), a fresh token, the PowerQuery the service calls, and for every
-enabled school its time zone, the year-long term containing today, the configured codes in
-that year, and its attendance mode. PowerSchool has no documented API field for a school's
-attendance mode, so the mode is read from the school's ATTENDANCE rows of the year: more
-Meeting rows than Daily rows means the school takes period attendance (which the service
-cannot write); a school with no rows yet is given the benefit of the doubt.
+PowerSchool: the URL (TLS), a fresh token, every field the shipped plugin requests (one read
+per table projecting all of them: the installed plugin may be older or edited), the
+PowerQuery the service calls, and for every enabled school its time zone, the year-long term
+containing today, the configured codes in that year, and its attendance mode. PowerSchool
+has no documented API field for a school's attendance mode, so the mode is read from the
+school's ATTENDANCE rows of the year: more Meeting rows than Daily rows means the school takes
+period attendance (which the service cannot write); a school with no rows yet is given the
+benefit of the doubt.
 
 Roster: Clever's token and the schools it shares, or the ClassLink Roster Server's endpoint,
 OneRoster version and signatures, and that each configured roster school is visible.
@@ -36,6 +38,7 @@ from service.models import (
     Severity,
 )
 from service.powerschool import (
+    PluginGrants,
     PowerSchoolAuthError,
     PowerSchoolClient,
     PowerSchoolError,
@@ -109,12 +112,14 @@ class ConnectionChecker:
         districts: DistrictService,
         powerschool: PowerSchoolPool,
         rosters: RosterSources,
+        plugin: PluginGrants,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._districts = districts
         self._powerschool = powerschool
         self._rosters = rosters
+        self._plugin = plugin
         self._now = now
 
     async def check(self, district_id: str) -> ConnectionReport:
@@ -182,15 +187,23 @@ class ConnectionChecker:
                 )
             )
             return findings, 0
-        findings += await _powerquery_checks(client)
+        findings += await _field_checks(client, self._plugin)
+        if DCID_ID_MAP_QUERY in self._plugin.queries:
+            findings += await _powerquery_checks(client)
         gate = asyncio.Semaphore(_SCHOOL_CONCURRENCY)
 
         async def one(school: School) -> list[Finding]:
             async with gate:
                 return await self._school_checks(client, district, school)
 
+        refused = any(f.code is FindingCode.POWERSCHOOL_FIELD_FORBIDDEN for f in findings)
         for found in await asyncio.gather(*(one(s) for s in schools)):
-            findings += found
+            # A school's read refused for a field already reported adds nothing to fix.
+            findings += [
+                f
+                for f in found
+                if not (refused and f.code is FindingCode.POWERSCHOOL_FIELD_FORBIDDEN)
+            ]
         return findings, len(schools)
 
     async def _school_checks(
@@ -261,6 +274,51 @@ class ConnectionChecker:
 
 
 # --- PowerSchool checks, one concern each --------------------------------------------------
+
+
+async def _field_checks(client: PowerSchoolClient, plugin: PluginGrants) -> list[Finding]:
+    """One read per table projecting every field the plugin requests; a 403 names the
+    refused fields, which are dropped and the read repeated, so all of them are reported."""
+    findings = []
+    for table in plugin.tables:
+        wanted = list(plugin.fields(table))
+        refused: list[str] = []
+        while wanted:
+            try:
+                await client.first_row(table, wanted)
+                break
+            except PowerSchoolForbidden as exc:
+                named = {f.upper() for _, f in exc.denied} & set(wanted)
+                if not named:  # PowerSchool did not say which: report the table
+                    refused.append("(fields not named by PowerSchool)")
+                    break
+                refused += sorted(named)
+                wanted = [w for w in wanted if w not in named]
+            except PowerSchoolError as exc:
+                findings.append(
+                    _finding(
+                        FindingCode.POWERSCHOOL_CHECK_FAILED,
+                        Severity.WARNING,
+                        f"Reading {table} to check the plugin's fields failed: {exc}. Run "
+                        "the check again; if it persists, PowerSchool is answering "
+                        "unexpectedly.",
+                    )
+                )
+                break
+        if refused:
+            findings.append(
+                _finding(
+                    FindingCode.POWERSCHOOL_FIELD_FORBIDDEN,
+                    Severity.ERROR,
+                    f"PowerSchool refuses {table} field(s) {', '.join(refused)}, which the "
+                    "service needs: the installed plugin does not grant them (an older "
+                    f"version, or an edited plugin.xml). Install the current {plugin.name} "
+                    f"plugin (version {plugin.version}) and enable it under System > System "
+                    "Settings > Plugin Management Configuration.",
+                    count=len(refused),
+                )
+            )
+    return findings
 
 
 async def _powerquery_checks(client: PowerSchoolClient) -> list[Finding]:
