@@ -1,21 +1,28 @@
-"""``python -m clients``: a small CLI for support staff and scripts. Prints JSON."""
+"""writeback (or python -m clients): the CLI admins, support staff and scripts use.
+Prints JSON; exits 0 done, 1 failed, 2 bad usage, 3 still pending after --wait."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import re
 import sys
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
-from google.protobuf.json_format import MessageToJson
-from google.protobuf.message import Message
 from writeback.v1 import writeback_pb2 as pb
 
-from clients._client import WritebackClient, student_key
+from clients._cli import Exit, UsageError, command, emit, record_outcome, run
+from clients._client import IMPORT_BATCH, WritebackClient, student_key
 from clients._errors import WritebackError
+from clients._inputs import InputError, StudentRow, read_district, read_students
+
+
+def _district_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
 
 
 def _key_args(parser: argparse.ArgumentParser) -> None:
@@ -26,136 +33,190 @@ def _key_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--powerschool-id", type=int)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
+def _key(args: argparse.Namespace) -> pb.StudentKey:
+    return student_key(
+        sis_id=args.sis_id,
+        student_number=args.student_number,
+        roster_id=args.roster_id,
+        powerschool_id=args.powerschool_id,
+    )
+
+
+def _record_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
+    parser.add_argument("record_id")
+
+
+# --- districts and students -------------------------------------------------------------
+
+
+def _file_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="a YAML file (JSON if it ends in .json)")
+
+
+@command("district apply", "create or update a district from a YAML or JSON file", _file_arg)
+async def _district_apply(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    try:
+        district = read_district(args.file)
+    except InputError as err:
+        raise UsageError(str(err)) from None
+    emit(await client.upsert_district(district))
+    return Exit.DONE
+
+
+def _district_list_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--page-size", type=int, default=0, help="districts per call")
+
+
+@command("district list", "every district's configuration (no secrets)", _district_list_args)
+async def _district_list(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    everything = pb.ListDistrictsResponse()
+    token = ""
+    while True:
+        page = await client.list_districts(page_size=args.page_size, page_token=token)
+        everything.districts.extend(page.districts)
+        token = page.next_page_token
+        if not token:
+            break
+    emit(everything)
+    return Exit.DONE
+
+
+@command("get-district", "show a district's configuration", _district_arg)
+async def _get_district(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    emit(await client.get_district(args.district_id))
+    return Exit.DONE
+
+
+def _students_import_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
+    parser.add_argument("file", type=Path, help="a CSV with a header row (see the README)")
+
+
+@command("students import", "add or update roster students from a CSV", _students_import_args)
+async def _students_import(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    try:
+        rows = read_students(args.file)
+    except InputError as err:
+        raise UsageError(str(err)) from None
+    total = pb.ImportStudentsResponse()
+    for start in range(0, len(rows), IMPORT_BATCH):
+        batch = rows[start : start + IMPORT_BATCH]
+        try:
+            part = await client.import_students(args.district_id, [r.student for r in batch])
+        except WritebackError as err:
+            _name_csv_lines(err, batch)
+            if start:
+                print(f"lines before {batch[0].line} were imported", file=sys.stderr)
+            raise
+        total.created += part.created
+        total.updated += part.updated
+        total.unchanged += part.unchanged
+        total.deactivated += part.deactivated
+    emit(total)
+    return Exit.DONE
+
+
+_STUDENT_FIELD = re.compile(r"students\[(\d+)\]\.(.+)")
+
+
+def _name_csv_lines(err: WritebackError, batch: list[StudentRow]) -> None:
+    """Point the server's ``students[i].field`` violations at the CSV's lines."""
+    named: dict[str, str] = {}
+    for field, why in err.violations.items():
+        match = _STUDENT_FIELD.fullmatch(field)
+        if match and int(match[1]) < len(batch):
+            named[f"line {batch[int(match[1])].line}: {match[2]}"] = why
+        else:
+            named[field] = why
+    err.violations = named
+
+
+# --- students and attendance ------------------------------------------------------------
+
+
+def _resolve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
+    _key_args(parser)
+
+
+@command("resolve", "find a student and their STUDENTS.ID", _resolve_args)
+async def _resolve(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    emit(await client.resolve_student(args.district_id, _key(args)))
+    return Exit.DONE
+
+
+def _submit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
+    _key_args(parser)
+    parser.add_argument("--event", choices=["late_check_in", "early_check_out"], required=True)
+    parser.add_argument("--at", help="ISO time with offset (default: now)")
+    parser.add_argument("--reason", default="")
+    parser.add_argument("--excused", action="store_true")
+    parser.add_argument("--school-number", type=int, default=0)
+    parser.add_argument("--idempotency-key", default="", help="default: a new random key")
     parser.add_argument(
-        "--target",
-        default=os.environ.get("WRITEBACK_TARGET", "localhost:50051"),
-        help="service address (env WRITEBACK_TARGET, default localhost:50051)",
-    )
-    parser.add_argument("--timeout", type=float, default=10.0)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    get_district = commands.add_parser("get-district", help="show a district's configuration")
-    get_district.add_argument("district_id")
-
-    resolve = commands.add_parser("resolve", help="find a student and their STUDENTS.ID")
-    resolve.add_argument("district_id")
-    _key_args(resolve)
-
-    submit = commands.add_parser("submit", help="record a late check-in or early check-out")
-    submit.add_argument("district_id")
-    _key_args(submit)
-    submit.add_argument("--event", choices=["late_check_in", "early_check_out"], required=True)
-    submit.add_argument("--at", help="ISO time with offset (default: now)")
-    submit.add_argument("--reason", default="")
-    submit.add_argument("--excused", action="store_true")
-    submit.add_argument("--school-number", type=int, default=0)
-    submit.add_argument("--idempotency-key", default="", help="default: a new random key")
-    submit.add_argument("--wait", action="store_true", help="answer with PowerSchool's outcome")
-
-    get_attendance = commands.add_parser("get-attendance", help="show one attendance record")
-    get_attendance.add_argument("district_id")
-    get_attendance.add_argument("record_id")
-
-    cancel = commands.add_parser("cancel", help="withdraw a check-in entered by mistake")
-    cancel.add_argument("district_id")
-    cancel.add_argument("record_id")
-    cancel.add_argument("--reason", default="")
-
-    listing = commands.add_parser("list", help="list a district's records, newest first")
-    listing.add_argument("district_id")
-    listing.add_argument(
-        "--state", choices=["pending", "written", "failed", "skipped", "cancelled"]
-    )
-    listing.add_argument("--school-number", type=int, default=0)
-    listing.add_argument("--date-from", default="")
-    listing.add_argument("--date-to", default="")
-    listing.add_argument("--page-size", type=int, default=50)
-    listing.add_argument("--page-token", default="")
-
-    retry = commands.add_parser("retry", help="send a record, or FAILED records in a range, again")
-    retry.add_argument("district_id")
-    retry.add_argument("--record-id", default="")
-    retry.add_argument("--date-from", default="")
-    retry.add_argument("--date-to", default="")
-
-    stats = commands.add_parser("stats", help="a district's delivery backlog and health")
-    stats.add_argument("district_id")
-
-    sync = commands.add_parser(
-        "sync", help="start a roster sync and print its sync_id, or follow it with --wait"
-    )
-    sync.add_argument("district_id")
-    sync.add_argument("--full", action="store_true")
-    sync.add_argument(
-        "--wait", action="store_true", help="show progress on stderr; exit 0 done, 1 failed"
+        "--wait", action="store_true", help="answer with PowerSchool's outcome (exit 3: pending)"
     )
 
-    diagnose = commands.add_parser("diagnose", help="check the roster mapping against PowerSchool")
-    diagnose.add_argument("district_id")
-    diagnose.add_argument("--sample-size", type=int, default=0)
 
-    _check_parser(commands)
-    return parser
-
-
-def _check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    check = commands.add_parser(
-        "check",
-        help="probe PowerSchool and the roster (read-only); exit 1 on errors or warnings",
-    )
-    check.add_argument("district_id")
-    check.add_argument("--json", action="store_true", help="print the response as JSON")
-
-
-async def _run(args: argparse.Namespace) -> Message:
-    async with WritebackClient(args.target, timeout=args.timeout) as client:
-        if args.command == "get-district":
-            return await client.get_district(args.district_id)
-        if args.command == "get-attendance":
-            return await client.get_attendance(args.district_id, args.record_id)
-        operations = await _operations(client, args)
-        if operations is not None:
-            return operations
-        key = student_key(
-            sis_id=args.sis_id,
-            student_number=args.student_number,
-            roster_id=args.roster_id,
-            powerschool_id=args.powerschool_id,
-        )
-        if args.command == "resolve":
-            return await client.resolve_student(args.district_id, key)
+@command("submit", "record a late check-in or early check-out", _submit_args)
+async def _submit(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    try:
         occurred = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
-        if occurred.tzinfo is None:
-            raise SystemExit("--at needs a UTC offset, e.g. 2026-11-20T08:47:00-06:00")
-        return await client.submit_attendance(
-            args.district_id,
-            idempotency_key=args.idempotency_key or uuid.uuid4().hex,
-            student=key,
-            event=args.event,
-            occurred_at=occurred,
-            school_number=args.school_number,
-            reason=args.reason,
-            excused=args.excused,
-            wait=args.wait,
-        )
+    except ValueError:
+        raise UsageError("--at must be an ISO time, e.g. 2026-11-20T08:47:00-06:00") from None
+    if occurred.tzinfo is None:
+        raise UsageError("--at needs a UTC offset, e.g. 2026-11-20T08:47:00-06:00")
+    response = await client.submit_attendance(
+        args.district_id,
+        idempotency_key=args.idempotency_key or uuid.uuid4().hex,
+        student=_key(args),
+        event=args.event,
+        occurred_at=occurred,
+        school_number=args.school_number,
+        reason=args.reason,
+        excused=args.excused,
+        wait=args.wait,
+    )
+    emit(response)
+    return record_outcome(response.record, waited=args.wait)
 
 
-async def _operations(client: WritebackClient, args: argparse.Namespace) -> Message | None:
-    """The operations commands; None for the student commands."""
-    did = args.district_id
-    if args.command == "cancel":
-        return await client.cancel_attendance(did, args.record_id, reason=args.reason)
-    if args.command == "list":
-        state = (
-            f"ATTENDANCE_STATE_{args.state.upper()}"
-            if args.state
-            else "ATTENDANCE_STATE_UNSPECIFIED"
-        )
-        return await client.list_attendance(
+@command("get-attendance", "show one attendance record", _record_args)
+async def _get_attendance(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    emit(await client.get_attendance(args.district_id, args.record_id))
+    return Exit.DONE
+
+
+def _cancel_args(parser: argparse.ArgumentParser) -> None:
+    _record_args(parser)
+    parser.add_argument("--reason", default="")
+
+
+@command("cancel", "withdraw a check-in entered by mistake", _cancel_args)
+async def _cancel(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    emit(await client.cancel_attendance(args.district_id, args.record_id, reason=args.reason))
+    return Exit.DONE
+
+
+def _list_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
+    parser.add_argument("--state", choices=["pending", "written", "failed", "skipped", "cancelled"])
+    parser.add_argument("--school-number", type=int, default=0)
+    parser.add_argument("--date-from", default="")
+    parser.add_argument("--date-to", default="")
+    parser.add_argument("--page-size", type=int, default=50)
+    parser.add_argument("--page-token", default="")
+
+
+@command("list", "list a district's records, newest first", _list_args)
+async def _list(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    state = f"ATTENDANCE_STATE_{(args.state or 'unspecified').upper()}"
+    emit(
+        await client.list_attendance(
             pb.ListAttendanceRequest(
-                district_id=did,
+                district_id=args.district_id,
                 state=pb.AttendanceState.Value(state),
                 school_number=args.school_number,
                 date_from=args.date_from,
@@ -164,47 +225,60 @@ async def _operations(client: WritebackClient, args: argparse.Namespace) -> Mess
                 page_token=args.page_token,
             )
         )
-    if args.command == "retry":
-        retried = await client.retry_attendance(
-            pb.RetryAttendanceRequest(
-                district_id=did,
-                record_id=args.record_id,
-                date_from=args.date_from,
-                date_to=args.date_to,
-            )
-        )
-        return pb.RetryAttendanceResponse(retried=retried)
-    if args.command == "stats":
-        return await client.delivery_stats(did)
-    if args.command == "sync":
-        started = await client.sync_roster(did, full=args.full, background=True)
-        if not args.wait:
-            return started
-        return await _follow_sync(client, did, started.sync_id)
-    if args.command == "diagnose":
-        return await client.diagnose_mapping(did, args.sample_size)
-    if args.command == "check":
-        return await client.check_connection(did)
-    return None
-
-
-_BLOCKING = (pb.SEVERITY_ERROR, pb.SEVERITY_WARNING)
-
-
-def _print_check(report: pb.CheckConnectionResponse) -> int:
-    """One block per finding, errors first; 1 when any is an error or a warning."""
-    for f in report.findings:
-        severity = pb.Severity.Name(f.severity).removeprefix("SEVERITY_")
-        code = pb.FindingCode.Name(f.code).removeprefix("FINDING_CODE_")
-        where = f"school {f.school_number}" if f.school_number else "district"
-        print(f"{severity:<7} {where:<12} {code}\n        {f.message}")
-    blocking = sum(f.severity in _BLOCKING for f in report.findings)
-    print(
-        f"{blocking} problem(s) to fix; {report.schools_checked} school(s) checked."
-        if blocking
-        else f"No problems found; {report.schools_checked} school(s) checked."
     )
-    return 1 if blocking else 0
+    return Exit.DONE
+
+
+def _retry_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
+    parser.add_argument("--record-id", default="")
+    parser.add_argument("--date-from", default="")
+    parser.add_argument("--date-to", default="")
+
+
+@command("retry", "send a record, or FAILED records in a range, again", _retry_args)
+async def _retry(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    retried = await client.retry_attendance(
+        pb.RetryAttendanceRequest(
+            district_id=args.district_id,
+            record_id=args.record_id,
+            date_from=args.date_from,
+            date_to=args.date_to,
+        )
+    )
+    emit(pb.RetryAttendanceResponse(retried=retried))
+    return Exit.DONE
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+@command("stats", "a district's delivery backlog and health", _district_arg)
+async def _stats(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    emit(await client.delivery_stats(args.district_id))
+    return Exit.DONE
+
+
+def _sync_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument(
+        "--wait", action="store_true", help="show progress on stderr; exit 0 done, 1 failed"
+    )
+
+
+@command("sync", "start a roster sync and print its sync_id, or follow it with --wait", _sync_args)
+async def _sync(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    started = await client.sync_roster(args.district_id, full=args.full, background=True)
+    if not args.wait:
+        emit(started)
+        return Exit.DONE
+    status = await _follow_sync(client, args.district_id, started.sync_id)
+    emit(status)
+    if status.phase == pb.SYNC_PHASE_FAILED:
+        print(f"sync failed: {status.error_reason}: {status.error}", file=sys.stderr)
+        return Exit.FAILED
+    return Exit.DONE
 
 
 # Each status poll gets a short deadline of its own: the sync, not the call, takes long.
@@ -257,25 +331,44 @@ async def _follow_sync(client: WritebackClient, district_id: str, sync_id: str) 
         await asyncio.sleep(_POLL_EVERY)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; exit status 1 with the error on stderr when the call fails."""
-    args = _parser().parse_args(argv)
-    try:
-        message = asyncio.run(_run(args))
-    except WritebackError as err:
-        print(err, file=sys.stderr)
-        for field, why in err.violations.items():
-            print(f"  {field}: {why}", file=sys.stderr)
-        return 1
-    if isinstance(message, pb.CheckConnectionResponse) and not args.json:
-        return _print_check(message)
-    print(MessageToJson(message, preserving_proto_field_name=True))
-    if isinstance(message, pb.CheckConnectionResponse):
-        return 1 if any(f.severity in _BLOCKING for f in message.findings) else 0
-    if isinstance(message, pb.SyncStatus) and message.phase == pb.SYNC_PHASE_FAILED:
-        print(f"sync failed: {message.error_reason}: {message.error}", file=sys.stderr)
-        return 1
-    return 0
+def _diagnose_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district_id")
+    parser.add_argument("--sample-size", type=int, default=0)
+
+
+@command("diagnose", "check the roster mapping against PowerSchool", _diagnose_args)
+async def _diagnose(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    emit(await client.diagnose_mapping(args.district_id, args.sample_size))
+    return Exit.DONE
+
+
+@command(
+    "check",
+    "probe PowerSchool and the roster, read-only; exit 1 on an error or a warning",
+    _district_arg,
+)
+async def _check(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    report = await client.check_connection(args.district_id)
+    emit(report)
+    # People read the findings on stderr; scripts read the JSON on stdout.
+    blocking = 0
+    for f in report.findings:
+        severity = pb.Severity.Name(f.severity).removeprefix("SEVERITY_")
+        code = pb.FindingCode.Name(f.code).removeprefix("FINDING_CODE_")
+        where = f"school {f.school_number}" if f.school_number else "district"
+        print(f"{severity:<7} {where:<12} {code}\n        {f.message}", file=sys.stderr)
+        blocking += f.severity in (pb.SEVERITY_ERROR, pb.SEVERITY_WARNING)
+    checked = f"{report.schools_checked} school(s) checked"
+    print(
+        f"{blocking} problem(s) to fix; {checked}." if blocking else f"No problems; {checked}.",
+        file=sys.stderr,
+    )
+    return Exit.FAILED if blocking else Exit.DONE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit status (see the module docstring)."""
+    return run(argv, __doc__)
 
 
 if __name__ == "__main__":

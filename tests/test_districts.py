@@ -21,7 +21,7 @@ from service.models import (
     RosterStudent,
 )
 from tests.conftest import LogCapture
-from tests.helpers import World, local, roster_id_of
+from tests.helpers import World, failure, local, roster_id_of
 
 
 class TestDistricts:
@@ -52,6 +52,44 @@ class TestDistricts:
         assert got.visible_student_id == pb.VISIBLE_STUDENT_ID_STUDENT_NUMBER
         assert list(got.schools) == list(sent.schools)
         assert got.timezone == sent.timezone
+
+
+class TestListDistricts:
+    async def test_pages_cover_every_district_once_without_secrets(self, world: World) -> None:
+        """Walking ListDistricts page by page lists each district once, by district_id, and
+        shows a stored secret only as has_client_secret."""
+        created = [f"{world.district_id}-{n}" for n in range(3)]
+        for district_id in created:
+            await world.stub.UpsertDistrict(
+                pb.UpsertDistrictRequest(district=world.district_pb(district_id=district_id))
+            )
+        seen: list[pb.District] = []
+        token = ""
+        while True:
+            page = await world.stub.ListDistricts(
+                pb.ListDistrictsRequest(page_size=2, page_token=token)
+            )
+            assert len(page.districts) <= 2
+            seen.extend(page.districts)
+            token = page.next_page_token
+            if not token:
+                break
+        ids = [d.district_id for d in seen]
+        assert ids == sorted(set(ids))
+        ours = [d for d in seen if d.district_id in created]
+        assert [d.district_id for d in ours] == created
+        assert all(d.powerschool.has_client_secret for d in ours)
+        assert all(len(d.schools) == 2 for d in ours)
+        assert world.sim.client_secret not in str(seen)
+
+    async def test_bad_page_size_and_token_are_named(self, world: World) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await world.stub.ListDistricts(pb.ListDistrictsRequest(page_size=501))
+        assert failure(caught.value).violations.keys() == {"page_size"}
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await world.stub.ListDistricts(pb.ListDistrictsRequest(page_token="!!"))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert failure(caught.value).violations.keys() == {"page_token"}
 
 
 class TestImport:

@@ -66,6 +66,18 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         district = await self._districts.get(request.district_id, fresh=True)
         return pb.GetDistrictResponse(district=_convert.district_to_pb(district))
 
+    async def ListDistricts(
+        self, request: pb.ListDistrictsRequest, context: _Context
+    ) -> pb.ListDistrictsResponse:
+        """A page of districts without their secrets."""
+        validation.check_list_districts(request)
+        districts, token = await self._districts.page(
+            page_size=request.page_size or 100, page_token=request.page_token
+        )
+        return pb.ListDistrictsResponse(
+            districts=[_convert.district_to_pb(d) for d in districts], next_page_token=token
+        )
+
     async def ImportStudents(
         self, request: pb.ImportStudentsRequest, context: _Context
     ) -> pb.ImportStudentsResponse:

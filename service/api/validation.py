@@ -263,6 +263,15 @@ def check_get_attendance(msg: pb.GetAttendanceRequest) -> None:
     c.done()
 
 
+def check_list_districts(msg: pb.ListDistrictsRequest) -> None:
+    """Validate a ListDistricts request."""
+    c = Checker()
+    if not 0 <= msg.page_size <= 500:
+        c.fail("page_size", "must be between 0 (default 100) and 500")
+    c.text("page_token", msg.page_token, 200)
+    c.done()
+
+
 def check_district_id(district_id: str) -> None:
     """Validate a request that carries only a district ID."""
     c = Checker()

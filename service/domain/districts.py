@@ -7,9 +7,11 @@ process are seen at once; changes made through another process within ``cache_se
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 
-from service.errors import NotFound
+from service.errors import FieldViolation, InvalidArgument, NotFound
 from service.models import District
 from service.store import DistrictStore
 
@@ -38,3 +40,26 @@ class DistrictService:
             raise NotFound(f"district {district_id!r} does not exist", reason="DISTRICT_NOT_FOUND")
         self._cache[district_id] = (time.monotonic() + self._cache_seconds, district)
         return district
+
+    async def page(self, *, page_size: int, page_token: str) -> tuple[list[District], str]:
+        """A page of districts by district_id, and the next page's token ("" at the end)."""
+        after = _decode_token(page_token)
+        districts = await self._store.page(after=after, limit=page_size + 1)
+        if len(districts) <= page_size:
+            return districts, ""
+        shown = districts[:page_size]
+        return shown, base64.urlsafe_b64encode(shown[-1].district_id.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        after = base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        after = ""
+    if not after:
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token returned by ListDistricts")]
+        )
+    return after

@@ -84,6 +84,16 @@ class DistrictStore:
             last_sync_error=row["last_sync_error"],
         )
 
+    async def page(self, *, after: str, limit: int) -> list[District]:
+        """Up to ``limit`` districts with their schools, by district_id, those after ``after``."""
+        async with connection(self._pool) as conn:
+            rows = await conn.fetch(_Q["list_district_ids"], after, limit)
+        ids = [r["district_id"] for r in rows]
+        # Each through get(), so a listed district is exactly what GetDistrict shows; an admin's
+        # page is small, and one read per district keeps a single way to build a District.
+        districts = [await self.get(i) for i in ids]
+        return [d for d in districts if d is not None]  # None: removed since the page was read
+
     async def upsert(self, district: District) -> None:
         """Create or replace a district and its full list of schools, in one transaction.
 

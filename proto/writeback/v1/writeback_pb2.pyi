@@ -735,6 +735,56 @@ class GetDistrictResponse(_message.Message):
 Global___GetDistrictResponse: _TypeAlias = GetDistrictResponse  # noqa: Y015
 
 @_typing.final
+class ListDistrictsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most 500; 0 means 100."""
+    page_token: _builtins.str
+    """A next_page_token from an earlier answer; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDistrictsRequest: _TypeAlias = ListDistrictsRequest  # noqa: Y015
+
+@_typing.final
+class ListDistrictsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def districts(self) -> _containers.RepeatedCompositeFieldContainer[Global___District]:
+        """Ordered by district_id, without secrets (as GetDistrict)."""
+
+    def __init__(
+        self,
+        *,
+        districts: _abc.Iterable[Global___District] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["districts", b"districts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDistrictsResponse: _TypeAlias = ListDistrictsResponse  # noqa: Y015
+
+@_typing.final
 class RosterStudent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -44,6 +44,11 @@ class WritebackServiceStub:
                 request_serializer=writeback_dot_v1_dot_writeback__pb2.GetDistrictRequest.SerializeToString,
                 response_deserializer=writeback_dot_v1_dot_writeback__pb2.GetDistrictResponse.FromString,
                 _registered_method=True)
+        self.ListDistricts = channel.unary_unary(
+                '/writeback.v1.WritebackService/ListDistricts',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.ListDistrictsRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.ListDistrictsResponse.FromString,
+                _registered_method=True)
         self.ImportStudents = channel.unary_unary(
                 '/writeback.v1.WritebackService/ImportStudents',
                 request_serializer=writeback_dot_v1_dot_writeback__pb2.ImportStudentsRequest.SerializeToString,
@@ -118,6 +123,13 @@ class WritebackServiceServicer:
 
     def GetDistrict(self, request, context):
         """Returns a district's configuration; secrets are never returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDistricts(self, request, context):
+        """Lists every district, by district_id, a page at a time; secrets are never returned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,6 +235,11 @@ def add_WritebackServiceServicer_to_server(servicer, server):
                     servicer.GetDistrict,
                     request_deserializer=writeback_dot_v1_dot_writeback__pb2.GetDistrictRequest.FromString,
                     response_serializer=writeback_dot_v1_dot_writeback__pb2.GetDistrictResponse.SerializeToString,
+            ),
+            'ListDistricts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDistricts,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.ListDistrictsRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.ListDistrictsResponse.SerializeToString,
             ),
             'ImportStudents': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportStudents,
@@ -339,6 +356,33 @@ class WritebackService:
             '/writeback.v1.WritebackService/GetDistrict',
             writeback_dot_v1_dot_writeback__pb2.GetDistrictRequest.SerializeToString,
             writeback_dot_v1_dot_writeback__pb2.GetDistrictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDistricts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/ListDistricts',
+            writeback_dot_v1_dot_writeback__pb2.ListDistrictsRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.ListDistrictsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,8 @@ class WritebackServiceStub:
     """Creates or replaces a district's configuration (and its schools)."""
     GetDistrict: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.GetDistrictRequest, _writeback_pb2.GetDistrictResponse]
     """Returns a district's configuration; secrets are never returned."""
+    ListDistricts: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.ListDistrictsRequest, _writeback_pb2.ListDistrictsResponse]
+    """Lists every district, by district_id, a page at a time; secrets are never returned."""
     ImportStudents: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.ImportStudentsRequest, _writeback_pb2.ImportStudentsResponse]
     """Upserts roster students (the same path roster sync uses)."""
     ResolveStudent: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.ResolveStudentRequest, _writeback_pb2.ResolveStudentResponse]
@@ -76,6 +78,8 @@ class WritebackServiceAsyncStub(WritebackServiceStub):
     """Creates or replaces a district's configuration (and its schools)."""
     GetDistrict: _aio.UnaryUnaryMultiCallable[_writeback_pb2.GetDistrictRequest, _writeback_pb2.GetDistrictResponse]  # type: ignore[assignment]
     """Returns a district's configuration; secrets are never returned."""
+    ListDistricts: _aio.UnaryUnaryMultiCallable[_writeback_pb2.ListDistrictsRequest, _writeback_pb2.ListDistrictsResponse]  # type: ignore[assignment]
+    """Lists every district, by district_id, a page at a time; secrets are never returned."""
     ImportStudents: _aio.UnaryUnaryMultiCallable[_writeback_pb2.ImportStudentsRequest, _writeback_pb2.ImportStudentsResponse]  # type: ignore[assignment]
     """Upserts roster students (the same path roster sync uses)."""
     ResolveStudent: _aio.UnaryUnaryMultiCallable[_writeback_pb2.ResolveStudentRequest, _writeback_pb2.ResolveStudentResponse]  # type: ignore[assignment]
@@ -124,6 +128,14 @@ class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_writeback_pb2.GetDistrictResponse, _abc.Awaitable[_writeback_pb2.GetDistrictResponse]]:
         """Returns a district's configuration; secrets are never returned."""
+
+    @_abc_1.abstractmethod
+    def ListDistricts(
+        self,
+        request: _writeback_pb2.ListDistrictsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.ListDistrictsResponse, _abc.Awaitable[_writeback_pb2.ListDistrictsResponse]]:
+        """Lists every district, by district_id, a page at a time; secrets are never returned."""
 
     @_abc_1.abstractmethod
     def ImportStudents(

@@ -6,6 +6,10 @@ WHERE d.district_id = $1;
 -- name: get_schools
 SELECT * FROM schools WHERE district_id = $1 ORDER BY school_number;
 
+-- name: list_district_ids
+-- One page by district_id, after the previous page's last ID ('' for the first page).
+SELECT district_id FROM districts WHERE district_id > $1 ORDER BY district_id LIMIT $2;
+
 -- name: upsert_district
 -- An empty secret keeps the stored one (secrets are write-only and callers re-send configs
 -- without them), but only for the same server and client ID: a secret is never sent to a
