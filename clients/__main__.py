@@ -342,6 +342,30 @@ async def _diagnose(client: WritebackClient, args: argparse.Namespace) -> Exit:
     return Exit.DONE
 
 
+@command(
+    "check",
+    "probe PowerSchool and the roster, read-only; exit 1 on an error or a warning",
+    _district_arg,
+)
+async def _check(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    report = await client.check_connection(args.district_id)
+    emit(report)
+    # People read the findings on stderr; scripts read the JSON on stdout.
+    blocking = 0
+    for f in report.findings:
+        severity = pb.Severity.Name(f.severity).removeprefix("SEVERITY_")
+        code = pb.FindingCode.Name(f.code).removeprefix("FINDING_CODE_")
+        where = f"school {f.school_number}" if f.school_number else "district"
+        print(f"{severity:<7} {where:<12} {code}\n        {f.message}", file=sys.stderr)
+        blocking += f.severity in (pb.SEVERITY_ERROR, pb.SEVERITY_WARNING)
+    checked = f"{report.schools_checked} school(s) checked"
+    print(
+        f"{blocking} problem(s) to fix; {checked}." if blocking else f"No problems; {checked}.",
+        file=sys.stderr,
+    )
+    return Exit.FAILED if blocking else Exit.DONE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status (see the module docstring)."""
     return run(argv, __doc__)

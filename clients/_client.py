@@ -208,6 +208,13 @@ class WritebackClient:
             pb.SyncRosterRequest(district_id=district_id, full=full, background=background),
         )
 
+    async def check_connection(self, district_id: str) -> pb.CheckConnectionResponse:
+        """Probe the district's PowerSchool and roster connections (read-only); every problem
+        comes back as a finding, errors first."""
+        return await self._call(
+            self._stub.CheckConnection, pb.CheckConnectionRequest(district_id=district_id)
+        )
+
     async def get_sync_status(self, district_id: str, sync_id: str = "") -> pb.SyncStatus:
         """A sync job's phase, progress, counts and error (the latest sync without an id)."""
         response = await self._call(

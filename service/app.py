@@ -17,6 +17,7 @@ from service.config import Settings
 from service.domain import (
     AttendanceService,
     Backoff,
+    ConnectionChecker,
     Deliverer,
     DeliveryWorker,
     DistrictService,
@@ -29,7 +30,7 @@ from service.domain import (
     WorkerSettings,
 )
 from service.logs import configure
-from service.powerschool import PowerSchoolPool
+from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
     AttendanceStore,
@@ -109,6 +110,7 @@ class Server:
         roster_sync = RosterSync(districts, student_store, sync_state, resolver, self._rosters)
         self._sync_jobs = SyncJobs(roster_sync, districts, SyncJobStore(self._pool), sync_state)
         doctor = MappingDoctor(districts, student_store, self._powerschool, sync_state)
+        checker = ConnectionChecker(districts, self._powerschool, self._rosters, load_plugin())
 
         server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
@@ -119,6 +121,7 @@ class Server:
                 roster_sync=roster_sync,
                 sync_jobs=self._sync_jobs,
                 doctor=doctor,
+                checker=checker,
             ),
             server,
         )

@@ -393,7 +393,7 @@ class SyncJob:
 
 
 class FindingCode(enum.StrEnum):
-    """A kind of mapping problem DiagnoseMapping can report."""
+    """A kind of problem DiagnoseMapping (mapping) or CheckConnection (connections) reports."""
 
     SIS_ID_LOOKS_LIKE_STUDENTS_ID = "sis_id_looks_like_students_id"
     SIS_ID_NOT_NUMERIC = "sis_id_not_numeric"
@@ -404,6 +404,22 @@ class FindingCode(enum.StrEnum):
     VISIBLE_ID_SHOWS_DCID = "visible_id_shows_dcid"
     STUDENT_NUMBER_MISSING = "student_number_missing"
     SIS_ID_LOOKS_LIKE_DCID = "sis_id_looks_like_dcid"
+    POWERSCHOOL_NOT_CONFIGURED = "powerschool_not_configured"
+    POWERSCHOOL_NOT_TLS = "powerschool_not_tls"
+    POWERSCHOOL_UNREACHABLE = "powerschool_unreachable"
+    POWERSCHOOL_CREDENTIALS_REFUSED = "powerschool_credentials_refused"
+    POWERSCHOOL_FIELD_FORBIDDEN = "powerschool_field_forbidden"
+    POWERQUERY_UNAVAILABLE = "powerquery_unavailable"
+    SCHOOL_YEAR_MISSING = "school_year_missing"
+    ATTENDANCE_MODE_UNSUPPORTED = "attendance_mode_unsupported"
+    ATTENDANCE_CODE_MISSING = "attendance_code_missing"
+    TIMEZONE_INVALID = "timezone_invalid"
+    ROSTER_NOT_CONFIGURED = "roster_not_configured"
+    ROSTER_CREDENTIALS_REFUSED = "roster_credentials_refused"
+    ROSTER_UNREACHABLE = "roster_unreachable"
+    ONEROSTER_ENDPOINT_WRONG = "oneroster_endpoint_wrong"
+    ROSTER_SCHOOL_NOT_VISIBLE = "roster_school_not_visible"
+    POWERSCHOOL_CHECK_FAILED = "powerschool_check_failed"
     CLEVER_EVENTS_OFF = "clever_events_off"
 
 
@@ -417,7 +433,8 @@ class Severity(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Finding:
-    """One mapping problem: what, how bad, how many, and a few roster IDs (never names)."""
+    """One problem: what, how bad, how many, a few roster IDs (never names), and the school
+    it concerns (0: the district)."""
 
     code: FindingCode
     severity: Severity
@@ -425,6 +442,7 @@ class Finding:
     count: int
     checked: int
     examples: tuple[str, ...] = ()
+    school_number: int = 0
 
 
 @dataclass(frozen=True)
@@ -434,3 +452,11 @@ class Diagnosis:
     findings: tuple[Finding, ...]
     sampled: int
     active_students: int
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    """Everything CheckConnection found, and how many enabled schools it checked."""
+
+    findings: tuple[Finding, ...]
+    schools_checked: int

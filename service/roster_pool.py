@@ -31,16 +31,26 @@ class RosterPool:
             )
         return self._session
 
-    def clever(self, connection: CleverConnection) -> CleverClient:
-        """A client for one Clever district."""
+    def clever(
+        self, connection: CleverConnection, *, retry: RetryPolicy | None = None
+    ) -> CleverClient:
+        """A client for one Clever district (``retry``: instead of the pool's policy)."""
         return CleverClient(
-            self._get_session(), connection, page_size=self._page_size, retry=self._retry
+            self._get_session(),
+            connection,
+            page_size=self._page_size,
+            retry=retry or self._retry,
         )
 
-    def classlink(self, connection: ClassLinkConnection) -> ClassLinkClient:
-        """A client for one ClassLink Roster Server."""
+    def classlink(
+        self, connection: ClassLinkConnection, *, retry: RetryPolicy | None = None
+    ) -> ClassLinkClient:
+        """A client for one ClassLink Roster Server (``retry``: instead of the pool's policy)."""
         return ClassLinkClient(
-            self._get_session(), connection, page_size=self._page_size, retry=self._retry
+            self._get_session(),
+            connection,
+            page_size=self._page_size,
+            retry=retry or self._retry,
         )
 
     async def close(self) -> None:

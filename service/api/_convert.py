@@ -18,10 +18,12 @@ from service.models import (
     AttendanceState,
     ClassLinkConnection,
     CleverConnection,
+    ConnectionReport,
     DeliveryAttempt,
     DeliveryStats,
     Diagnosis,
     District,
+    Finding,
     FindingCode,
     IdMode,
     JobKind,
@@ -338,22 +340,32 @@ _FINDING_PB = {code: pb.FindingCode.Value(f"FINDING_CODE_{code.name}") for code 
 _SEVERITY_PB = {sev: pb.Severity.Value(f"SEVERITY_{sev.name}") for sev in Severity}
 
 
+def _finding_to_pb(f: Finding) -> pb.MappingFinding:
+    return pb.MappingFinding(
+        code=_FINDING_PB[f.code],
+        severity=_SEVERITY_PB[f.severity],
+        message=f.message,
+        count=f.count,
+        checked=f.checked,
+        examples=list(f.examples),
+        school_number=f.school_number,
+    )
+
+
 def diagnosis_to_pb(diagnosis: Diagnosis) -> pb.DiagnoseMappingResponse:
     """A diagnosis as a message."""
     return pb.DiagnoseMappingResponse(
-        findings=[
-            pb.MappingFinding(
-                code=_FINDING_PB[f.code],
-                severity=_SEVERITY_PB[f.severity],
-                message=f.message,
-                count=f.count,
-                checked=f.checked,
-                examples=list(f.examples),
-            )
-            for f in diagnosis.findings
-        ],
+        findings=[_finding_to_pb(f) for f in diagnosis.findings],
         sampled=diagnosis.sampled,
         active_students=diagnosis.active_students,
+    )
+
+
+def connection_report_to_pb(report: ConnectionReport) -> pb.CheckConnectionResponse:
+    """A connection check's findings as a message."""
+    return pb.CheckConnectionResponse(
+        findings=[_finding_to_pb(f) for f in report.findings],
+        schools_checked=report.schools_checked,
     )
 
 

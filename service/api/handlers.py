@@ -14,6 +14,7 @@ from writeback.v1 import writeback_pb2_grpc
 from service.api import _convert, validation
 from service.domain import (
     AttendanceService,
+    ConnectionChecker,
     DistrictService,
     MappingDoctor,
     RosterSync,
@@ -38,6 +39,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         roster_sync: RosterSync,
         sync_jobs: SyncJobs,
         doctor: MappingDoctor,
+        checker: ConnectionChecker,
     ) -> None:
         self._districts = districts
         self._resolver = resolver
@@ -45,6 +47,7 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         self._roster_sync = roster_sync
         self._sync_jobs = sync_jobs
         self._doctor = doctor
+        self._checker = checker
 
     async def UpsertDistrict(
         self, request: pb.UpsertDistrictRequest, context: _Context
@@ -158,6 +161,14 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         validation.check_diagnose(request)
         diagnosis = await self._doctor.diagnose(request.district_id, request.sample_size)
         return _convert.diagnosis_to_pb(diagnosis)
+
+    async def CheckConnection(
+        self, request: pb.CheckConnectionRequest, context: _Context
+    ) -> pb.CheckConnectionResponse:
+        """Probe the district's PowerSchool and roster connections, read-only."""
+        validation.check_connection(request)
+        report = await self._checker.check(request.district_id)
+        return _convert.connection_report_to_pb(report)
 
     async def CancelAttendance(
         self, request: pb.CancelAttendanceRequest, context: _Context

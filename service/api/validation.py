@@ -300,6 +300,11 @@ def check_diagnose(msg: pb.DiagnoseMappingRequest) -> None:
     c.done()
 
 
+def check_connection(msg: pb.CheckConnectionRequest) -> None:
+    """Validate a CheckConnection request."""
+    check_district_id(msg.district_id)
+
+
 def _date(c: Checker, field: str, value: str) -> date | None:
     if not value:
         return None

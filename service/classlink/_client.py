@@ -27,6 +27,7 @@ from service.roster import (
     RosterAuthError,
     RosterError,
     RosterPage,
+    RosterSchool,
     RosterUnavailable,
     retrying,
 )
@@ -175,6 +176,26 @@ class ClassLinkClient:
         newest = max((str(u.get("dateLastModified") or "") for u in users), default="")
         students = [s for s in map(student_from_user, users) if s.roster_id]
         return RosterPage(students, newest), total
+
+    async def schools(self) -> list[RosterSchool]:
+        """Every school org on the Roster Server, read in pages until a short one."""
+        found: list[RosterSchool] = []
+        offset = 0
+        while True:
+            body, _ = await self._get(
+                "/schools",
+                {"limit": str(self._page_size), "offset": str(offset), "sort": "sourcedId"},
+            )
+            orgs = [o for o in body.get("orgs") or [] if isinstance(o, dict)]
+            found.extend(
+                RosterSchool(id=str(o.get("sourcedId") or ""), name=str(o.get("name") or ""))
+                for o in orgs
+            )
+            if "orgs" not in body:
+                raise RosterError("ClassLink answered /schools without an orgs list")
+            if len(orgs) < self._page_size:
+                return found
+            offset += self._page_size
 
     async def students(self, *, modified_after: str = "") -> AsyncIterator[RosterPage]:
         """Every student (or those modified after the ISO time), a page at a time.

@@ -28,6 +28,7 @@ from service.roster import (
     RosterCursorExpired,
     RosterError,
     RosterEvent,
+    RosterSchool,
     RosterUnavailable,
     retrying,
 )
@@ -239,6 +240,22 @@ class CleverClient:
                 "limit": str(self._page_size),
                 "starting_after": str(users[-1].get("id", "")),
             }
+
+    async def schools(self) -> list[RosterSchool]:
+        """Every school the district shares with the app, across all pages."""
+        found: list[RosterSchool] = []
+        params = {"limit": str(self._page_size)}
+        while True:
+            body = await self._api_get("/v3.0/schools", params)
+            items = [i.get("data", i) for i in body.get("data") or [] if isinstance(i, dict)]
+            found.extend(
+                RosterSchool(id=str(i.get("id") or ""), name=str(i.get("name") or ""))
+                for i in items
+                if isinstance(i, dict)
+            )
+            if not items or not _has_next(body):
+                return found
+            params = {"limit": str(self._page_size), "starting_after": found[-1].id}
 
     async def latest_event_id(self) -> str:
         """The newest event's id ("" if there is none): the cursor to take before a full sync."""

@@ -2,6 +2,7 @@
 delivery. Knows nothing of gRPC or HTTP; talks to the store and PowerSchool adapters."""
 
 from service.domain.attendance import AttendanceService
+from service.domain.connection_check import ConnectionChecker
 from service.domain.delivery import Deliverer
 from service.domain.diagnose import MappingDoctor
 from service.domain.districts import DistrictService
@@ -15,6 +16,7 @@ from service.domain.worker import DeliveryWorker, WorkerSettings
 __all__ = [
     "AttendanceService",
     "Backoff",
+    "ConnectionChecker",
     "Deliverer",
     "DeliveryWorker",
     "DistrictService",

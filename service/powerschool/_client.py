@@ -101,6 +101,16 @@ def _rows(body: Any, table: str) -> list[dict[str, Any]]:
     return [r.get("tables", {}).get(table, {}) for r in records if isinstance(r, dict)]
 
 
+def _denied(body: Any) -> tuple[tuple[str, str], ...]:
+    """(resource, field) of each refused field a 403 body names."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return tuple(
+        (str(e.get("resource") or ""), str(e.get("field") or ""))
+        for e in errors or []
+        if isinstance(e, dict) and e.get("field")
+    )
+
+
 def _error_text(body: Any) -> str:
     """A short, safe summary of a PowerSchool error body."""
     if isinstance(body, dict):
@@ -247,6 +257,38 @@ class PowerSchoolClient:
                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 )
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def authenticate(self) -> None:
+        """Ask for a fresh token now: proves the server answers and grants the credentials."""
+        await self._get_token(stale=self._token)
+
+    async def first_row(self, table: str, columns: list[str]) -> dict[str, Any] | None:
+        """One row of ``table`` with exactly ``columns`` projected (None if the table is
+        empty): a read that answers 403 when the plugin lacks any of those fields."""
+        body = await self.request(
+            "GET",
+            f"/ws/schema/table/{table.lower()}",
+            params={"projection": ",".join(c.lower() for c in columns), "pagesize": "1"},
+        )
+        rows = _rows(body, table.lower())
+        return rows[0] if rows else None
+
+    async def attendance_count(self, school_number: int, yearid: int, mode: str) -> int:
+        """How many ATTENDANCE rows of one school and year have ``att_mode_code == mode``."""
+        if not mode.isascii() or not mode.replace("_", "").isalnum():
+            raise ValueError("attendance mode must be a plain code such as ATT_ModeDaily")
+        body = await self.request(
+            "GET",
+            "/ws/schema/table/attendance/count",
+            params={
+                "q": f"schoolid=={_digits(school_number, 'school number')};"
+                f"yearid=={_digits(yearid, 'yearid')};att_mode_code=={mode}"
+            },
+        )
+        count = _int_or_none(body.get("count")) if isinstance(body, dict) else None
+        if count is None:
+            raise PowerSchoolRejected("PowerSchool answered a count without a number")
+        return count
 
     async def student_by_dcid(self, dcid: int | str) -> PSStudentIds | None:
         """Look up a student by STUDENTS.DCID through the schema table API."""
@@ -517,7 +559,9 @@ def _raise_for(
             status=status,
         )
     elif status == 403:
-        error = PowerSchoolForbidden(_forbidden_text(body, path), status=status)
+        error = PowerSchoolForbidden(
+            _forbidden_text(body, path), status=status, denied=_denied(body)
+        )
     else:
         error = PowerSchoolRejected(f"PowerSchool refused the request (HTTP {status}){suffix}")
         error.status = status

@@ -26,7 +26,18 @@ class PowerSchoolAuthError(PowerSchoolError):
 
 
 class PowerSchoolForbidden(PowerSchoolError):
-    """403: the plugin lacks a field or table grant."""
+    """403: the plugin lacks a field or table grant; ``denied`` holds the (resource, field)
+    pairs PowerSchool named."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        denied: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message, status=status)
+        self.denied = denied
 
 
 class PowerSchoolRejected(PowerSchoolError):

@@ -14,6 +14,7 @@ from service.roster._sources import (
     ModifiedSinceSource,
     RosterEvent,
     RosterPage,
+    RosterSchool,
     RosterSources,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "RosterError",
     "RosterEvent",
     "RosterPage",
+    "RosterSchool",
     "RosterSources",
     "RosterUnavailable",
     "retrying",

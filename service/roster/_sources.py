@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.models import ClassLinkConnection, CleverConnection, RosterStudent
+from service.roster._retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class RosterPage:
     newest_modified: str
 
 
+@dataclass(frozen=True)
+class RosterSchool:
+    """A school the roster shares with the app: its roster ID and name."""
+
+    id: str
+    name: str
+
+
 class EventFeedSource(Protocol):
     """A roster read in full or replayed from an event cursor (Clever)."""
 
@@ -46,6 +55,10 @@ class EventFeedSource(Protocol):
         :class:`~service.roster.RosterCursorExpired` when the cursor is no longer kept."""
         ...
 
+    async def schools(self) -> list[RosterSchool]:
+        """Every school the district shares with the app (proves the token works)."""
+        ...
+
 
 class ModifiedSinceSource(Protocol):
     """A roster read in full or filtered by modification time (ClassLink / OneRoster)."""
@@ -55,14 +68,24 @@ class ModifiedSinceSource(Protocol):
         time."""
         ...
 
+    async def schools(self) -> list[RosterSchool]:
+        """Every school org on the Roster Server (proves the endpoint, the OneRoster version
+        and the request signatures)."""
+        ...
+
 
 class RosterSources(Protocol):
     """Builds a source for a district's roster connection; wired at startup."""
 
-    def clever(self, connection: CleverConnection) -> EventFeedSource:
-        """The source for one Clever district."""
+    def clever(
+        self, connection: CleverConnection, *, retry: RetryPolicy | None = None
+    ) -> EventFeedSource:
+        """The source for one Clever district (``retry`` overrides the sync's patience)."""
         ...
 
-    def classlink(self, connection: ClassLinkConnection) -> ModifiedSinceSource:
-        """The source for one ClassLink Roster Server."""
+    def classlink(
+        self, connection: ClassLinkConnection, *, retry: RetryPolicy | None = None
+    ) -> ModifiedSinceSource:
+        """The source for one ClassLink Roster Server (``retry`` overrides the sync's
+        patience)."""
         ...

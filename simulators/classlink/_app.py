@@ -136,10 +136,12 @@ class ClassLinkSimulator(HttpSimulator[Call]):
         timestamp_skew: float = 300.0,
         allow_sha1: bool = False,
         link_header: bool = True,
+        schools: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Build the district from ``students`` (copied; ``sourcedId`` = ``roster_id``, or
-        ``sis_id`` when ``roster_id`` is empty)."""
+        ``sis_id`` when ``roster_id`` is empty). ``schools`` (org sourcedId -> name) are the
+        school orgs ``/schools`` lists; default: every ``school_id`` of ``students``."""
         super().__init__()
         self.client_id = client_id
         self.client_secret = client_secret
@@ -160,6 +162,16 @@ class ClassLinkSimulator(HttpSimulator[Call]):
         self._last_ms = 0
         for person in copy_people(students):
             self._add(person, "student")
+        self.schools: dict[str, str] = (
+            dict(schools)
+            if schools is not None
+            else {
+                sid: f"School {sid}"
+                for sid in sorted({r.person.school_id for r in self._records.values()})
+                if sid
+            }
+        )
+        """The school orgs (``/schools``): sourcedId -> name; change it at any time."""
         self.app = self._build_app()
 
     # -----------------------------------------------------------------------------------------
@@ -326,6 +338,7 @@ class ClassLinkSimulator(HttpSimulator[Call]):
         r.add_get(f"{p}/students", self._list_students)
         r.add_get(f"{p}/teachers", self._list_teachers)
         r.add_get(f"{p}/users", self._list_users)
+        r.add_get(f"{p}/schools", self._list_schools)
         r.add_get(f"{p}/schools/{{school}}/students", self._list_school_students)
         r.add_get(f"{p}/students/{{id}}", self._get_student)
         r.add_get(f"{p}/teachers/{{id}}", self._get_teacher)
@@ -427,6 +440,25 @@ class ClassLinkSimulator(HttpSimulator[Call]):
             return rec.text(self.enabled_user_as_string)
         user = rec.render(self.enabled_user_as_string)
         return json.dumps({k: user[k] for k in selection}, separators=(",", ":"))
+
+    async def _list_schools(self, request: web.Request) -> web.Response:
+        limit = self._int_param(request, "limit", self.default_limit)
+        if not 1 <= limit <= self.max_limit:
+            raise ImsxError(400, f"limit must be 1 to {self.max_limit}", "invaliddata")
+        offset = self._int_param(request, "offset", 0)
+        ids = sorted(self.schools)
+        orgs = [
+            {
+                "sourcedId": sid,
+                "status": "active",
+                "dateLastModified": "2024-07-01T00:00:00.000Z",
+                "name": self.schools[sid],
+                "type": "school",
+                "identifier": sid,
+            }
+            for sid in ids[offset : offset + limit]
+        ]
+        return web.json_response({"orgs": orgs}, headers={"X-Total-Count": str(len(ids))})
 
     def _collection(self, request: web.Request, role: str | None, school: str = "") -> web.Response:
         limit = self._int_param(request, "limit", self.default_limit)

@@ -187,6 +187,7 @@ class CleverSimulator(HttpSimulator[Call]):
         other_districts: Sequence[str] = (),
         token_page_size: int = 100,
         token_district_filter: bool = True,
+        schools: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Build the district from ``students`` (copied; each keeps its ``roster_id``).
@@ -202,7 +203,8 @@ class CleverSimulator(HttpSimulator[Call]):
         are further districts connected to the same app: ``/oauth/tokens`` lists a token for
         each (those tokens open no data here), ``token_page_size`` tokens a page in
         ascending token-id order with ``starting_after`` paging, and ``district=`` filters
-        unless ``token_district_filter`` is False.
+        unless ``token_district_filter`` is False. ``schools`` (id -> name) are the schools
+        shared with the app (``/schools``); default: every ``school_id`` of ``students``.
         """
         super().__init__()
         if api_version not in API_VERSIONS:
@@ -245,6 +247,12 @@ class CleverSimulator(HttpSimulator[Call]):
         self._event_ids: list[str] = []
         self._max_user_id = "0" * 24
         self._max_event_id = "0" * 24
+        self._load_students(students)
+        self.schools = dict(schools) if schools is not None else self._students_schools()
+        """The schools shared with the app (``/schools``): id -> name; change it at any time."""
+        self.app = self._build_app()
+
+    def _load_students(self, students: Iterable[RosterPerson]) -> None:
         for person in copy_people(students):
             if not person.roster_id:
                 person.roster_id = self._new_user_id()
@@ -255,7 +263,10 @@ class CleverSimulator(HttpSimulator[Call]):
         visible = sorted(uid for uid, rec in self._users.items() if rec.visible)
         self._visible[""] = visible
         self._visible["student"] = list(visible)
-        self.app = self._build_app()
+
+    def _students_schools(self) -> dict[str, str]:
+        ids = sorted({r.person.school_id for r in self._users.values() if r.person.school_id})
+        return {sid: f"School {sid}" for sid in ids}
 
     # -----------------------------------------------------------------------------------------
     # Test helpers (start, stop, count and reset_calls live on HttpSimulator)
@@ -478,6 +489,7 @@ class CleverSimulator(HttpSimulator[Call]):
         r.add_get(f"/{version}/users", self._list_users)
         r.add_get(f"/{version}/users/{{id}}", self._get_user)
         r.add_get(f"/{version}/events", self._list_events)
+        r.add_get(f"/{version}/schools", self._list_schools)
         r.add_get(f"/{version}/events/{{id}}", self._get_event)
         r.add_get("/_sim/calls", self._sim_calls)
         r.add_post("/_sim/reset-calls", self._sim_reset_calls)
@@ -702,6 +714,25 @@ class CleverSimulator(HttpSimulator[Call]):
             items = [f'{{"data":{users[uid].text(district, version)}}}' for uid in page]
         links = self._links(request, f"/{version}/users", page, limit, before)
         return _json_text(f'{{"data":[{",".join(items)}],"links":{json.dumps(links)}}}')
+
+    async def _list_schools(self, request: web.Request) -> web.Response:
+        version = request.match_info["version"]
+        limit = self._limit(request)
+        page, before = self._page(
+            sorted(self.schools),
+            request.query.get("starting_after", ""),
+            request.query.get("ending_before", ""),
+            limit,
+        )
+        items = [
+            self._item(
+                {"id": sid, "name": self.schools[sid], "district": self.district_id},
+                f"/{version}/schools/{sid}",
+            )
+            for sid in page
+        ]
+        links = self._links(request, f"/{version}/schools", page, limit, before)
+        return web.json_response({"data": items, "links": links})
 
     async def _get_user(self, request: web.Request) -> web.Response:
         version, uid = request.match_info["version"], request.match_info["id"]

@@ -254,9 +254,14 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         strict_string_values: bool = True,
         allow_attendance_delete: bool = True,
         plugin: PluginGrants | str | Path | None = None,
+        meeting_schools: Iterable[int] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Build the district from ``dataset`` (default: ``demo_dataset()``)."""
+        """Build the district from ``dataset`` (default: ``demo_dataset()``).
+
+        Schools in ``meeting_schools`` take Meeting (period) attendance: each of their
+        students has a Meeting row on the first day of every year term, and daily writes
+        for them answer 400 (``att_mode_code``)."""
         super().__init__()
         self.dataset = copy.deepcopy(dataset) if dataset is not None else demo_dataset()
         self.client_id = client_id
@@ -287,7 +292,31 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         self._rows["attendance_code"] = [
             code_row(c, sortorder=i) for i, c in enumerate(self.dataset.codes)
         ]
+        self.meeting_schools = frozenset(meeting_schools)
+        for school in sorted(self.meeting_schools):
+            self._seed_meeting_rows(school)
         self.app = self._build_app()
+
+    def _seed_meeting_rows(self, school: int) -> None:
+        """A teacher's period attendance: one Meeting row per student per year term."""
+        terms = [t for t in self.dataset.terms if t.schoolid == school and t.isyearrec == 1]
+        for term in terms:
+            absent = next(
+                c.id
+                for c in self.dataset.codes
+                if (c.schoolid, c.yearid, c.att_code) == (school, term.yearid, "A")
+            )
+            for student in (s for s in self.dataset.students if s.schoolid == school):
+                self.add_attendance(
+                    studentid=student.id,
+                    schoolid=school,
+                    yearid=term.yearid,
+                    att_date=term.firstday,
+                    att_mode_code="ATT_ModeMeeting",
+                    attendance_codeid=absent,
+                    ccid=1,
+                    periodid=1,
+                )
 
     # -----------------------------------------------------------------------------------------
     # Test helpers (start, stop, count and reset_calls live on HttpSimulator)
@@ -921,7 +950,7 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
                 errors.append((key, "INVALID_VALUE"))
         if errors:
             raise _validation_failed(errors)
-        if typed["att_mode_code"] != ATT_MODE_DAILY:
+        if typed["att_mode_code"] != ATT_MODE_DAILY or typed["schoolid"] in self.meeting_schools:
             errors.append(("att_mode_code", "INVALID_VALUE"))
         student = self._find("students", "id", typed["studentid"])
         school = self._find("schools", "school_number", typed["schoolid"])

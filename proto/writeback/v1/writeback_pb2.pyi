@@ -237,6 +237,42 @@ class _FindingCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FindingCo
     """Students without a student number (ClassLink identifier / Clever Student Number empty)."""
     FINDING_CODE_SIS_ID_LOOKS_LIKE_DCID: _FindingCode.ValueType  # 9
     """The district is set to ID_MODE_STUDENTS_ID but the field holds DCIDs."""
+    FINDING_CODE_POWERSCHOOL_NOT_CONFIGURED: _FindingCode.ValueType  # 20
+    """CheckConnection (20-49).
+    The district has no PowerSchool server URL, client ID or secret.
+    """
+    FINDING_CODE_POWERSCHOOL_NOT_TLS: _FindingCode.ValueType  # 21
+    """The PowerSchool URL is plain http:// to a host other than loopback."""
+    FINDING_CODE_POWERSCHOOL_UNREACHABLE: _FindingCode.ValueType  # 22
+    """PowerSchool did not answer (wrong URL, server down, TLS failure)."""
+    FINDING_CODE_POWERSCHOOL_CREDENTIALS_REFUSED: _FindingCode.ValueType  # 23
+    """PowerSchool refused the plugin's client ID and secret (no token granted)."""
+    FINDING_CODE_POWERSCHOOL_FIELD_FORBIDDEN: _FindingCode.ValueType  # 24
+    """A table field the service reads or writes answers 403: the plugin does not grant it."""
+    FINDING_CODE_POWERQUERY_UNAVAILABLE: _FindingCode.ValueType  # 25
+    """A PowerQuery the service calls is missing or refused."""
+    FINDING_CODE_SCHOOL_YEAR_MISSING: _FindingCode.ValueType  # 26
+    """The school has no year-long term (TERMS) containing today's date."""
+    FINDING_CODE_ATTENDANCE_MODE_UNSUPPORTED: _FindingCode.ValueType  # 27
+    """The school is recording Meeting (period) attendance; the service writes daily attendance."""
+    FINDING_CODE_ATTENDANCE_CODE_MISSING: _FindingCode.ValueType  # 28
+    """A configured late / early / excused / combined code is not an ATTENDANCE_CODE of the
+    school's current year.
+    """
+    FINDING_CODE_TIMEZONE_INVALID: _FindingCode.ValueType  # 29
+    """The school's (or district's) time zone is not a known IANA zone."""
+    FINDING_CODE_ROSTER_NOT_CONFIGURED: _FindingCode.ValueType  # 30
+    """The roster connection (Clever or ClassLink) is not configured."""
+    FINDING_CODE_ROSTER_CREDENTIALS_REFUSED: _FindingCode.ValueType  # 31
+    """The roster service refused the credentials or token."""
+    FINDING_CODE_ROSTER_UNREACHABLE: _FindingCode.ValueType  # 32
+    """The roster service did not answer."""
+    FINDING_CODE_ONEROSTER_ENDPOINT_WRONG: _FindingCode.ValueType  # 33
+    """The OneRoster endpoint URL or version is wrong (no OneRoster 1.1 API there)."""
+    FINDING_CODE_ROSTER_SCHOOL_NOT_VISIBLE: _FindingCode.ValueType  # 34
+    """A configured school's roster school ID is not among the schools the roster shares."""
+    FINDING_CODE_POWERSCHOOL_CHECK_FAILED: _FindingCode.ValueType  # 35
+    """A PowerSchool check could not finish (an unexpected answer); the message says which."""
     FINDING_CODE_CLEVER_EVENTS_OFF: _FindingCode.ValueType  # 50
     """Clever district: a full read found roster changes that Clever sent no event for, so its
     Events API is off; the district is re-read in full every FULL_SYNC_INTERVAL until it is on.
@@ -263,6 +299,42 @@ FINDING_CODE_STUDENT_NUMBER_MISSING: FindingCode.ValueType  # 8
 """Students without a student number (ClassLink identifier / Clever Student Number empty)."""
 FINDING_CODE_SIS_ID_LOOKS_LIKE_DCID: FindingCode.ValueType  # 9
 """The district is set to ID_MODE_STUDENTS_ID but the field holds DCIDs."""
+FINDING_CODE_POWERSCHOOL_NOT_CONFIGURED: FindingCode.ValueType  # 20
+"""CheckConnection (20-49).
+The district has no PowerSchool server URL, client ID or secret.
+"""
+FINDING_CODE_POWERSCHOOL_NOT_TLS: FindingCode.ValueType  # 21
+"""The PowerSchool URL is plain http:// to a host other than loopback."""
+FINDING_CODE_POWERSCHOOL_UNREACHABLE: FindingCode.ValueType  # 22
+"""PowerSchool did not answer (wrong URL, server down, TLS failure)."""
+FINDING_CODE_POWERSCHOOL_CREDENTIALS_REFUSED: FindingCode.ValueType  # 23
+"""PowerSchool refused the plugin's client ID and secret (no token granted)."""
+FINDING_CODE_POWERSCHOOL_FIELD_FORBIDDEN: FindingCode.ValueType  # 24
+"""A table field the service reads or writes answers 403: the plugin does not grant it."""
+FINDING_CODE_POWERQUERY_UNAVAILABLE: FindingCode.ValueType  # 25
+"""A PowerQuery the service calls is missing or refused."""
+FINDING_CODE_SCHOOL_YEAR_MISSING: FindingCode.ValueType  # 26
+"""The school has no year-long term (TERMS) containing today's date."""
+FINDING_CODE_ATTENDANCE_MODE_UNSUPPORTED: FindingCode.ValueType  # 27
+"""The school is recording Meeting (period) attendance; the service writes daily attendance."""
+FINDING_CODE_ATTENDANCE_CODE_MISSING: FindingCode.ValueType  # 28
+"""A configured late / early / excused / combined code is not an ATTENDANCE_CODE of the
+school's current year.
+"""
+FINDING_CODE_TIMEZONE_INVALID: FindingCode.ValueType  # 29
+"""The school's (or district's) time zone is not a known IANA zone."""
+FINDING_CODE_ROSTER_NOT_CONFIGURED: FindingCode.ValueType  # 30
+"""The roster connection (Clever or ClassLink) is not configured."""
+FINDING_CODE_ROSTER_CREDENTIALS_REFUSED: FindingCode.ValueType  # 31
+"""The roster service refused the credentials or token."""
+FINDING_CODE_ROSTER_UNREACHABLE: FindingCode.ValueType  # 32
+"""The roster service did not answer."""
+FINDING_CODE_ONEROSTER_ENDPOINT_WRONG: FindingCode.ValueType  # 33
+"""The OneRoster endpoint URL or version is wrong (no OneRoster 1.1 API there)."""
+FINDING_CODE_ROSTER_SCHOOL_NOT_VISIBLE: FindingCode.ValueType  # 34
+"""A configured school's roster school ID is not among the schools the roster shares."""
+FINDING_CODE_POWERSCHOOL_CHECK_FAILED: FindingCode.ValueType  # 35
+"""A PowerSchool check could not finish (an unexpected answer); the message says which."""
 FINDING_CODE_CLEVER_EVENTS_OFF: FindingCode.ValueType  # 50
 """Clever district: a full read found roster changes that Clever sent no event for, so its
 Events API is off; the district is re-read in full every FULL_SYNC_INTERVAL until it is on.
@@ -1448,6 +1520,7 @@ class MappingFinding(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     CHECKED_FIELD_NUMBER: _builtins.int
     EXAMPLES_FIELD_NUMBER: _builtins.int
+    SCHOOL_NUMBER_FIELD_NUMBER: _builtins.int
     code: Global___FindingCode.ValueType
     severity: Global___Severity.ValueType
     message: _builtins.str
@@ -1456,6 +1529,8 @@ class MappingFinding(_message.Message):
     """How many students (or schools) are affected."""
     checked: _builtins.int
     """Out of how many checked for this finding."""
+    school_number: _builtins.int
+    """The school (SCHOOLS.SCHOOL_NUMBER) the finding concerns; 0 when it concerns the district."""
     @_builtins.property
     def examples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """A few affected roster IDs (never names)."""
@@ -1469,10 +1544,11 @@ class MappingFinding(_message.Message):
         count: _builtins.int = ...,
         checked: _builtins.int = ...,
         examples: _abc.Iterable[_builtins.str] | None = ...,
+        school_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "code", b"code", "count", b"count", "examples", b"examples", "message", b"message", "severity", b"severity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "code", b"code", "count", b"count", "examples", b"examples", "message", b"message", "school_number", b"school_number", "severity", b"severity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1505,6 +1581,51 @@ class DiagnoseMappingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DiagnoseMappingResponse: _TypeAlias = DiagnoseMappingResponse  # noqa: Y015
+
+@_typing.final
+class CheckConnectionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_id", b"district_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckConnectionRequest: _TypeAlias = CheckConnectionRequest  # noqa: Y015
+
+@_typing.final
+class CheckConnectionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    SCHOOLS_CHECKED_FIELD_NUMBER: _builtins.int
+    schools_checked: _builtins.int
+    """Enabled schools whose PowerSchool year, codes and attendance mode were checked."""
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___MappingFinding]:
+        """Every problem found, errors first; empty when the district is ready."""
+
+    def __init__(
+        self,
+        *,
+        findings: _abc.Iterable[Global___MappingFinding] | None = ...,
+        schools_checked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["findings", b"findings", "schools_checked", b"schools_checked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckConnectionResponse: _TypeAlias = CheckConnectionResponse  # noqa: Y015
 
 @_typing.final
 class CancelAttendanceRequest(_message.Message):

@@ -104,6 +104,11 @@ class WritebackServiceStub:
                 request_serializer=writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsRequest.SerializeToString,
                 response_deserializer=writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsResponse.FromString,
                 _registered_method=True)
+        self.CheckConnection = channel.unary_unary(
+                '/writeback.v1.WritebackService/CheckConnection',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.CheckConnectionRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.CheckConnectionResponse.FromString,
+                _registered_method=True)
 
 
 class WritebackServiceServicer:
@@ -210,6 +215,14 @@ class WritebackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckConnection(self, request, context):
+        """Probes the district's PowerSchool and roster connections (read-only) and reports every
+        problem at once, each with the school it concerns and what an admin should fix.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WritebackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +295,11 @@ def add_WritebackServiceServicer_to_server(servicer, server):
                     servicer.GetDeliveryStats,
                     request_deserializer=writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsRequest.FromString,
                     response_serializer=writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsResponse.SerializeToString,
+            ),
+            'CheckConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckConnection,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.CheckConnectionRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.CheckConnectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +680,33 @@ class WritebackService:
             '/writeback.v1.WritebackService/GetDeliveryStats',
             writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsRequest.SerializeToString,
             writeback_dot_v1_dot_writeback__pb2.GetDeliveryStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/CheckConnection',
+            writeback_dot_v1_dot_writeback__pb2.CheckConnectionRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.CheckConnectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,10 @@ class WritebackServiceStub:
     """Sends records again: one record, or every FAILED record of a district in a date range."""
     GetDeliveryStats: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.GetDeliveryStatsRequest, _writeback_pb2.GetDeliveryStatsResponse]
     """Delivery health per district: backlog, failures, recent writes, circuit breaker."""
+    CheckConnection: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.CheckConnectionRequest, _writeback_pb2.CheckConnectionResponse]
+    """Probes the district's PowerSchool and roster connections (read-only) and reports every
+    problem at once, each with the school it concerns and what an admin should fix.
+    """
 
 @_typing.type_check_only
 class WritebackServiceAsyncStub(WritebackServiceStub):
@@ -103,6 +107,10 @@ class WritebackServiceAsyncStub(WritebackServiceStub):
     """Sends records again: one record, or every FAILED record of a district in a date range."""
     GetDeliveryStats: _aio.UnaryUnaryMultiCallable[_writeback_pb2.GetDeliveryStatsRequest, _writeback_pb2.GetDeliveryStatsResponse]  # type: ignore[assignment]
     """Delivery health per district: backlog, failures, recent writes, circuit breaker."""
+    CheckConnection: _aio.UnaryUnaryMultiCallable[_writeback_pb2.CheckConnectionRequest, _writeback_pb2.CheckConnectionResponse]  # type: ignore[assignment]
+    """Probes the district's PowerSchool and roster connections (read-only) and reports every
+    problem at once, each with the school it concerns and what an admin should fix.
+    """
 
 class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -221,5 +229,15 @@ class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_writeback_pb2.GetDeliveryStatsResponse, _abc.Awaitable[_writeback_pb2.GetDeliveryStatsResponse]]:
         """Delivery health per district: backlog, failures, recent writes, circuit breaker."""
+
+    @_abc_1.abstractmethod
+    def CheckConnection(
+        self,
+        request: _writeback_pb2.CheckConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.CheckConnectionResponse, _abc.Awaitable[_writeback_pb2.CheckConnectionResponse]]:
+        """Probes the district's PowerSchool and roster connections (read-only) and reports every
+        problem at once, each with the school it concerns and what an admin should fix.
+        """
 
 def add_WritebackServiceServicer_to_server(servicer: WritebackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
