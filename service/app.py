@@ -110,7 +110,9 @@ class Server:
         roster_sync = RosterSync(districts, student_store, sync_state, resolver, self._rosters)
         self._sync_jobs = SyncJobs(roster_sync, districts, SyncJobStore(self._pool), sync_state)
         doctor = MappingDoctor(districts, student_store, self._powerschool, sync_state)
-        checker = ConnectionChecker(districts, self._powerschool, self._rosters, load_plugin())
+        checker = ConnectionChecker(
+            districts, self._powerschool, self._rosters, load_plugin(), sync_state
+        )
 
         server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(

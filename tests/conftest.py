@@ -10,7 +10,9 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import grpc
 import pytest
 from writeback.v1 import writeback_pb2_grpc
@@ -54,6 +56,20 @@ def database_url() -> Iterator[str]:
     finally:
         pg.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+async def own_database(database_url: str) -> AsyncIterator[str]:
+    """A fresh database on the test server, dropped afterwards: no other test's service
+    (the session's in-process one included) claims its jobs or schedules its districts."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

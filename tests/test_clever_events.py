@@ -5,13 +5,10 @@ enable Events; and the district token is picked from a paged list of many distri
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -43,19 +40,6 @@ async def started(sim: PowerSchoolSimulator, *, events_enabled: bool) -> CleverS
 
 
 @pytest.fixture
-async def own_database(database_url: str) -> AsyncIterator[str]:
-    """A fresh database: other tests' scheduled districts are not this test's scheduler's."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture
 async def clever_off(sim: PowerSchoolSimulator) -> AsyncIterator[CleverSimulator]:
     clever = await started(sim, events_enabled=False)
     yield clever
@@ -79,10 +63,15 @@ def add_newcomer(world: World, clever: CleverSimulator) -> str:
 
 
 async def events_finding(world: World) -> pb.MappingFinding | None:
-    response = await world.stub.DiagnoseMapping(
+    """The Events-off finding of DiagnoseMapping, which CheckConnection reports the same."""
+    diagnosed = await world.stub.DiagnoseMapping(
         pb.DiagnoseMappingRequest(district_id=world.district_id)
     )
-    found = [f for f in response.findings if f.code == pb.FINDING_CODE_CLEVER_EVENTS_OFF]
+    checked = await world.stub.CheckConnection(
+        pb.CheckConnectionRequest(district_id=world.district_id)
+    )
+    found = [f for f in diagnosed.findings if f.code == pb.FINDING_CODE_CLEVER_EVENTS_OFF]
+    assert found == [f for f in checked.findings if f.code == pb.FINDING_CODE_CLEVER_EVENTS_OFF]
     assert len(found) <= 1
     return found[0] if found else None
 

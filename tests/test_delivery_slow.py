@@ -16,7 +16,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -50,20 +49,6 @@ def assert_each_written_once(sim: PowerSchoolSimulator, record_ids: list[str]) -
     counts = write_counts(sim)
     assert set(counts) == set(record_ids)
     assert set(counts.values()) == {1}, Counter(counts.values())
-
-
-@pytest.fixture
-async def own_database(database_url: str) -> AsyncIterator[str]:
-    """A fresh database on the test server: no other test's service (the in-process one
-    with its short PowerSchool timeout included) claims its jobs."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

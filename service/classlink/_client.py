@@ -74,10 +74,11 @@ def student_from_user(user: dict[str, Any]) -> RosterStudent:
 
 def roster_server_base(endpoint_url: str) -> str:
     """The Roster Server's base URL from an endpoint as ClassLink shows it: with or without
-    a trailing slash, and with or without the OneRoster path (``/ims/oneroster/v1p1``, or a
-    resource under it, such as ``.../v1p1/students``)."""
+    a trailing slash, and with or without the OneRoster 1.1 path (``/ims/oneroster/v1p1``,
+    or a resource under it, such as ``.../v1p1/students``). Any other path (a OneRoster 1.2
+    ``v1p2`` endpoint, say) is kept, so the connection check reports it as the wrong one."""
     url = endpoint_url.strip().rstrip("/")
-    marker = url.lower().find("/ims/oneroster")
+    marker = url.lower().find(API_PATH.lower())
     return url[:marker] if marker >= 0 else url
 
 

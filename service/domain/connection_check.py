@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from service.domain.clever_events import clever_events_finding
 from service.domain.districts import DistrictService
 from service.models import (
     ConnectionReport,
@@ -54,6 +55,7 @@ from service.roster import (
     RosterSources,
     RosterUnavailable,
 )
+from service.store import SyncStateStore
 
 ATT_MODE_DAILY = "ATT_ModeDaily"
 ATT_MODE_MEETING = "ATT_ModeMeeting"
@@ -113,6 +115,7 @@ class ConnectionChecker:
         powerschool: PowerSchoolPool,
         rosters: RosterSources,
         plugin: PluginGrants,
+        sync_state: SyncStateStore,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -120,6 +123,7 @@ class ConnectionChecker:
         self._powerschool = powerschool
         self._rosters = rosters
         self._plugin = plugin
+        self._sync_state = sync_state
         self._now = now
 
     async def check(self, district_id: str) -> ConnectionReport:
@@ -252,7 +256,9 @@ class ConnectionChecker:
         )
         if schools is not None:
             findings += _visible_schools(district, schools, "Clever", "shared with the app")
-        # Whether the district enabled Clever Events belongs here too, with the same source.
+        events = clever_events_finding(district, await self._sync_state.get(district.district_id))
+        if events is not None:
+            findings.append(events)
         return findings
 
     async def _classlink_checks(self, district: District) -> list[Finding]:
