@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from writeback.v1 import writeback_pb2 as pb
 
 from clients._cli import to_json
@@ -187,6 +188,25 @@ async def test_a_plain_secret_in_the_file_is_refused(
     code, _, err = await cli(server, "get-district", world.district_id)
     assert code == 1  # nothing was created
     assert "NOT_FOUND" in err
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ("roster_sourse: ROSTER_SOURCE_CLEVER", "roster_sourse"),
+        ("id_mode: ID_MODE_DCIDS", "ID_MODE_DCIDS"),
+    ],
+)
+async def test_an_unknown_field_or_enum_in_the_file_is_named(
+    world: World, server: Server, tmp_path: Path, bad: str, named: str
+) -> None:
+    path = district_yaml(world, tmp_path, powerschool_secret="client_secret_env: PS_SECRET")
+    path.write_text(path.read_text() + bad + "\n")
+    code, out, err = await run_cli(
+        server, "district", "apply", str(path), env={"PS_SECRET": world.sim.client_secret}
+    )
+    assert (code, out) == (2, "")
+    assert named in err
 
 
 async def test_students_import_prints_counts(world: World, server: Server, tmp_path: Path) -> None:
