@@ -20,7 +20,10 @@ from writeback.v1 import writeback_pb2_grpc
 from service import Server
 from service.logs import configure
 from service.store import EmbeddedPostgres
+from simulators.classlink import ClassLinkSimulator
+from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
+from simulators.roster import roster_from_powerschool
 from tests.helpers import World, fast_settings
 
 
@@ -96,6 +99,24 @@ async def sim() -> AsyncIterator[PowerSchoolSimulator]:
     simulator = PowerSchoolSimulator(
         demo_dataset(students_per_school=10), client_id=f"sim-{uuid.uuid4().hex[:8]}"
     )
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def clever(sim: PowerSchoolSimulator) -> AsyncIterator[CleverSimulator]:
+    """A Clever simulator rostering the PowerSchool simulator's students."""
+    simulator = CleverSimulator(roster_from_powerschool(sim.dataset, "clever"))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def classlink(sim: PowerSchoolSimulator) -> AsyncIterator[ClassLinkSimulator]:
+    """A ClassLink Roster Server rostering the PowerSchool simulator's students."""
+    simulator = ClassLinkSimulator(roster_from_powerschool(sim.dataset, "classlink"))
     await simulator.start()
     yield simulator
     await simulator.stop()

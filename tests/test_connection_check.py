@@ -5,7 +5,6 @@ the check writes nothing to PowerSchool."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
@@ -17,7 +16,7 @@ from service.powerschool import load_plugin
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
-from simulators.roster import roster_from_powerschool, school_roster_id
+from simulators.roster import school_roster_id
 from tests.helpers import World, failure
 from tests.test_cli import cli
 
@@ -36,22 +35,6 @@ def schools(source: str, **codes: str) -> list[pb.School]:
         )
         for n in (100, 200)
     ]
-
-
-@pytest.fixture
-async def clever(sim: PowerSchoolSimulator) -> AsyncIterator[CleverSimulator]:
-    simulator = CleverSimulator(roster_from_powerschool(sim.dataset, "clever"))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def classlink(sim: PowerSchoolSimulator) -> AsyncIterator[ClassLinkSimulator]:
-    simulator = ClassLinkSimulator(roster_from_powerschool(sim.dataset, "classlink"))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 def clever_connection(clever: CleverSimulator, *, secret: str = "") -> pb.CleverConnection:

@@ -3,26 +3,17 @@ missing grant fails the affected records at once, naming the table and field."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from writeback.v1 import writeback_pb2 as pb
 
 from service.powerschool import PluginGrants, parse_plugin, plugin_path
 from simulators.clever import CleverSimulator
-from simulators.powerschool import PowerSchoolSimulator
-from simulators.roster import roster_from_powerschool, school_roster_id
+from simulators.roster import school_roster_id
 from tests.helpers import World, local
 
 DCID_MAP = "/ws/schema/query/com.pearson.core.student.student_dcid_id_map"
-
-
-@pytest.fixture
-async def clever(sim: PowerSchoolSimulator) -> AsyncIterator[CleverSimulator]:
-    simulator = CleverSimulator(roster_from_powerschool(sim.dataset, "clever"))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 async def test_a_normal_day_touches_only_what_the_plugin_requests(

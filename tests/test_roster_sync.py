@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import grpc
@@ -37,22 +36,6 @@ def schools(source: str) -> list[pb.School]:
         )
         for n in (100, 200)
     ]
-
-
-@pytest.fixture
-async def clever(sim: PowerSchoolSimulator) -> AsyncIterator[CleverSimulator]:
-    simulator = CleverSimulator(roster_from_powerschool(sim.dataset, "clever"))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def classlink(sim: PowerSchoolSimulator) -> AsyncIterator[ClassLinkSimulator]:
-    simulator = ClassLinkSimulator(roster_from_powerschool(sim.dataset, "classlink"))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 async def clever_district(world: World, clever: CleverSimulator, **overrides: object) -> None:

@@ -25,7 +25,7 @@ from writeback.v1 import writeback_pb2_grpc
 from service import Server
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator
-from simulators.roster import roster_from_powerschool, school_roster_id
+from simulators.roster import school_roster_id
 from tests.helpers import TZ, World, failure, fast_settings
 from tests.test_roster_sync import clever_district
 
@@ -50,14 +50,6 @@ async def stub(paged: Server) -> AsyncIterator[writeback_pb2_grpc.WritebackServi
 @pytest.fixture
 def world(stub: writeback_pb2_grpc.WritebackServiceStub, sim: PowerSchoolSimulator) -> World:
     return World(stub, sim)
-
-
-@pytest.fixture
-async def clever(sim: PowerSchoolSimulator) -> AsyncIterator[CleverSimulator]:
-    simulator = CleverSimulator(roster_from_powerschool(sim.dataset, "clever"))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 async def status(world: World, sync_id: str = "") -> pb.SyncStatus:
