@@ -89,6 +89,14 @@ class ClassLinkConnection:
         return bool(self.endpoint_url and self.client_id and self.client_secret)
 
 
+class AttendanceMode(enum.StrEnum):
+    """How a school takes attendance in PowerSchool (ATTENDANCE.ATT_MODE_CODE)."""
+
+    DAILY = "daily"
+    MEETING = "meeting"
+    TIME = "time"
+
+
 @dataclass(frozen=True)
 class School:
     """A school of a district, keyed by PowerSchool SCHOOLS.SCHOOL_NUMBER."""
@@ -104,6 +112,9 @@ class School:
     early_check_out_excused_code: str = ""
     late_and_early_code: str = ""
     absence_codes: tuple[str, ...] = ()
+    attendance_mode: AttendanceMode = AttendanceMode.DAILY
+    missed_code: str = ""
+    """Meeting mode: the code of a class meeting a late arrival missed entirely."""
 
     def own_codes(self) -> set[str]:
         """Every code the service itself writes for this school."""
@@ -254,6 +265,24 @@ class AttendanceRecord:
     """What a finished cancel did in PowerSchool ("restored 'A'", "removed the row"...)."""
     history: tuple[DeliveryAttempt, ...] = ()
     """Every delivery attempt, oldest first (filled by single-record reads only)."""
+    meetings: tuple[MeetingMark, ...] = ()
+    """Meeting mode: the class meetings the record concerns, in time order."""
+
+
+@dataclass(frozen=True)
+class MeetingMark:
+    """One class meeting of a Meeting-mode record: what the service wrote there (or why it
+    left it alone) and the PowerSchool value it replaced, kept so a cancel can put it back."""
+
+    ccid: int
+    period_id: int
+    period: str = ""
+    start_time: int = 0
+    end_time: int = 0
+    attendance_code: str = ""
+    """The ATT_CODE written; empty when the meeting was left alone."""
+    replaced: Replaced | None = None
+    left_unchanged: str = ""
 
 
 class JobKind(enum.StrEnum):

@@ -14,6 +14,7 @@ from service.domain.students import school_number_of
 from service.models import (
     AttemptOutcome,
     AttendanceEvent,
+    AttendanceMode,
     AttendanceRecord,
     AttendanceState,
     ClassLinkConnection,
@@ -27,6 +28,7 @@ from service.models import (
     FindingCode,
     IdMode,
     JobKind,
+    MeetingMark,
     PowerSchoolConnection,
     RosterSource,
     RosterStudent,
@@ -55,6 +57,12 @@ VISIBLE_ID = {
     pb.VISIBLE_STUDENT_ID_UNSPECIFIED: VisibleId.STUDENT_ID,
     pb.VISIBLE_STUDENT_ID_STUDENT_ID: VisibleId.STUDENT_ID,
     pb.VISIBLE_STUDENT_ID_STUDENT_NUMBER: VisibleId.STUDENT_NUMBER,
+}
+ATTENDANCE_MODE = {
+    pb.ATTENDANCE_MODE_UNSPECIFIED: AttendanceMode.DAILY,
+    pb.ATTENDANCE_MODE_DAILY: AttendanceMode.DAILY,
+    pb.ATTENDANCE_MODE_MEETING: AttendanceMode.MEETING,
+    pb.ATTENDANCE_MODE_TIME: AttendanceMode.TIME,
 }
 EVENT = {
     pb.ATTENDANCE_EVENT_LATE_CHECK_IN: AttendanceEvent.LATE_CHECK_IN,
@@ -86,6 +94,7 @@ _ROSTER_SOURCE_PB = _reverse(ROSTER_SOURCE)
 _ID_MODE_PB = _reverse(ID_MODE)
 _VISIBLE_ID_PB = _reverse(VISIBLE_ID)
 _EVENT_PB = _reverse(EVENT)
+_ATTENDANCE_MODE_PB = _reverse(ATTENDANCE_MODE)
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -125,6 +134,8 @@ def district_from_pb(msg: pb.District) -> District:
                 early_check_out_excused_code=s.early_check_out_excused_code,
                 late_and_early_code=s.late_and_early_code,
                 absence_codes=tuple(s.absence_codes),
+                attendance_mode=ATTENDANCE_MODE[s.attendance_mode],
+                missed_code=s.missed_code,
             )
             for s in msg.schools
         ),
@@ -174,6 +185,8 @@ def district_to_pb(district: District) -> pb.District:
                 early_check_out_excused_code=s.early_check_out_excused_code,
                 late_and_early_code=s.late_and_early_code,
                 absence_codes=list(s.absence_codes),
+                attendance_mode=_ATTENDANCE_MODE_PB[s.attendance_mode],
+                missed_code=s.missed_code,
             )
             for s in district.schools
         ],
@@ -259,6 +272,22 @@ def record_to_pb(record: AttendanceRecord) -> pb.AttendanceRecord:
         cancel_reason=record.cancel_reason,
         history=[_attempt_to_pb(a) for a in record.history],
         cancel_outcome=record.cancel_outcome,
+        meetings=[_meeting_to_pb(m) for m in record.meetings],
+    )
+
+
+def _meeting_to_pb(mark: MeetingMark) -> pb.MeetingMark:
+    """One class meeting of a Meeting-mode record as a message."""
+    return pb.MeetingMark(
+        period_id=mark.period_id,
+        period=mark.period,
+        ccid=mark.ccid,
+        attendance_code=mark.attendance_code,
+        replaced_attendance_code=mark.replaced.att_code if mark.replaced else "",
+        replaced_comment=mark.replaced.comment if mark.replaced else "",
+        start_time=mark.start_time,
+        end_time=mark.end_time,
+        left_unchanged=mark.left_unchanged,
     )
 
 

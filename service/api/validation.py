@@ -158,8 +158,21 @@ def _check_school(c: Checker, f: str, school: pb.School) -> None:
         "late_check_in_excused_code",
         "early_check_out_excused_code",
         "late_and_early_code",
+        "missed_code",
     ):
         c.att_code(f"{f}.{code_field}", getattr(school, code_field))
+    if school.attendance_mode not in pb.AttendanceMode.values():
+        c.fail(f"{f}.attendance_mode", "is not a known AttendanceMode")
+    elif (
+        school.attendance_mode == pb.ATTENDANCE_MODE_MEETING
+        and school.writeback_enabled
+        and not school.missed_code
+    ):
+        c.fail(
+            f"{f}.missed_code",
+            "is required for a Meeting-mode school: the code of the class meetings a late "
+            "arrival missed (e.g. an excused absence)",
+        )
     for j, code in enumerate(school.absence_codes):
         if not code:
             c.fail(f"{f}.absence_codes[{j}]", "must not be empty")

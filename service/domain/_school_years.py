@@ -10,11 +10,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Generic, TypeVar
 
+from service.models import AttendanceMode
 from service.powerschool import AttendanceCode, PowerSchoolClient, YearTerm
 
 _TTL = 6 * 3600.0
 _MISS_RECHECK = 300.0
 T = TypeVar("T")
+ATT_MODE_CODES = {
+    AttendanceMode.DAILY: "ATT_ModeDaily",
+    AttendanceMode.MEETING: "ATT_ModeMeeting",
+    AttendanceMode.TIME: "ATT_ModeTime",
+}
 
 
 @dataclass
@@ -33,6 +39,7 @@ class SchoolYears:
     def __init__(self) -> None:
         self._terms: dict[tuple[tuple[str, str], int], _Entry[list[YearTerm]]] = {}
         self._codes: dict[tuple[tuple[str, str], int, int], _Entry[dict[str, AttendanceCode]]] = {}
+        self._modes: dict[tuple[tuple[str, str], int, int], _Entry[dict[AttendanceMode, int]]] = {}
 
     async def yearid(self, client: PowerSchoolClient, school_number: int, day: date) -> int | None:
         """The yearid of the school's year-long term containing ``day``, or None."""
@@ -52,6 +59,21 @@ class SchoolYears:
         if entry is None or entry.expired(missing=wanted not in entry.value):
             fetched = await client.attendance_codes(school_number, yearid)
             entry = self._codes[key] = _Entry({c.att_code: c for c in fetched})
+        return entry.value
+
+    async def mode_counts(
+        self, client: PowerSchoolClient, school_number: int, yearid: int
+    ) -> dict[AttendanceMode, int]:
+        """How many ATTENDANCE rows of each mode the school has in that year: the evidence
+        of the mode it takes. A school without rows yet is asked again after a few minutes."""
+        key = (client.cache_key, school_number, yearid)
+        entry = self._modes.get(key)
+        if entry is None or entry.expired(missing=not any(entry.value.values())):
+            counts = {
+                mode: await client.attendance_count(school_number, yearid, code)
+                for mode, code in ATT_MODE_CODES.items()
+            }
+            entry = self._modes[key] = _Entry(counts)
         return entry.value
 
 

@@ -7,9 +7,9 @@ per table projecting all of them: the installed plugin may be older or edited), 
 PowerQuery the service calls, and for every enabled school its time zone, the year-long term
 containing today, the configured codes in that year, and its attendance mode. PowerSchool
 has no documented API field for a school's attendance mode, so the mode is read from the
-school's ATTENDANCE rows of the year: more Meeting rows than Daily rows means the school takes
-period attendance (which the service cannot write); a school with no rows yet is given the
-benefit of the doubt.
+school's ATTENDANCE rows of the year (the mode with the most rows) and compared with the
+school's ``attendance_mode``; a school with no rows yet is given the benefit of the doubt, and a
+school set to Time mode is reported unsupported.
 
 Roster: Clever's token and the schools it shares, or the ClassLink Roster Server's endpoint,
 OneRoster version and signatures, and that each configured roster school is visible.
@@ -27,9 +27,12 @@ from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from service.domain import rules_meeting
+from service.domain._school_years import ATT_MODE_CODES
 from service.domain.clever_events import clever_events_finding
 from service.domain.districts import DistrictService
 from service.models import (
+    AttendanceMode,
     ConnectionReport,
     District,
     Finding,
@@ -57,8 +60,6 @@ from service.roster import (
 )
 from service.store import SyncStateStore
 
-ATT_MODE_DAILY = "ATT_ModeDaily"
-ATT_MODE_MEETING = "ATT_ModeMeeting"
 DCID_ID_MAP_QUERY = "com.pearson.core.student.student_dcid_id_map"
 # An admin is waiting at a screen: one quick retry, not a sync's minutes of patience.
 CHECK_RETRY = RetryPolicy(attempts=2, timeout=20.0, wait_initial=0.5, wait_max=2.0)
@@ -416,20 +417,20 @@ async def _code_checks(client: PowerSchoolClient, school: School, yearid: int) -
 
 async def _mode_checks(client: PowerSchoolClient, school: School, yearid: int) -> list[Finding]:
     number = school.school_number
-    meeting = await client.attendance_count(number, yearid, ATT_MODE_MEETING)
-    if meeting == 0:
-        return []
-    daily = await client.attendance_count(number, yearid, ATT_MODE_DAILY)
-    if meeting <= daily:
+    counts: dict[AttendanceMode, int] = {}
+    if school.attendance_mode is not AttendanceMode.TIME:
+        counts = {
+            mode: await client.attendance_count(number, yearid, code)
+            for mode, code in ATT_MODE_CODES.items()
+        }
+    problem = rules_meeting.mode_problem(school, rules_meeting.observed_mode(counts), counts)
+    if not problem:
         return []
     return [
         _finding(
             FindingCode.ATTENDANCE_MODE_UNSUPPORTED,
             Severity.ERROR,
-            f"School {number} takes Meeting (period) attendance in PowerSchool ({meeting} "
-            f"meeting records this year, {daily} daily), but the service writes daily "
-            "attendance only: its check-ins would not show where teachers look. Switch the "
-            "school to Daily attendance in PowerSchool, or turn writeback off for it.",
+            f"{problem[0].upper()}{problem[1:]}. Its check-ins fail until then.",
             school=number,
         )
     ]

@@ -13,24 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.domain import rules
+from service.domain import rules, rules_meeting
 from service.domain._powerschool_calls import client_for
 from service.domain._school_years import SchoolYears
 from service.domain.rules import Action, Classified, Failure, Plan, Verdict
 from service.domain.students import StudentResolver
 from service.errors import DomainError, NotFound, Unavailable
 from service.models import (
+    AttendanceMode,
     AttendanceRecord,
     AttendanceState,
     District,
     JobKind,
     KeyKind,
+    MeetingMark,
     Replaced,
+    School,
     StudentKey,
 )
 from service.powerschool import (
     AttendanceCode,
     DailyAttendance,
+    MeetingWrite,
     PowerSchoolClient,
     PowerSchoolError,
     PowerSchoolPool,
@@ -71,6 +75,20 @@ class RecordBook(Protocol):
 
     async def hand_over_replaced(self, from_record: str, to_record: str) -> None:
         """Give ``to_record`` the PowerSchool value ``from_record`` replaced."""
+        ...
+
+    async def remember_meetings(self, record_id: str, marks: list[MeetingMark]) -> None:
+        """Keep the meetings a write is about to change with the values they replace."""
+        ...
+
+    async def meetings_written(self, record_id: str, marks: list[MeetingMark]) -> None:
+        """Record what each of the record's meetings holds now."""
+        ...
+
+    async def hand_over_meeting(
+        self, from_record: str, to_record: str, ccid: int, period_id: int
+    ) -> None:
+        """Give ``to_record`` the value ``from_record`` replaced in one shared meeting."""
         ...
 
 
@@ -230,9 +248,26 @@ class Deliverer:
             return facts.outcome(blocked)
         assert school is not None
         facts.code = rules.code_for(school, record.event, excused=record.excused)
+        if school.attendance_mode is AttendanceMode.TIME:
+            return facts.outcome(_mode_failed(rules_meeting.mode_problem(school, None, {})))
         client, students_id, yearid, codes = await self._facts(record, district, facts.code, facts)
         if yearid is None:
             return facts.outcome(rules.no_school_year(record))
+        counts = await self._years.mode_counts(client, record.school_number, yearid)
+        facts.status = 200
+        problem = rules_meeting.mode_problem(school, rules_meeting.observed_mode(counts), counts)
+        if problem:
+            return facts.outcome(_mode_failed(problem))
+        if school.attendance_mode is AttendanceMode.MEETING:
+            return await self._write_meetings(
+                client,
+                record,
+                school=school,
+                district=district,
+                at=(students_id, yearid),
+                codes=codes,
+                facts=facts,
+            )
         existing, sibling = await self._row(client, record, students_id, facts)
         plan = rules.plan_write(
             record,
@@ -254,6 +289,156 @@ class Deliverer:
             written = sent or written
         return facts.outcome(plan, written)
 
+    async def _sibling(
+        self, record: AttendanceRecord, comments: list[str]
+    ) -> AttendanceRecord | None:
+        """The live record of the day's other event whose tag one of ``comments`` carries."""
+        for comment in comments:
+            for tag in rules.record_tags(comment):
+                if tag == record.record_id:
+                    continue
+                other = await self._records.get(record.district_id, tag)
+                if other is not None and other.state is not AttendanceState.CANCELLED:
+                    return other
+        return None
+
+    async def _send_meetings(
+        self,
+        client: PowerSchoolClient,
+        record: AttendanceRecord,
+        at: tuple[int, int],
+        plan: rules_meeting.DayPlan,
+        facts: _Facts,
+    ) -> int | None:
+        """Send every meeting ``plan`` writes in one request, unless the lease is gone."""
+        if not facts.lease.held():
+            raise LeaseLost(record.record_id)
+        facts.write_sent = True
+        results = await client.write_meeting_attendance(
+            students_id=at[0],
+            school_number=record.school_number,
+            yearid=at[1],
+            att_date=record.att_date,
+            marks=[MeetingWrite(p.meeting, p.codeid or 0, p.comment) for p in plan.writes],
+        )
+        facts.status = 200
+        return next((r.attendance_id for r in results if r.attendance_id), None)
+
+    async def _delete_meetings(
+        self,
+        client: PowerSchoolClient,
+        record: AttendanceRecord,
+        plan: rules_meeting.DayPlan,
+        facts: _Facts,
+    ) -> Outcome | None:
+        """Delete the service's own marks ``plan`` removes; a FAILED outcome if PowerSchool
+        refuses."""
+        for p in plan.deletes:
+            assert p.delete_dcid is not None
+            if not facts.lease.held():
+                raise LeaseLost(record.record_id)
+            facts.write_sent = True
+            try:
+                await client.delete_attendance(p.delete_dcid)
+            except PowerSchoolUnavailable:
+                raise
+            except PowerSchoolError as exc:
+                return Outcome(
+                    AttendanceState.FAILED,
+                    rules.delete_refused(record, str(exc)),
+                    status=exc.status or facts.status,
+                    yearid=facts.yearid,
+                )
+        return None
+
+    async def _write_meetings(
+        self,
+        client: PowerSchoolClient,
+        record: AttendanceRecord,
+        *,
+        school: School,
+        district: District,
+        at: tuple[int, int],
+        codes: dict[str, AttendanceCode],
+        facts: _Facts,
+    ) -> Outcome:
+        """Meeting mode: the student's meetings that day and their marks, then every meeting
+        to change in one write."""
+        meetings = await client.class_meetings(at[0], record.school_number, record.att_date)
+        rows = await client.meeting_attendance(at[0], record.att_date)
+        facts.status = 200
+        sibling = await self._sibling(record, [r.comment for r in rows])
+        plan = rules_meeting.plan_meeting_write(
+            record,
+            school=school,
+            timezone=school.timezone or district.timezone,
+            yearid=at[1],
+            codes=codes,
+            meetings=meetings,
+            existing={rules_meeting.key_of(r): r for r in rows},
+            sibling=sibling,
+        )
+        written: int | None = None
+        if plan.writes or plan.deletes:
+            if not facts.lease.held():
+                raise LeaseLost(record.record_id)
+            # Saved before the write is sent, so they survive a lost answer or a crash.
+            await self._records.remember_meetings(
+                record.record_id, [p.mark for p in plan.meetings if p.send]
+            )
+            if plan.writes:
+                written = await self._send_meetings(client, record, at, plan, facts)
+            refused = await self._delete_meetings(client, record, plan, facts)
+            if refused is not None:
+                return refused
+        if plan.meetings:
+            await self._records.meetings_written(record.record_id, [p.mark for p in plan.meetings])
+        return Outcome(
+            plan.state,
+            plan.message,
+            status=facts.status,
+            code=plan.code,
+            yearid=facts.yearid,
+            attendance_id=written,
+        )
+
+    async def _cancel_meetings(
+        self,
+        client: PowerSchoolClient,
+        record: AttendanceRecord,
+        *,
+        school: School | None,
+        district: District,
+        at: tuple[int, int],
+        codes: dict[str, AttendanceCode],
+        facts: _Facts,
+    ) -> Outcome:
+        """Meeting mode: put back every meeting the record changed, in one write, and
+        delete the marks it created."""
+        rows = await client.meeting_attendance(at[0], record.att_date)
+        facts.status = 200
+        sibling = await self._sibling(record, [r.comment for r in rows])
+        plan = rules_meeting.plan_meeting_cancel(
+            record,
+            school=school,
+            timezone=(school.timezone if school else "") or district.timezone,
+            codes=codes,
+            meetings=[],
+            existing={rules_meeting.key_of(r): r for r in rows},
+            sibling=sibling,
+        )
+        if plan.writes:
+            await self._send_meetings(client, record, at, plan, facts)
+            for p in plan.writes:
+                if p.hand_over_to:
+                    await self._records.hand_over_meeting(
+                        record.record_id, p.hand_over_to, p.meeting.ccid, p.meeting.period_id
+                    )
+        refused = await self._delete_meetings(client, record, plan, facts)
+        if refused is not None:
+            return refused
+        return Outcome(plan.state, plan.message, status=facts.status, yearid=facts.yearid)
+
     async def _cancel(
         self, record: AttendanceRecord, district: District, lease: Lease, facts: _Facts
     ) -> Outcome:
@@ -274,6 +459,17 @@ class Deliverer:
                     existing=None,
                     sibling=None,
                 )
+            )
+        meeting = record.meetings or (school and school.attendance_mode is AttendanceMode.MEETING)
+        if meeting and yearid is not None:
+            return await self._cancel_meetings(
+                client,
+                record,
+                school=school,
+                district=district,
+                at=(students_id, yearid),
+                codes=codes,
+                facts=facts,
             )
         existing, sibling = (None, None)
         if yearid is not None:
@@ -311,6 +507,10 @@ class Deliverer:
                     yearid=facts.yearid,
                 )
         return facts.outcome(plan)
+
+
+def _mode_failed(problem: str) -> Plan:
+    return Plan(None, AttendanceState.FAILED, problem)
 
 
 def _retry(exc: PowerSchoolUnavailable, facts: _Facts) -> Outcome:

@@ -3,7 +3,10 @@ and the plugin (``plugin/plugin.xml``) that grants the service its access."""
 
 from service.powerschool._client import (
     AttendanceCode,
+    ClassMeeting,
     DailyAttendance,
+    MeetingAttendance,
+    MeetingWrite,
     PowerSchoolClient,
     PSStudentIds,
     WriteResult,
@@ -29,7 +32,10 @@ from service.powerschool._pool import PowerSchoolPool
 __all__ = [
     "Access",
     "AttendanceCode",
+    "ClassMeeting",
     "DailyAttendance",
+    "MeetingAttendance",
+    "MeetingWrite",
     "PSStudentIds",
     "PluginError",
     "PluginGrants",

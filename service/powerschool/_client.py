@@ -30,6 +30,7 @@ log = structlog.get_logger("powerschool")
 # PowerSchool caps schema-table pages per plugin; 100 is the smallest cap seen live.
 PAGE_SIZE = 100
 _STUDENT_COLUMNS = "id,dcid,schoolid,student_number,enroll_status"
+MEETING_TEMPLATE_QUERY = "com.pearson.core.attendance.meeting_interval_attendance_template"
 _RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -69,6 +70,39 @@ class DailyAttendance:
     id: int
     dcid: int
     attendance_codeid: int | None
+    comment: str
+
+
+@dataclass(frozen=True)
+class ClassMeeting:
+    """One class meeting of a student's day, as PowerSchool schedules it: the section
+    enrollment (CC.ID), the period, and its start and end in seconds since local midnight."""
+
+    ccid: int
+    period_id: int
+    start_time: int
+    end_time: int
+    period: str = ""
+
+
+@dataclass(frozen=True)
+class MeetingAttendance:
+    """A student's existing Meeting-mode ATTENDANCE row (one class meeting's mark)."""
+
+    id: int
+    dcid: int
+    ccid: int
+    period_id: int
+    attendance_codeid: int | None
+    comment: str
+
+
+@dataclass(frozen=True)
+class MeetingWrite:
+    """One meeting's mark to send: which meeting, and the code and comment it gets."""
+
+    meeting: ClassMeeting
+    attendance_codeid: int
     comment: str
 
 
@@ -411,6 +445,97 @@ class PowerSchoolClient:
                 )
         return None
 
+    async def class_meetings(
+        self, students_id: int, school_number: int, att_date: date
+    ) -> list[ClassMeeting]:
+        """The student's class meetings that day at that school, in time order (the core
+        PowerQuery ``meeting_interval_attendance_template``)."""
+        body = await self.request(
+            "POST",
+            f"/ws/schema/query/{MEETING_TEMPLATE_QUERY}",
+            params={"pagesize": "0"},
+            json={
+                "studentid": int(_digits(students_id, "STUDENTS.ID")),
+                "schoolid": int(_digits(school_number, "school number")),
+                "att_date": att_date.isoformat(),
+            },
+        )
+        meetings = []
+        for record in body.get("record") or [] if isinstance(body, dict) else []:
+            meeting = _class_meeting(record)
+            if meeting is not None:
+                meetings.append(meeting)
+        return sorted(meetings, key=lambda m: (m.start_time, m.ccid))
+
+    async def meeting_attendance(self, students_id: int, att_date: date) -> list[MeetingAttendance]:
+        """The student's Meeting-mode attendance rows for that date."""
+        body = await self.request(
+            "GET",
+            "/ws/schema/table/attendance",
+            params={
+                "q": f"studentid=={_digits(students_id, 'STUDENTS.ID')};"
+                f"att_date=={att_date.isoformat()};att_mode_code==ATT_ModeMeeting",
+                "projection": "id,dcid,ccid,periodid,attendance_codeid,att_comment",
+                "pagesize": str(PAGE_SIZE),
+            },
+        )
+        rows = []
+        for row in _rows(body, "attendance"):
+            keys = [_int_or_none(row.get(k)) for k in ("id", "dcid", "ccid", "periodid")]
+            if None not in keys:
+                row_id, dcid, ccid, period_id = (k for k in keys if k is not None)
+                rows.append(
+                    MeetingAttendance(
+                        id=row_id,
+                        dcid=dcid,
+                        ccid=ccid,
+                        period_id=period_id,
+                        attendance_codeid=_int_or_none(row.get("attendance_codeid")),
+                        comment=str(row.get("att_comment") or ""),
+                    )
+                )
+        return rows
+
+    async def write_meeting_attendance(
+        self,
+        *,
+        students_id: int,
+        school_number: int,
+        yearid: int,
+        att_date: date,
+        marks: list[MeetingWrite],
+    ) -> list[WriteResult]:
+        """Create or update the marks of several class meetings of one student and day, in
+        the one request PowerSchool requires for them."""
+        records = [
+            {
+                "name": "ATTENDANCE",
+                "tables": {
+                    "attendance": {
+                        "studentid": str(students_id),
+                        "schoolid": str(school_number),
+                        "yearid": str(yearid),
+                        "att_date": att_date.isoformat(),
+                        "att_mode_code": "ATT_ModeMeeting",
+                        "ccid": str(mark.meeting.ccid),
+                        "periodid": str(mark.meeting.period_id),
+                        "start_time": str(mark.meeting.start_time),
+                        "end_time": str(mark.meeting.end_time),
+                        "attendance_codeid": str(mark.attendance_codeid),
+                        "att_comment": mark.comment,
+                        "programid": "0",
+                    }
+                },
+            }
+            for mark in marks
+        ]
+        body = await self.request(
+            "POST",
+            "/ws/attendance/meeting_interval",
+            json={"name": "ATTENDANCE", "record": records},
+        )
+        return _write_results(body)
+
     async def delete_attendance(self, dcid: int) -> None:
         """Delete an ATTENDANCE row by DCID (servers may refuse: 403/405)."""
         await self.request("DELETE", f"/ws/schema/table/attendance/{_digits(dcid, 'DCID')}")
@@ -465,6 +590,47 @@ class PowerSchoolClient:
             },
         )
         return _write_result(body)
+
+
+def _class_meeting(record: Any) -> ClassMeeting | None:
+    """A meeting from a template record (``tables.attendance``, or flat), or None if it lacks
+    its section, period or times; a period name is taken from any table that has one."""
+    if not isinstance(record, dict):
+        return None
+    tables = record.get("tables")
+    parts = [t for t in tables.values() if isinstance(t, dict)] if isinstance(tables, dict) else []
+    row: dict[str, Any] = {}
+    for part in [record, *reversed(parts)]:
+        row.update(part)
+    if isinstance(tables, dict) and isinstance(tables.get("attendance"), dict):
+        row.update(tables["attendance"])
+    ccid, period_id = _int_or_none(row.get("ccid")), _int_or_none(row.get("periodid"))
+    start, end = _int_or_none(row.get("start_time")), _int_or_none(row.get("end_time"))
+    if ccid is None or period_id is None or start is None or end is None:
+        return None
+    name = next(
+        (
+            str(row[k])
+            for k in ("period_abbreviation", "abbreviation", "period_name", "period")
+            if row.get(k) not in (None, "")
+        ),
+        "",
+    )
+    return ClassMeeting(ccid, period_id, start, end, name)
+
+
+def _write_results(body: Any) -> list[WriteResult]:
+    """Every result of a multi-record write; any that is not a SUCCESS raises."""
+    if not isinstance(body, dict):
+        raise PowerSchoolRejected("PowerSchool answered the write with an unexpected body")
+    results = body.get("result")
+    if results is None and isinstance(body.get("results"), dict):
+        results = body["results"].get("result")
+    if isinstance(results, dict):
+        results = [results]
+    if not isinstance(results, list) or not results:
+        raise PowerSchoolRejected("PowerSchool answered the write without a result")
+    return [_write_result({"result": [r]}) for r in results]
 
 
 def _write_result(body: Any) -> WriteResult:

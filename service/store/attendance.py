@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -29,6 +29,7 @@ from service.models import (
     DeliveryJob,
     DeliveryStats,
     JobKind,
+    MeetingMark,
     RecordFilter,
     Replaced,
 )
@@ -74,6 +75,35 @@ def _record(row: asyncpg.Record) -> AttendanceRecord:
         next_attempt_at=row["next_attempt_at"],
         cancel_outcome=row["cancel_outcome"],
         history=tuple(_attempt(a) for a in row.get("history", ())),
+        meetings=tuple(_meeting(m) for m in row.get("meetings", ())),
+    )
+
+
+def _meeting(row: asyncpg.Record) -> MeetingMark:
+    return MeetingMark(
+        ccid=row["ccid"],
+        period_id=row["period_id"],
+        period=row["period"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        attendance_code=row["attendance_code"],
+        left_unchanged=row["left_unchanged"],
+        replaced=Replaced(
+            row["replaced_attendance_codeid"], row["replaced_att_code"], row["replaced_comment"]
+        )
+        if row["replaced_set"]
+        else None,
+    )
+
+
+def _schedule(marks: Sequence[MeetingMark]) -> tuple[list[object], ...]:
+    """The meetings' key and schedule columns, as the arrays the meeting statements take."""
+    return (
+        [m.ccid for m in marks],
+        [m.period_id for m in marks],
+        [m.period for m in marks],
+        [m.start_time for m in marks],
+        [m.end_time for m in marks],
     )
 
 
@@ -322,6 +352,46 @@ class AttendanceStore:
                 replaced.attendance_codeid,
                 replaced.att_code,
                 replaced.comment,
+            )
+
+    async def remember_meetings(self, record_id: str, marks: Sequence[MeetingMark]) -> None:
+        """Keep the meetings a Meeting-mode write is about to change, each with the value it
+        replaces (the first value seen for a meeting is the one kept)."""
+        replaced = [m.replaced for m in marks]
+        async with connection(self._pool) as conn:
+            await conn.execute(
+                _Q["remember_meetings"],
+                uuid.UUID(record_id),
+                *_schedule(marks),
+                [r.attendance_codeid if r else None for r in replaced],
+                [r.att_code if r else "" for r in replaced],
+                [r.comment if r else "" for r in replaced],
+                [r is not None for r in replaced],
+            )
+
+    async def meetings_written(self, record_id: str, marks: Sequence[MeetingMark]) -> None:
+        """Record what each of the record's meetings holds now (its code, or why it was left
+        alone)."""
+        async with connection(self._pool) as conn:
+            await conn.execute(
+                _Q["meetings_written"],
+                uuid.UUID(record_id),
+                *_schedule(marks),
+                [m.attendance_code for m in marks],
+                [m.left_unchanged for m in marks],
+            )
+
+    async def hand_over_meeting(
+        self, from_record: str, to_record: str, ccid: int, period_id: int
+    ) -> None:
+        """Give ``to_record`` the value ``from_record`` replaced in one shared meeting."""
+        async with connection(self._pool) as conn:
+            await conn.execute(
+                _Q["hand_over_meeting"],
+                uuid.UUID(from_record),
+                uuid.UUID(to_record),
+                ccid,
+                period_id,
             )
 
     async def set_code(self, record_id: str, code: str) -> None:

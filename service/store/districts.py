@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from service.models import (
+    AttendanceMode,
     ClassLinkConnection,
     CleverConnection,
     District,
@@ -33,6 +34,8 @@ def _school(row: asyncpg.Record) -> School:
         early_check_out_excused_code=row["early_check_out_excused_code"],
         late_and_early_code=row["late_and_early_code"],
         absence_codes=tuple(row["absence_codes"]),
+        attendance_mode=AttendanceMode(row["attendance_mode"]),
+        missed_code=row["missed_code"],
     )
 
 
@@ -148,6 +151,8 @@ class DistrictStore:
                         s.early_check_out_excused_code,
                         s.late_and_early_code,
                         list(s.absence_codes),
+                        s.attendance_mode.value,
+                        s.missed_code,
                     )
                     for s in district.schools
                 ],

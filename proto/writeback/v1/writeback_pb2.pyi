@@ -84,6 +84,38 @@ VISIBLE_STUDENT_ID_STUDENT_ID: VisibleStudentId.ValueType  # 1
 VISIBLE_STUDENT_ID_STUDENT_NUMBER: VisibleStudentId.ValueType  # 2
 Global___VisibleStudentId: _TypeAlias = VisibleStudentId  # noqa: Y015
 
+class _AttendanceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttendanceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttendanceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTENDANCE_MODE_UNSPECIFIED: _AttendanceMode.ValueType  # 0
+    """Daily."""
+    ATTENDANCE_MODE_DAILY: _AttendanceMode.ValueType  # 1
+    """Once a day (ATT_ModeDaily): one row per student and day."""
+    ATTENDANCE_MODE_MEETING: _AttendanceMode.ValueType  # 2
+    """Per class meeting (ATT_ModeMeeting): a late check-in marks the meetings missed and the one
+    in progress, an early check-out the one in progress and every later one.
+    """
+    ATTENDANCE_MODE_TIME: _AttendanceMode.ValueType  # 3
+    """Minutes (ATT_ModeTime): not written; such schools' records end FAILED saying so."""
+
+class AttendanceMode(_AttendanceMode, metaclass=_AttendanceModeEnumTypeWrapper):
+    """How a school takes attendance in PowerSchool."""
+
+ATTENDANCE_MODE_UNSPECIFIED: AttendanceMode.ValueType  # 0
+"""Daily."""
+ATTENDANCE_MODE_DAILY: AttendanceMode.ValueType  # 1
+"""Once a day (ATT_ModeDaily): one row per student and day."""
+ATTENDANCE_MODE_MEETING: AttendanceMode.ValueType  # 2
+"""Per class meeting (ATT_ModeMeeting): a late check-in marks the meetings missed and the one
+in progress, an early check-out the one in progress and every later one.
+"""
+ATTENDANCE_MODE_TIME: AttendanceMode.ValueType  # 3
+"""Minutes (ATT_ModeTime): not written; such schools' records end FAILED saying so."""
+Global___AttendanceMode: _TypeAlias = AttendanceMode  # noqa: Y015
+
 class _AttendanceEvent:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -254,7 +286,9 @@ class _FindingCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FindingCo
     FINDING_CODE_SCHOOL_YEAR_MISSING: _FindingCode.ValueType  # 26
     """The school has no year-long term (TERMS) containing today's date."""
     FINDING_CODE_ATTENDANCE_MODE_UNSUPPORTED: _FindingCode.ValueType  # 27
-    """The school is recording Meeting (period) attendance; the service writes daily attendance."""
+    """The school takes attendance in PowerSchool in another mode than its attendance_mode says
+    (Daily vs Meeting, either way), or in Time mode, which the service does not write.
+    """
     FINDING_CODE_ATTENDANCE_CODE_MISSING: _FindingCode.ValueType  # 28
     """A configured late / early / excused / combined code is not an ATTENDANCE_CODE of the
     school's current year.
@@ -316,7 +350,9 @@ FINDING_CODE_POWERQUERY_UNAVAILABLE: FindingCode.ValueType  # 25
 FINDING_CODE_SCHOOL_YEAR_MISSING: FindingCode.ValueType  # 26
 """The school has no year-long term (TERMS) containing today's date."""
 FINDING_CODE_ATTENDANCE_MODE_UNSUPPORTED: FindingCode.ValueType  # 27
-"""The school is recording Meeting (period) attendance; the service writes daily attendance."""
+"""The school takes attendance in PowerSchool in another mode than its attendance_mode says
+(Daily vs Meeting, either way), or in Time mode, which the service does not write.
+"""
 FINDING_CODE_ATTENDANCE_CODE_MISSING: FindingCode.ValueType  # 28
 """A configured late / early / excused / combined code is not an ATTENDANCE_CODE of the
 school's current year.
@@ -515,6 +551,8 @@ class School(_message.Message):
     EARLY_CHECK_OUT_EXCUSED_CODE_FIELD_NUMBER: _builtins.int
     LATE_AND_EARLY_CODE_FIELD_NUMBER: _builtins.int
     ABSENCE_CODES_FIELD_NUMBER: _builtins.int
+    ATTENDANCE_MODE_FIELD_NUMBER: _builtins.int
+    MISSED_CODE_FIELD_NUMBER: _builtins.int
     school_number: _builtins.int
     """PowerSchool SCHOOLS.SCHOOL_NUMBER (what ATTENDANCE.SCHOOLID holds)."""
     roster_school_id: _builtins.str
@@ -534,6 +572,14 @@ class School(_message.Message):
     late_and_early_code: _builtins.str
     """Optional ATT_CODE for a student who arrived late and left early the same day, e.g. "LE".
     Without it, the later event's code wins and the comment notes both.
+    """
+    attendance_mode: Global___AttendanceMode.ValueType
+    """How the school takes attendance in PowerSchool; checked against PowerSchool's rows before
+    every write (a mismatch fails the record, never a write in the wrong mode).
+    """
+    missed_code: _builtins.str
+    """Meeting mode: the ATT_CODE for the class meetings a late arrival missed entirely (e.g. an
+    excused absence); required for a Meeting school with writeback on.
     """
     @_builtins.property
     def absence_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -555,10 +601,12 @@ class School(_message.Message):
         early_check_out_excused_code: _builtins.str = ...,
         late_and_early_code: _builtins.str = ...,
         absence_codes: _abc.Iterable[_builtins.str] | None = ...,
+        attendance_mode: Global___AttendanceMode.ValueType = ...,
+        missed_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["absence_codes", b"absence_codes", "early_check_out_code", b"early_check_out_code", "early_check_out_excused_code", b"early_check_out_excused_code", "late_and_early_code", b"late_and_early_code", "late_check_in_code", b"late_check_in_code", "late_check_in_excused_code", b"late_check_in_excused_code", "name", b"name", "roster_school_id", b"roster_school_id", "school_number", b"school_number", "timezone", b"timezone", "writeback_enabled", b"writeback_enabled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absence_codes", b"absence_codes", "attendance_mode", b"attendance_mode", "early_check_out_code", b"early_check_out_code", "early_check_out_excused_code", b"early_check_out_excused_code", "late_and_early_code", b"late_and_early_code", "late_check_in_code", b"late_check_in_code", "late_check_in_excused_code", b"late_check_in_excused_code", "missed_code", b"missed_code", "name", b"name", "roster_school_id", b"roster_school_id", "school_number", b"school_number", "timezone", b"timezone", "writeback_enabled", b"writeback_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1039,6 +1087,7 @@ class AttendanceRecord(_message.Message):
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     CANCEL_OUTCOME_FIELD_NUMBER: _builtins.int
+    MEETINGS_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     district_id: _builtins.str
     state: Global___AttendanceState.ValueType
@@ -1085,6 +1134,12 @@ class AttendanceRecord(_message.Message):
         empty (read each record for its history).
         """
 
+    @_builtins.property
+    def meetings(self) -> _containers.RepeatedCompositeFieldContainer[Global___MeetingMark]:
+        """Meeting-mode schools: each class meeting the record concerns, in time order: what was
+        written (or why it was left alone) and the value replaced.
+        """
+
     def __init__(
         self,
         *,
@@ -1111,14 +1166,69 @@ class AttendanceRecord(_message.Message):
         cancel_reason: _builtins.str = ...,
         history: _abc.Iterable[Global___DeliveryAttempt] | None = ...,
         cancel_outcome: _builtins.str = ...,
+        meetings: _abc.Iterable[Global___MeetingMark] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["att_date", b"att_date", "attempts", b"attempts", "attendance_code", b"attendance_code", "cancel_outcome", b"cancel_outcome", "cancel_reason", b"cancel_reason", "created_at", b"created_at", "district_id", b"district_id", "event", b"event", "excused", b"excused", "history", b"history", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "powerschool_attendance_id", b"powerschool_attendance_id", "reason", b"reason", "record_id", b"record_id", "replaced_attendance_code", b"replaced_attendance_code", "replaced_comment", b"replaced_comment", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["att_date", b"att_date", "attempts", b"attempts", "attendance_code", b"attendance_code", "cancel_outcome", b"cancel_outcome", "cancel_reason", b"cancel_reason", "created_at", b"created_at", "district_id", b"district_id", "event", b"event", "excused", b"excused", "history", b"history", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "meetings", b"meetings", "next_attempt_at", b"next_attempt_at", "occurred_at", b"occurred_at", "powerschool_attendance_id", b"powerschool_attendance_id", "reason", b"reason", "record_id", b"record_id", "replaced_attendance_code", b"replaced_attendance_code", "replaced_comment", b"replaced_comment", "roster_id", b"roster_id", "school_number", b"school_number", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AttendanceRecord: _TypeAlias = AttendanceRecord  # noqa: Y015
+
+@_typing.final
+class MeetingMark(_message.Message):
+    """One class meeting of a Meeting-mode record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    CCID_FIELD_NUMBER: _builtins.int
+    ATTENDANCE_CODE_FIELD_NUMBER: _builtins.int
+    REPLACED_ATTENDANCE_CODE_FIELD_NUMBER: _builtins.int
+    REPLACED_COMMENT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    LEFT_UNCHANGED_FIELD_NUMBER: _builtins.int
+    period_id: _builtins.int
+    """PowerSchool PERIOD.ID."""
+    period: _builtins.str
+    """The period's name as PowerSchool shows it (e.g. "P3"), when known."""
+    ccid: _builtins.int
+    """The student's section enrollment, CC.ID."""
+    attendance_code: _builtins.str
+    """The ATT_CODE written; empty when the meeting was left alone."""
+    replaced_attendance_code: _builtins.str
+    """What the service replaced (a teacher's absence), empty when it created the mark."""
+    replaced_comment: _builtins.str
+    start_time: _builtins.int
+    """The meeting's start and end, seconds since midnight in the school's time zone."""
+    end_time: _builtins.int
+    left_unchanged: _builtins.str
+    """Why the meeting was left as it was (a teacher's mark that is not an absence); empty when
+    written.
+    """
+    def __init__(
+        self,
+        *,
+        period_id: _builtins.int = ...,
+        period: _builtins.str = ...,
+        ccid: _builtins.int = ...,
+        attendance_code: _builtins.str = ...,
+        replaced_attendance_code: _builtins.str = ...,
+        replaced_comment: _builtins.str = ...,
+        start_time: _builtins.int = ...,
+        end_time: _builtins.int = ...,
+        left_unchanged: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attendance_code", b"attendance_code", "ccid", b"ccid", "end_time", b"end_time", "left_unchanged", b"left_unchanged", "period", b"period", "period_id", b"period_id", "replaced_attendance_code", b"replaced_attendance_code", "replaced_comment", b"replaced_comment", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeetingMark: _TypeAlias = MeetingMark  # noqa: Y015
 
 @_typing.final
 class DeliveryAttempt(_message.Message):

@@ -62,11 +62,16 @@ ON CONFLICT (record_id) DO UPDATE SET
 SELECT pg_notify('writeback_jobs', $1);
 
 -- name: get_record
--- With its attempt history, oldest first, read in the same snapshot as the record.
+-- With its attempt history, oldest first, and its class meetings, read in the same snapshot
+-- as the record.
 SELECT r.*,
     ARRAY(
         SELECT a FROM delivery_attempts a WHERE a.record_id = r.record_id ORDER BY a.seq
-    ) AS history
+    ) AS history,
+    ARRAY(
+        SELECT m FROM record_meetings m WHERE m.record_id = r.record_id
+        ORDER BY m.start_time, m.ccid
+    ) AS meetings
 FROM attendance_records r
 WHERE r.district_id = $1 AND r.record_id = $2;
 
@@ -204,7 +209,12 @@ UPDATE delivery_jobs SET run_at = now()
 WHERE district_id = $1 AND run_at > now() AND lease_token IS NULL;
 
 -- name: list_records
-SELECT * FROM attendance_records
+SELECT r.*,
+    ARRAY(
+        SELECT m FROM record_meetings m WHERE m.record_id = r.record_id
+        ORDER BY m.start_time, m.ccid
+    ) AS meetings
+FROM attendance_records r
 WHERE district_id = $1
   AND ($2::text IS NULL OR state = $2)
   AND ($3::bigint IS NULL OR school_number = $3)
@@ -249,3 +259,54 @@ SELECT
         AS written_last_hour
 FROM attendance_records
 WHERE district_id = $1;
+
+-- name: remember_meetings
+-- A Meeting-mode write's meetings, saved before it is sent and, like remember_replaced, not
+-- fenced: the value a meeting held is kept the first time it is seen (a later attempt finds
+-- the service's own mark there). The code is set once PowerSchool has answered
+-- (meetings_written).
+INSERT INTO record_meetings AS m (record_id, ccid, period_id, period, start_time, end_time,
+    replaced_attendance_codeid, replaced_att_code, replaced_comment, replaced_set)
+SELECT $1, t.ccid, t.period_id, t.period, t.start_time, t.end_time, t.codeid, t.code,
+    t.comment, t.has_replaced
+FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::integer[], $6::integer[],
+            $7::bigint[], $8::text[], $9::text[], $10::boolean[])
+    AS t(ccid, period_id, period, start_time, end_time, codeid, code, comment, has_replaced)
+ON CONFLICT (record_id, ccid, period_id) DO UPDATE SET
+    period = EXCLUDED.period, start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time,
+    replaced_attendance_codeid = CASE WHEN m.replaced_set THEN m.replaced_attendance_codeid
+        ELSE EXCLUDED.replaced_attendance_codeid END,
+    replaced_att_code = CASE WHEN m.replaced_set THEN m.replaced_att_code
+        ELSE EXCLUDED.replaced_att_code END,
+    replaced_comment = CASE WHEN m.replaced_set THEN m.replaced_comment
+        ELSE EXCLUDED.replaced_comment END,
+    replaced_set = m.replaced_set OR EXCLUDED.replaced_set;
+
+-- name: meetings_written
+-- What each meeting holds now: the code written, or why it was left alone. Meetings of the
+-- record not named (an earlier plan's) are dropped.
+WITH named AS (
+    INSERT INTO record_meetings AS m (record_id, ccid, period_id, period, start_time, end_time,
+        attendance_code, left_unchanged)
+    SELECT $1, t.ccid, t.period_id, t.period, t.start_time, t.end_time, t.code, t.why
+    FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::integer[], $6::integer[],
+                $7::text[], $8::text[])
+        AS t(ccid, period_id, period, start_time, end_time, code, why)
+    ON CONFLICT (record_id, ccid, period_id) DO UPDATE SET
+        attendance_code = EXCLUDED.attendance_code, left_unchanged = EXCLUDED.left_unchanged
+    RETURNING ccid, period_id
+)
+DELETE FROM record_meetings d
+WHERE d.record_id = $1 AND d.replaced_set = false AND d.attendance_code = ''
+  AND (d.ccid, d.period_id) NOT IN (SELECT ccid, period_id FROM named);
+
+-- name: hand_over_meeting
+-- A cancelled record's replaced value of one shared meeting passes to the record that keeps it.
+UPDATE record_meetings b SET
+    replaced_attendance_codeid = a.replaced_attendance_codeid,
+    replaced_att_code = a.replaced_att_code,
+    replaced_comment = a.replaced_comment,
+    replaced_set = a.replaced_set
+FROM record_meetings a
+WHERE a.record_id = $1 AND b.record_id = $2 AND a.ccid = $3 AND a.period_id = $4
+  AND b.ccid = $3 AND b.period_id = $4;

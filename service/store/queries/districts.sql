@@ -77,8 +77,9 @@ DELETE FROM schools WHERE district_id = $1;
 INSERT INTO schools (
     district_id, school_number, roster_school_id, name, timezone, writeback_enabled,
     late_check_in_code, early_check_out_code, late_check_in_excused_code,
-    early_check_out_excused_code, late_and_early_code, absence_codes
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
+    early_check_out_excused_code, late_and_early_code, absence_codes, attendance_mode,
+    missed_code
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14);
 
 -- name: due_for_sync
 -- Districts whose schedule says a sync is due, and whether that sync reads the whole roster;
