@@ -30,19 +30,31 @@ from service.powerschool import PluginGrants, load_plugin
 from simulators._server import HttpSimulator
 
 from ._data import (
+    ATT_MODE_DAILY,
+    ATT_MODE_MEETING,
+    ATT_MODE_TIME,
     ATTENDANCE_DEFAULTS,
     FORBIDDEN_TABLES,
     TABLES,
     ColType,
     Column,
     Dataset,
+    PSSection,
     PSStudent,
     Row,
     TableSpec,
+    bell_item_row,
+    bell_schedule_row,
+    cc_row,
     code_row,
     demo_dataset,
+    enroll_student,
+    period_row,
     render_value,
     school_row,
+    section_meeting_row,
+    section_row,
+    set_attendance_mode,
     student_row,
     term_row,
 )
@@ -54,6 +66,9 @@ DCID_ID_MAP_QUERY = "com.pearson.core.student.student_dcid_id_map"
 """Core PowerQuery mapping STUDENTS.DCID <-> STUDENTS.ID."""
 DAILY_TEMPLATE_QUERY = "com.pearson.core.attendance.daily_attendance_template"
 """Core PowerQuery returning a pre-filled daily ATTENDANCE record for (studentid, att_date)."""
+MEETING_TEMPLATE_QUERY = "com.pearson.core.attendance.meeting_interval_attendance_template"
+"""Core PowerQuery returning one pre-filled Meeting ATTENDANCE record per class meeting of
+(studentid, schoolid, att_date), with the existing mark of each."""
 # The fields each simulated PowerQuery reads: a plugin may run one only with all of them.
 _QUERY_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     DCID_ID_MAP_QUERY: (("STUDENTS", "ID"), ("STUDENTS", "DCID")),
@@ -76,10 +91,45 @@ _QUERY_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
             )
         ),
     ),
+    # Inferred: what a schedule join must read (a live server lists it at
+    # GET /ws/powerqueryaccesslist/{name}).
+    MEETING_TEMPLATE_QUERY: (
+        ("STUDENTS", "ID"),
+        ("STUDENTS", "SCHOOLID"),
+        ("TERMS", "YEARID"),
+        ("CC", "ID"),
+        ("CC", "STUDENTID"),
+        ("CC", "SECTIONID"),
+        ("CC", "DATEENROLLED"),
+        ("CC", "DATELEFT"),
+        ("SECTION_MEETING", "SECTIONID"),
+        ("SECTION_MEETING", "PERIOD_NUMBER"),
+        ("PERIOD", "ID"),
+        ("PERIOD", "PERIOD_NUMBER"),
+        ("BELL_SCHEDULE_ITEMS", "PERIOD_ID"),
+        ("BELL_SCHEDULE_ITEMS", "START_TIME"),
+        ("BELL_SCHEDULE_ITEMS", "END_TIME"),
+        *(
+            ("ATTENDANCE", name)
+            for name in (
+                "ID",
+                "DCID",
+                "STUDENTID",
+                "ATT_DATE",
+                "ATT_MODE_CODE",
+                "CCID",
+                "PERIODID",
+                "ATTENDANCE_CODEID",
+                "ATT_COMMENT",
+            )
+        ),
+    ),
 }
 _NO_COLUMN_ACCESS = "At least one column lacks sufficient permission"
-ATT_MODE_DAILY = "ATT_ModeDaily"
-"""``att_mode_code`` of a daily attendance row."""
+_SINGLE_STUDENT_DAY = (
+    "Multiple attendance records may be submitted in the payload, but they must all be for a "
+    "single student for a single day"
+)
 
 _WWW_AUTHENTICATE = (
     'Bearer error="invalid_token",realm="PowerSchool",'
@@ -109,6 +159,11 @@ _REQUIRED_WRITE_FIELDS = (
     "att_mode_code",
     "attendance_codeid",
 )
+_REQUIRED_MEETING_FIELDS = (*_REQUIRED_WRITE_FIELDS, "ccid", "periodid", "start_time", "end_time")
+# Fields of the meeting_interval body that are no ATTENDANCE column: they say which meeting.
+_MEETING_TIMES = ("start_time", "end_time")
+_DAY_SECONDS = 86_400
+_DAY_MINUTES = 1_440
 
 
 # Key columns the simulator indexes for ``==`` filters (rows' key values never change).
@@ -118,8 +173,26 @@ _INDEXED = frozenset(
         ("students", "dcid"),
         ("students", "student_number"),
         ("attendance", "studentid"),
+        ("cc", "studentid"),
     }
 )
+
+
+@dataclass(frozen=True)
+class Meeting:
+    """One class meeting of a student on a date: the CC enrollment (``ccid``), the period and
+    when it meets (seconds since the school's local midnight)."""
+
+    ccid: int
+    periodid: int
+    period_number: int
+    start_time: int
+    end_time: int
+    sectionid: int
+    course_number: str
+    section_number: str
+    schoolid: int
+    yearid: int
 
 
 @dataclass
@@ -129,21 +202,25 @@ class Faults:
     latency: float = 0.0
     """Seconds added to every ``/ws`` and ``/oauth`` request."""
     write_latency: float = 0.0
-    """Seconds a ``daily_time`` write waits before it is processed (a slow server)."""
+    """Seconds a ``daily_time`` or ``meeting_interval`` write waits before it is processed
+    (a slow server)."""
     outage: bool = False
     """Every ``/ws`` and ``/oauth`` request answers 503 with an HTML maintenance page."""
     outage_until: float = 0.0
     """Like ``outage`` until this ``time.time()``: an outage window that ends on its own."""
     hang_after_write: int = 0
-    """The next N successful daily_time writes are committed, then the answer is held for
-    ``hang_seconds`` (longer than the client waits): the write-then-timeout case."""
+    """The next N successful daily_time or meeting_interval writes are committed, then the
+    answer is held for ``hang_seconds`` (longer than the client waits): the
+    write-then-timeout case."""
     hang_seconds: float = 30.0
     queue: list[tuple[int, float | None]] = field(default_factory=list)
     """Failures served, FIFO, to the next ``/ws`` requests: (status, Retry-After seconds)."""
     write_error_in_body: bool = False
-    """``/ws/attendance/daily_time`` answers 200 with ``result[0].status == "ERROR"``."""
+    """``/ws/attendance/daily_time`` and ``meeting_interval`` answer 200 with every
+    ``result[i].status == "ERROR"`` and write nothing."""
     write_forbidden: bool = False
-    """``/ws/attendance/daily_time`` answers 403 (plugin lacks ATTENDANCE FullAccess)."""
+    """``/ws/attendance/daily_time`` and ``meeting_interval`` answer 403 (plugin lacks
+    ATTENDANCE FullAccess)."""
 
 
 @dataclass(frozen=True)
@@ -255,13 +332,20 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         allow_attendance_delete: bool = True,
         plugin: PluginGrants | str | Path | None = None,
         meeting_schools: Iterable[int] = (),
+        time_schools: Iterable[int] = (),
+        strict_meeting_times: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Build the district from ``dataset`` (default: ``demo_dataset()``).
 
-        Schools in ``meeting_schools`` take Meeting (period) attendance: each of their
-        students has a Meeting row on the first day of every year term, and daily writes
-        for them answer 400 (``att_mode_code``)."""
+        Schools in ``meeting_schools`` take Meeting (period) attendance (as do schools the
+        dataset already puts in that mode): they get a class schedule when the dataset has
+        none, each of their students has an absence in period 1 on the first day of every
+        year term (a teacher's mark), ``meeting_interval`` writes are accepted for them and
+        daily writes answer 400 (``att_mode_code``). Schools in ``time_schools`` take Time
+        attendance: ``daily_time`` with ``ATT_ModeTime`` and ``total_minutes``.
+        ``strict_meeting_times``: a meeting write's ``start_time``/``end_time`` must be the
+        bell schedule's times of its period (unverified on a real server)."""
         super().__init__()
         self.dataset = copy.deepcopy(dataset) if dataset is not None else demo_dataset()
         self.client_id = client_id
@@ -292,31 +376,46 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         self._rows["attendance_code"] = [
             code_row(c, sortorder=i) for i, c in enumerate(self.dataset.codes)
         ]
-        self.meeting_schools = frozenset(meeting_schools)
+        self.strict_meeting_times = strict_meeting_times
+        for school in sorted(set(time_schools)):
+            set_attendance_mode(self.dataset, school, ATT_MODE_TIME)
+        for school in sorted(set(meeting_schools)):
+            set_attendance_mode(self.dataset, school, ATT_MODE_MEETING)
+        self._load_schedule_rows()
         for school in sorted(self.meeting_schools):
             self._seed_meeting_rows(school)
         self.app = self._build_app()
 
+    @property
+    def meeting_schools(self) -> frozenset[int]:
+        """School numbers that take Meeting (period) attendance."""
+        return self._schools_in(ATT_MODE_MEETING)
+
+    @property
+    def time_schools(self) -> frozenset[int]:
+        """School numbers that take Time attendance."""
+        return self._schools_in(ATT_MODE_TIME)
+
+    def _schools_in(self, mode: str) -> frozenset[int]:
+        return frozenset(s.school_number for s in self.dataset.schools if s.attendance_mode == mode)
+
+    def _load_schedule_rows(self) -> None:
+        d = self.dataset
+        sections = {s.id: s for s in d.sections}
+        self._rows["period"] = [period_row(p) for p in d.periods]
+        self._rows["bell_schedule"] = [bell_schedule_row(b) for b in d.bell_schedules]
+        self._rows["bell_schedule_items"] = [bell_item_row(i) for i in d.bell_items]
+        self._rows["sections"] = [section_row(s) for s in d.sections]
+        self._rows["section_meeting"] = [section_meeting_row(s) for s in d.sections]
+        self._rows["cc"] = [cc_row(e, sections[e.sectionid]) for e in d.enrollments]
+
     def _seed_meeting_rows(self, school: int) -> None:
-        """A teacher's period attendance: one Meeting row per student per year term."""
+        """A teacher's period attendance: an absence in period 1 per student per year term."""
         terms = [t for t in self.dataset.terms if t.schoolid == school and t.isyearrec == 1]
         for term in terms:
-            absent = next(
-                c.id
-                for c in self.dataset.codes
-                if (c.schoolid, c.yearid, c.att_code) == (school, term.yearid, "A")
-            )
             for student in (s for s in self.dataset.students if s.schoolid == school):
-                self.add_attendance(
-                    studentid=student.id,
-                    schoolid=school,
-                    yearid=term.yearid,
-                    att_date=term.firstday,
-                    att_mode_code="ATT_ModeMeeting",
-                    attendance_codeid=absent,
-                    ccid=1,
-                    periodid=1,
-                )
+                if self.meetings_for(student.id, term.firstday):
+                    self.add_meeting_attendance(student.id, term.firstday, 1, "A")
 
     # -----------------------------------------------------------------------------------------
     # Test helpers (start, stop, count and reset_calls live on HttpSimulator)
@@ -359,6 +458,154 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
                 raise ValueError(f"student id {s.id} or dcid {s.dcid} already exists")
         self.dataset.students.append(copy.copy(s))
         self._rows["students"].append(student_row(s))
+        school = self.dataset.school(s.schoolid)
+        if school is not None and school.attendance_mode == ATT_MODE_MEETING:
+            self._enroll(s)
+
+    def _enroll(self, s: PSStudent) -> None:
+        """A schedule for a student added to a Meeting school: every period of each year."""
+        index = sum(1 for other in self.dataset.students if other.schoolid == s.schoolid) - 1
+        for term in self.dataset.terms:
+            if term.schoolid != s.schoolid or term.isyearrec != 1:
+                continue
+            by_period: dict[int, list[PSSection]] = {}
+            for section in self.dataset.sections:
+                if section.schoolid == s.schoolid and section.termid == term.id:
+                    by_period.setdefault(section.period_number, []).append(section)
+            enroll_student(self.dataset, s, by_period, term, index)
+        self._load_schedule_rows()
+
+    def attendance_mode(self, school_number: int) -> str:
+        """The school's attendance mode (``ATT_ModeDaily``, ``ATT_ModeMeeting`` or
+        ``ATT_ModeTime``); ``ValueError`` for an unknown school."""
+        school = self.dataset.school(school_number)
+        if school is None:
+            raise ValueError(f"no school {school_number}")
+        return school.attendance_mode
+
+    def set_attendance_mode(self, school_number: int, mode: str) -> None:
+        """Switch a school's attendance mode (e.g. a school moving to period attendance); a
+        Meeting school gets a class schedule if it has none. Existing rows stay."""
+        set_attendance_mode(self.dataset, school_number, mode)
+        self._load_schedule_rows()
+
+    def meetings_for(self, student: PSStudent | int, day: datetime.date) -> list[Meeting]:
+        """The student's class meetings on ``day`` (by STUDENTS.ID or a student), in the
+        order they meet: CC enrollments current that day, each section's period and the bell
+        schedule's times. Empty when the student has no schedule or ``day`` is outside a
+        year term."""
+        student_id = student if isinstance(student, int) else student.id
+        row = self._find("students", "id", student_id)
+        if row is None:
+            return []
+        term = self._year_term(row["schoolid"], day)
+        if term is None:
+            return []
+        yearid = term["yearid"]
+        periods = {
+            p["period_number"]: p
+            for p in self._rows["period"]
+            if p["schoolid"] == row["schoolid"] and p["year_id"] == yearid
+        }
+        bells = {
+            b["id"]
+            for b in self._rows["bell_schedule"]
+            if b["schoolid"] == row["schoolid"] and b["year_id"] == yearid
+        }
+        times = {
+            i["period_id"]: (i["start_time"], i["end_time"])
+            for i in self._rows["bell_schedule_items"]
+            if i["bell_schedule_id"] in bells
+        }
+        out: list[Meeting] = []
+        for cc in self._index("cc", "studentid").get(student_id, []):
+            if cc["schoolid"] != row["schoolid"] or not (
+                cc["dateenrolled"] <= day < cc["dateleft"]
+            ):
+                continue
+            for meeting in self._rows["section_meeting"]:
+                period = periods.get(meeting["period_number"])
+                if meeting["sectionid"] != cc["sectionid"] or period is None:
+                    continue
+                if period["id"] not in times:
+                    continue
+                start, end = times[period["id"]]
+                out.append(
+                    Meeting(
+                        ccid=cc["id"],
+                        periodid=period["id"],
+                        period_number=period["period_number"],
+                        start_time=start,
+                        end_time=end,
+                        sectionid=cc["sectionid"],
+                        course_number=cc["course_number"],
+                        section_number=cc["section_number"],
+                        schoolid=row["schoolid"],
+                        yearid=yearid,
+                    )
+                )
+        return sorted(out, key=lambda m: (m.start_time, m.period_number, m.ccid))
+
+    def meeting_rows(self, student: PSStudent | int, day: datetime.date) -> list[dict[str, str]]:
+        """The student's Meeting ATTENDANCE rows on ``day``, rendered like
+        ``attendance_rows``, ordered by period."""
+        student_id = student if isinstance(student, int) else student.id
+        rows = [
+            r
+            for r in self._index("attendance", "studentid").get(student_id, [])
+            if r["att_date"] == day and r["att_mode_code"] == ATT_MODE_MEETING
+        ]
+        rows.sort(key=lambda r: (r["periodid"] or 0, r["ccid"] or 0))
+        return [self._render_columns(r, TABLES["attendance"].columns) for r in rows]
+
+    def add_meeting_attendance(
+        self,
+        student: PSStudent | int,
+        day: datetime.date,
+        period_number: int,
+        att_code: str = "A",
+        att_comment: str | None = None,
+    ) -> dict[str, str]:
+        """Plant a teacher's mark: the Meeting row of the student's class in ``period_number``
+        on ``day`` with the school-year's ``att_code`` (replacing the mark there, if any);
+        return it. ``ValueError`` when the student has no meeting in that period or the code
+        does not exist."""
+        student_id = student if isinstance(student, int) else student.id
+        meeting = next(
+            (m for m in self.meetings_for(student_id, day) if m.period_number == period_number),
+            None,
+        )
+        if meeting is None:
+            raise ValueError(
+                f"student {student_id} has no class in period {period_number} on {day}"
+            )
+        code = next(
+            (
+                c.id
+                for c in self.dataset.codes
+                if (c.schoolid, c.yearid, c.att_code)
+                == (meeting.schoolid, meeting.yearid, att_code)
+            ),
+            None,
+        )
+        if code is None:
+            raise ValueError(f"no attendance code {att_code!r} in school {meeting.schoolid}")
+        existing = self._existing_meeting(student_id, day, meeting.ccid, meeting.periodid)
+        if existing is not None:
+            existing["attendance_codeid"] = code
+            existing["att_comment"] = att_comment
+            return self._render_columns(existing, TABLES["attendance"].columns)
+        return self.add_attendance(
+            studentid=student_id,
+            schoolid=meeting.schoolid,
+            yearid=meeting.yearid,
+            att_date=day,
+            att_mode_code=ATT_MODE_MEETING,
+            attendance_codeid=code,
+            att_comment=att_comment,
+            ccid=meeting.ccid,
+            periodid=meeting.periodid,
+        )
 
     # -----------------------------------------------------------------------------------------
     # App and middlewares
@@ -379,6 +626,7 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         r.add_post("/ws/schema/query/{name}", self._powerquery)
         r.add_post("/ws/schema/query/{name}/count", self._powerquery_count)
         r.add_post("/ws/attendance/daily_time", self._daily_time)
+        r.add_post("/ws/attendance/meeting_interval", self._meeting_interval)
         r.add_get("/_sim/calls", self._sim_calls)
         r.add_get("/_sim/attendance", self._sim_attendance)
         r.add_post("/_sim/attendance", self._sim_add_attendance)
@@ -741,6 +989,8 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         self._check_query_access(name)
         if name == DCID_ID_MAP_QUERY:
             return "Students", self._dcid_id_map(args)
+        if name == MEETING_TEMPLATE_QUERY:
+            return "Attendance", self._meeting_template(args)
         return "Attendance", self._daily_template(args)
 
     def _check_query_access(self, name: str) -> None:
@@ -814,7 +1064,11 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         term = self._year_term(student["schoolid"], day) if student else None
         if student is None or term is None:
             return []
-        existing = self._existing_daily(student_id, day)
+        school = self.dataset.school(student["schoolid"])
+        mode = (
+            ATT_MODE_TIME if school and school.attendance_mode == ATT_MODE_TIME else ATT_MODE_DAILY
+        )
+        existing = self._existing_day_row(student_id, day, mode)
         values = {
             "id": existing["id"] if existing else None,
             "dcid": existing["dcid"] if existing else None,
@@ -822,11 +1076,47 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
             "schoolid": student["schoolid"],
             "yearid": term["yearid"],
             "att_date": day,
-            "att_mode_code": ATT_MODE_DAILY,
+            "att_mode_code": mode,
             "attendance_codeid": existing["attendance_codeid"] if existing else None,
             "att_comment": existing["att_comment"] if existing else None,
         }
         return [{"tables": {"attendance": {k: render_value(v) for k, v in values.items()}}}]
+
+    def _meeting_template(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """One record per class meeting of the student that day, in meeting order, carrying
+        the existing Meeting row's id, code and comment (empty when there is none)."""
+        student_id = _int_or_none(str(args.get("studentid", "")))
+        day = parse_date(str(args.get("att_date", "")))
+        if student_id is None or day is None:
+            raise _ApiError(400, {"message": "Arguments studentid and att_date are required"})
+        school_raw = args.get("schoolid")
+        school_id = None if school_raw is None else _int_or_none(str(school_raw))
+        if school_raw is not None and school_id is None:
+            raise _ApiError(400, {"message": f"Invalid value {school_raw!r} for argument schoolid"})
+        records: list[dict[str, Any]] = []
+        for m in self.meetings_for(student_id, day):
+            if school_id is not None and m.schoolid != school_id:
+                continue
+            existing = self._existing_meeting(student_id, day, m.ccid, m.periodid)
+            values = {
+                "id": existing["id"] if existing else None,
+                "dcid": existing["dcid"] if existing else None,
+                "studentid": student_id,
+                "schoolid": m.schoolid,
+                "yearid": m.yearid,
+                "att_date": day,
+                "att_mode_code": ATT_MODE_MEETING,
+                "ccid": m.ccid,
+                "periodid": m.periodid,
+                "start_time": m.start_time,
+                "end_time": m.end_time,
+                "attendance_codeid": existing["attendance_codeid"] if existing else None,
+                "att_comment": existing["att_comment"] if existing else None,
+            }
+            records.append(
+                {"tables": {"attendance": {k: render_value(v) for k, v in values.items()}}}
+            )
+        return records
 
     async def _powerquery(self, request: web.Request) -> web.Response:
         name, records = self._run_powerquery(request.match_info["name"], await _args(request))
@@ -879,12 +1169,21 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
             self._row_indexes[(table, column)] = cached
         return cached[1]
 
-    def _existing_daily(self, student_id: int, day: datetime.date) -> Row | None:
+    def _existing_day_row(self, student_id: int, day: datetime.date, mode: str) -> Row | None:
+        """The student's one row of ``mode`` (Daily or Time) on ``day``."""
+        for row in self._index("attendance", "studentid").get(student_id, []):
+            if row["att_date"] == day and row["att_mode_code"] == mode:
+                return row
+        return None
+
+    def _existing_meeting(
+        self, student_id: int, day: datetime.date, ccid: int, periodid: int
+    ) -> Row | None:
         for row in self._index("attendance", "studentid").get(student_id, []):
             if (
-                row["studentid"] == student_id
-                and row["att_date"] == day
-                and row["att_mode_code"] == ATT_MODE_DAILY
+                row["att_date"] == day
+                and row["att_mode_code"] == ATT_MODE_MEETING
+                and (row["ccid"], row["periodid"]) == (ccid, periodid)
             ):
                 return row
         return None
@@ -899,10 +1198,13 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         self._next_attendance_dcid += 1
         return value
 
-    def _write_fields(self, body: Any) -> dict[str, str]:
-        """Extract ``tables.attendance`` from a daily_time payload as strings, or raise 400."""
-        record = body.get("record") if isinstance(body, dict) else None
-        if not isinstance(record, list) or len(record) != 1:
+    def _records(self, body: Any, *, single: bool) -> list[Any]:
+        """The payload's ``record`` list, or 400 (exactly one for daily_time, one or more for
+        meeting_interval)."""
+        if not isinstance(body, dict):
+            raise _ApiError(400, {"message": "Request body must be a JSON object"})
+        record = body.get("record")
+        if single and (not isinstance(record, list) or len(record) != 1):
             raise _ApiError(
                 400,
                 {
@@ -910,16 +1212,36 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
                     "submitted in the payload"
                 },
             )
-        tables = record[0].get("tables") if isinstance(record[0], dict) else None
+        if not isinstance(record, list) or not record:
+            raise _ApiError(400, {"message": "At least one attendance record must be submitted"})
+        return record
+
+    def _record_fields(
+        self, record: Any, required: tuple[str, ...], times: tuple[str, ...] = ()
+    ) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        """``tables.attendance`` of one payload record as strings, and what is wrong with it.
+
+        Values must be JSON strings (``strict_string_values``); the ``times`` fields
+        (``start_time``/``end_time``, no ATTENDANCE column) are integers, sent as JSON
+        numbers or digit strings."""
+        tables = record.get("tables") if isinstance(record, dict) else None
         raw = tables.get("attendance") if isinstance(tables, dict) else None
         if not isinstance(raw, dict):
-            raise _validation_failed([("tables.attendance", "MISSING_FIELD")])
+            return {}, [("tables.attendance", "MISSING_FIELD")]
         spec = TABLES["attendance"]
         values: dict[str, str] = {}
         errors: list[tuple[str, str]] = []
         for name, value in raw.items():
-            column = spec.column(str(name))
-            if column is None or column.key == "id":
+            key = str(name).strip().lower()
+            column = spec.column(key)
+            if key in times:
+                if isinstance(value, int) and not isinstance(value, bool):
+                    values[key] = str(value)
+                elif isinstance(value, str) and _int_or_none(value) is not None:
+                    values[key] = value.strip()
+                else:
+                    errors.append((key, "INVALID_VALUE"))
+            elif column is None or column.key == "id":
                 errors.append((str(name), "INVALID_FIELD"))
             elif isinstance(value, str):
                 values[column.key] = value
@@ -929,29 +1251,34 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
                 values[column.key] = "" if value is None else str(value)
         errors.extend(
             (name, "MISSING_FIELD")
-            for name in _REQUIRED_WRITE_FIELDS
-            if not values.get(name, "").strip()
+            for name in required
+            if not values.get(name, "").strip() and (name, "INVALID_VALUE") not in errors
         )
-        if errors:
-            raise _validation_failed(errors)
-        return values
+        return values, errors
 
-    def _validate_write(self, values: dict[str, str]) -> Row:
-        """Check the business rules of a daily write; return typed column values or raise 400."""
+    def _check_write_grants(self, values: Iterable[dict[str, str]]) -> None:
         spec = TABLES["attendance"]
-        errors: list[tuple[str, str]] = []
+        columns = [spec.column(k) for v in values for k in v if k not in _MEETING_TIMES]
+        self._check_grants(spec, [c for c in columns if c is not None], write=True)
+
+    def _typed(self, values: dict[str, str], errors: list[tuple[str, str]]) -> Row:
+        """Column values converted to their stored types; a bad one is added to ``errors``."""
+        spec = TABLES["attendance"]
         typed: Row = {}
         for key, text in values.items():
             column = spec.column(key)
-            assert column is not None
+            if column is None:  # start_time / end_time, already checked to be integers
+                typed[key] = int(text)
+                continue
             try:
                 typed[key] = _coerce(column, text)
             except ValueError:
                 errors.append((key, "INVALID_VALUE"))
-        if errors:
-            raise _validation_failed(errors)
-        if typed["att_mode_code"] != ATT_MODE_DAILY or typed["schoolid"] in self.meeting_schools:
-            errors.append(("att_mode_code", "INVALID_VALUE"))
+        return typed
+
+    def _check_common(self, typed: Row, errors: list[tuple[str, str]]) -> str | None:
+        """Student, school, year and code checks shared by both endpoints; return the
+        school's attendance mode (None for an unknown school)."""
         student = self._find("students", "id", typed["studentid"])
         school = self._find("schools", "school_number", typed["schoolid"])
         if student is None:
@@ -969,46 +1296,72 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
             typed["yearid"],
         ):
             errors.append(("attendance_codeid", "INVALID_VALUE"))
+        info = self.dataset.school(typed["schoolid"]) if school is not None else None
+        return info.attendance_mode if info is not None else None
+
+    def _validate_write(self, values: dict[str, str]) -> Row:
+        """Check the business rules of a daily or time write; return typed values or raise 400.
+
+        The school's mode decides: a Daily school takes ``ATT_ModeDaily``, a Time school
+        ``ATT_ModeTime`` with ``total_minutes`` (0-1440), a Meeting school neither."""
+        errors: list[tuple[str, str]] = []
+        typed = self._typed(values, errors)
+        if errors:
+            raise _validation_failed(errors)
+        mode = self._check_common(typed, errors)
+        if mode is not None and (
+            typed["att_mode_code"] != mode or mode not in (ATT_MODE_DAILY, ATT_MODE_TIME)
+        ):
+            errors.append(("att_mode_code", "INVALID_VALUE"))
+        minutes = typed.get("total_minutes")
+        if typed["att_mode_code"] == ATT_MODE_TIME:
+            if minutes is None:
+                errors.append(("total_minutes", "MISSING_FIELD"))
+            elif not 0 <= minutes <= _DAY_MINUTES:
+                errors.append(("total_minutes", "INVALID_VALUE"))
+        elif minutes:
+            errors.append(("total_minutes", "INVALID_VALUE"))
         if typed.get("dcid") is not None:
-            existing = self._existing_daily(typed["studentid"], typed["att_date"])
+            existing = self._existing_day_row(
+                typed["studentid"], typed["att_date"], typed["att_mode_code"]
+            )
             if existing is None or existing["dcid"] != typed["dcid"]:
                 errors.append(("dcid", "INVALID_VALUE"))
         if errors:
             raise _validation_failed(errors)
         return typed
 
-    async def _daily_time(self, request: web.Request) -> web.Response:
-        if self.faults.write_latency > 0:
-            await asyncio.sleep(self.faults.write_latency)
-        if self.faults.write_forbidden:
-            raise _no_access("ATTENDANCE", ["attendance_codeid"])
-        body = await _json_body(request)
-        if body is None:
-            raise _ApiError(400, {"message": "Request body must be a JSON object"})
-        values = self._write_fields(body)
-        spec = TABLES["attendance"]
-        self._check_grants(spec, [c for c in map(spec.column, values) if c is not None], write=True)
-        typed = self._validate_write(values)
-        existing = self._existing_daily(typed["studentid"], typed["att_date"])
-        if self.faults.write_error_in_body:
-            return web.json_response(
-                {
-                    "result": [
-                        {
-                            "status": "ERROR",
-                            "action": "UPDATE" if existing else "INSERT",
-                            "error_message": {
-                                "error": {
-                                    "field": "attendance",
-                                    "error_code": "ATTENDANCE_SAVE_FAILED",
-                                    "error_description": "The attendance record could not be "
-                                    "saved (simulated)",
-                                }
-                            },
-                        }
-                    ]
-                }
+    def _validate_meeting(self, typed: Row, errors: list[tuple[str, str]]) -> Meeting | None:
+        """Check one meeting record's rules; return the meeting it is for."""
+        mode = self._check_common(typed, errors)
+        if mode is not None and (mode != ATT_MODE_MEETING or typed["att_mode_code"] != mode):
+            errors.append(("att_mode_code", "INVALID_VALUE"))
+        start, end = typed["start_time"], typed["end_time"]
+        if not 0 <= start < end <= _DAY_SECONDS:
+            errors.append(("start_time", "INVALID_VALUE"))
+        if mode != ATT_MODE_MEETING:
+            return None
+        meetings = [
+            m for m in self.meetings_for(typed["studentid"], typed["att_date"])
+            if m.ccid == typed["ccid"]
+        ]  # fmt: skip
+        meeting = next((m for m in meetings if m.periodid == typed["periodid"]), None)
+        if not meetings:
+            errors.append(("ccid", "INVALID_VALUE"))
+        elif meeting is None:
+            errors.append(("periodid", "INVALID_VALUE"))
+        elif self.strict_meeting_times and (start, end) != (meeting.start_time, meeting.end_time):
+            errors.append(("start_time", "INVALID_VALUE"))
+        if meeting is not None and typed.get("dcid") is not None:
+            existing = self._existing_meeting(
+                typed["studentid"], typed["att_date"], meeting.ccid, meeting.periodid
             )
+            if existing is None or existing["dcid"] != typed["dcid"]:
+                errors.append(("dcid", "INVALID_VALUE"))
+        return meeting
+
+    def _upsert(self, request: web.Request, typed: Row, existing: Row | None) -> dict[str, Any]:
+        """Write one validated record (update ``existing`` or insert); its ``result`` entry."""
         if existing is not None:
             for key, value in typed.items():
                 if key not in ("id", "dcid", "studentid", "att_date", "att_mode_code"):
@@ -1023,20 +1376,102 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
             self._rows["attendance"].append(row)
             action = "INSERT"
         ref = f"{request.scheme}://{request.host}/ws/schema/table/attendance/{row['dcid']}"
-        if self.faults.hang_after_write > 0:
-            self.faults.hang_after_write -= 1
-            await asyncio.sleep(self.faults.hang_seconds)
+        return {
+            "status": "SUCCESS",
+            "action": action,
+            "success_message": {"id": row["id"], "ref": ref},
+        }
+
+    @staticmethod
+    def _error_results(actions: Iterable[str]) -> web.Response:
+        error = {
+            "field": "attendance",
+            "error_code": "ATTENDANCE_SAVE_FAILED",
+            "error_description": "The attendance record could not be saved (simulated)",
+        }
         return web.json_response(
             {
                 "result": [
-                    {
-                        "status": "SUCCESS",
-                        "action": action,
-                        "success_message": {"id": row["id"], "ref": ref},
-                    }
+                    {"status": "ERROR", "action": action, "error_message": {"error": error}}
+                    for action in actions
                 ]
             }
         )
+
+    async def _before_write(self, request: web.Request) -> Any:
+        if self.faults.write_latency > 0:
+            await asyncio.sleep(self.faults.write_latency)
+        if self.faults.write_forbidden:
+            raise _no_access("ATTENDANCE", ["attendance_codeid"])
+        return await _json_body(request)
+
+    async def _after_write(self, results: list[dict[str, Any]]) -> web.Response:
+        if self.faults.hang_after_write > 0:
+            self.faults.hang_after_write -= 1
+            await asyncio.sleep(self.faults.hang_seconds)
+        return web.json_response({"result": results})
+
+    async def _daily_time(self, request: web.Request) -> web.Response:
+        [record] = self._records(await self._before_write(request), single=True)
+        values, errors = self._record_fields(record, _REQUIRED_WRITE_FIELDS)
+        if errors:
+            raise _validation_failed(errors)
+        self._check_write_grants([values])
+        typed = self._validate_write(values)
+        mode = typed["att_mode_code"]
+        existing = self._existing_day_row(typed["studentid"], typed["att_date"], mode)
+        if self.faults.write_error_in_body:
+            return self._error_results(["UPDATE" if existing else "INSERT"])
+        return await self._after_write([self._upsert(request, typed, existing)])
+
+    async def _meeting_interval(self, request: web.Request) -> web.Response:
+        """All meetings of one student on one day; validated as a whole, then each record
+        inserted or updated by (student, date, ccid, periodid)."""
+        records = self._records(await self._before_write(request), single=False)
+        errors: list[tuple[str, str]] = []
+        all_values: list[dict[str, str]] = []
+        for record in records:
+            values, record_errors = self._record_fields(
+                record, _REQUIRED_MEETING_FIELDS, _MEETING_TIMES
+            )
+            errors += [e for e in record_errors if e not in errors]
+            all_values.append(values)
+        if errors:
+            raise _validation_failed(errors)
+        self._check_write_grants(all_values)
+        for key in ("studentid", "att_date"):
+            if len({v[key].strip() for v in all_values}) > 1:
+                raise _ApiError(
+                    400,
+                    {
+                        "message": _SINGLE_STUDENT_DAY,
+                        "errors": [
+                            {"resource": "ATTENDANCE", "field": key, "code": "INVALID_VALUE"}
+                        ],
+                    },
+                )
+        typed_all = [self._typed(values, errors) for values in all_values]
+        if errors:
+            raise _validation_failed(errors)
+        planned: list[tuple[Row, Row | None]] = []
+        seen: set[tuple[int, int]] = set()
+        for typed in typed_all:
+            meeting = self._validate_meeting(typed, errors)
+            if meeting is None:
+                continue
+            key = (meeting.ccid, meeting.periodid)
+            if key in seen:
+                errors.append(("ccid", "DUPLICATE_VALUE"))
+            seen.add(key)
+            typed.pop("start_time")
+            typed.pop("end_time")
+            existing = self._existing_meeting(typed["studentid"], typed["att_date"], *key)
+            planned.append((typed, existing))
+        if errors:
+            raise _validation_failed(list(dict.fromkeys(errors)))
+        if self.faults.write_error_in_body:
+            return self._error_results("UPDATE" if e else "INSERT" for _, e in planned)
+        return await self._after_write([self._upsert(request, t, e) for t, e in planned])
 
     # -----------------------------------------------------------------------------------------
     # /_sim control endpoints

@@ -13,21 +13,35 @@ import enum
 import random
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Row = dict[str, Any]
 """One table row: lowercase column name -> ``int`` | ``str`` | ``datetime.date`` | ``None``."""
 
 
+ATT_MODE_DAILY = "ATT_ModeDaily"
+"""A school that takes attendance once per day (the default)."""
+ATT_MODE_MEETING = "ATT_ModeMeeting"
+"""A school that takes attendance per class meeting (period)."""
+ATT_MODE_TIME = "ATT_ModeTime"
+"""A school that records attendance in minutes (``total_minutes`` on a daily-style row)."""
+ATTENDANCE_MODES = frozenset({ATT_MODE_DAILY, ATT_MODE_MEETING, ATT_MODE_TIME})
+"""The attendance modes a simulated school can take."""
+
+
 @dataclass
 class PSSchool:
-    """A SCHOOLS row. ``school_number`` is what every other table calls ``schoolid``."""
+    """A SCHOOLS row. ``school_number`` is what every other table calls ``schoolid``.
+
+    ``attendance_mode`` is how the school takes attendance (one of ``ATTENDANCE_MODES``); it
+    is no column PowerSchool serves, only what its attendance endpoints accept."""
 
     school_number: int
     name: str
     id: int
     dcid: int
+    attendance_mode: str = ATT_MODE_DAILY
 
 
 @dataclass
@@ -73,13 +87,96 @@ class PSAttendanceCode:
 
 
 @dataclass
+class PSPeriod:
+    """A PERIOD row: one period of a school's day in one school year."""
+
+    id: int
+    dcid: int
+    schoolid: int
+    yearid: int
+    period_number: int
+    name: str
+    abbreviation: str
+
+
+@dataclass
+class PSBellSchedule:
+    """A BELL_SCHEDULE row: the school-year's timetable (one per school and year here)."""
+
+    id: int
+    dcid: int
+    schoolid: int
+    yearid: int
+    name: str
+
+
+@dataclass
+class PSBellScheduleItem:
+    """A BELL_SCHEDULE_ITEMS row: when a period starts and ends, in seconds since local
+    midnight."""
+
+    id: int
+    dcid: int
+    bell_schedule_id: int
+    period_id: int
+    start_time: int
+    end_time: int
+
+
+@dataclass
+class PSSection:
+    """A SECTIONS row (a class). It meets in ``period_number`` every day (expression
+    ``"<n>(A)"``), which SECTION_MEETING records."""
+
+    id: int
+    dcid: int
+    schoolid: int
+    termid: int
+    course_number: str
+    section_number: str
+    period_number: int
+    room: str = ""
+
+    @property
+    def expression(self) -> str:
+        """PowerSchool's period expression: period number and cycle day."""
+        return f"{self.period_number}(A)"
+
+
+@dataclass
+class PSEnrollment:
+    """A CC row: one student enrolled in one section from ``dateenrolled`` up to (not
+    including) ``dateleft``. ``id`` is CC.ID, the ``ccid`` of a meeting attendance row."""
+
+    id: int
+    dcid: int
+    studentid: int
+    sectionid: int
+    schoolid: int
+    termid: int
+    dateenrolled: datetime.date
+    dateleft: datetime.date
+
+
+@dataclass
 class Dataset:
-    """Everything a simulated district starts with (attendance starts empty)."""
+    """Everything a simulated district starts with (attendance starts empty). Schools in
+    Meeting mode have a class schedule (periods, bell schedule, sections, CC enrollments);
+    ``add_schedule`` builds one."""
 
     schools: list[PSSchool]
     students: list[PSStudent]
     terms: list[PSTerm]
     codes: list[PSAttendanceCode]
+    periods: list[PSPeriod] = field(default_factory=list)
+    bell_schedules: list[PSBellSchedule] = field(default_factory=list)
+    bell_items: list[PSBellScheduleItem] = field(default_factory=list)
+    sections: list[PSSection] = field(default_factory=list)
+    enrollments: list[PSEnrollment] = field(default_factory=list)
+
+    def school(self, school_number: int) -> PSSchool | None:
+        """The school with ``school_number``, or ``None``."""
+        return next((s for s in self.schools if s.school_number == school_number), None)
 
 
 class ColType(enum.Enum):
@@ -170,6 +267,42 @@ _TABLE_LIST = (
         ),
     ),
     TableSpec("schools", "Schools", _cols("ID:n DCID:n School_Number:n Name:s")),
+    TableSpec(
+        "period",
+        "Period",
+        _cols(
+            "ID:n DCID:n SchoolID:n Year_ID:n Period_Number:n Name:s Abbreviation:s Sort_Order:n"
+        ),
+    ),
+    TableSpec("bell_schedule", "Bell_Schedule", _cols("ID:n DCID:n SchoolID:n Year_ID:n Name:s")),
+    TableSpec(
+        "bell_schedule_items",
+        "Bell_Schedule_Items",
+        _cols("ID:n DCID:n Bell_Schedule_ID:n Period_ID:n Start_Time:n End_Time:n"),
+    ),
+    TableSpec(
+        "sections",
+        "Sections",
+        _cols(
+            "ID:n DCID:n SchoolID:n TermID:n Course_Number:s Section_Number:s Expression:s Room:s"
+        ),
+    ),
+    TableSpec(
+        "section_meeting",
+        "Section_Meeting",
+        _cols(
+            "ID:n DCID:n SectionID:n SchoolID:n Year_ID:n Period_Number:n Cycle_Day_Letter:s "
+            "Meeting:s"
+        ),
+    ),
+    TableSpec(
+        "cc",
+        "CC",
+        _cols(
+            "ID:n DCID:n StudentID:n SectionID:n SchoolID:n TermID:n Course_Number:s "
+            "Section_Number:s Expression:s DateEnrolled:d DateLeft:d"
+        ),
+    ),
 )
 
 TABLES: Mapping[str, TableSpec] = types.MappingProxyType({t.key: t for t in _TABLE_LIST})
@@ -272,6 +405,184 @@ def code_row(c: PSAttendanceCode, sortorder: int = 0) -> Row:
     }
 
 
+def period_row(p: PSPeriod) -> Row:
+    """PERIOD row for ``p``."""
+    return {
+        "id": p.id,
+        "dcid": p.dcid,
+        "schoolid": p.schoolid,
+        "year_id": p.yearid,
+        "period_number": p.period_number,
+        "name": p.name,
+        "abbreviation": p.abbreviation,
+        "sort_order": p.period_number,
+    }
+
+
+def bell_schedule_row(b: PSBellSchedule) -> Row:
+    """BELL_SCHEDULE row for ``b``."""
+    return {"id": b.id, "dcid": b.dcid, "schoolid": b.schoolid, "year_id": b.yearid, "name": b.name}
+
+
+def bell_item_row(i: PSBellScheduleItem) -> Row:
+    """BELL_SCHEDULE_ITEMS row for ``i``."""
+    return {
+        "id": i.id,
+        "dcid": i.dcid,
+        "bell_schedule_id": i.bell_schedule_id,
+        "period_id": i.period_id,
+        "start_time": i.start_time,
+        "end_time": i.end_time,
+    }
+
+
+def section_row(s: PSSection) -> Row:
+    """SECTIONS row for ``s``."""
+    return {
+        "id": s.id,
+        "dcid": s.dcid,
+        "schoolid": s.schoolid,
+        "termid": s.termid,
+        "course_number": s.course_number,
+        "section_number": s.section_number,
+        "expression": s.expression,
+        "room": s.room or None,
+    }
+
+
+def section_meeting_row(s: PSSection) -> Row:
+    """SECTION_MEETING row saying ``s`` meets in its period on cycle day A."""
+    return {
+        "id": s.id,
+        "dcid": s.dcid,
+        "sectionid": s.id,
+        "schoolid": s.schoolid,
+        "year_id": s.termid // 100,
+        "period_number": s.period_number,
+        "cycle_day_letter": "A",
+        "meeting": s.expression,
+    }
+
+
+def cc_row(e: PSEnrollment, section: PSSection) -> Row:
+    """CC row for ``e`` (course, section number and expression copied from ``section``)."""
+    return {
+        "id": e.id,
+        "dcid": e.dcid,
+        "studentid": e.studentid,
+        "sectionid": e.sectionid,
+        "schoolid": e.schoolid,
+        "termid": e.termid,
+        "course_number": section.course_number,
+        "section_number": section.section_number,
+        "expression": section.expression,
+        "dateenrolled": e.dateenrolled,
+        "dateleft": e.dateleft,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Class schedules (Meeting-mode schools)
+# ---------------------------------------------------------------------------------------------
+
+
+def _hm(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 3600 + int(minutes) * 60
+
+
+# (course number, start, end) per period, school-local. Lunch sits between periods 4 and 5.
+BELL_TIMES: tuple[tuple[str, int, int], ...] = tuple(
+    (course, _hm(start), _hm(end))
+    for course, start, end in (
+        ("ENG", "08:00", "08:50"),
+        ("MATH", "09:00", "09:50"),
+        ("SCI", "10:00", "10:50"),
+        ("HIST", "11:00", "11:50"),
+        ("ART", "12:30", "13:20"),
+        ("PE", "13:30", "14:20"),
+    )
+)
+"""The demo bell schedule: six periods, ``(course number, start, end)`` with start and end in
+seconds since the school's local midnight (P1 08:00-08:50 ... P6 13:30-14:20)."""
+SECTIONS_PER_PERIOD = 2
+"""Sections of each period's course; a school's k-th student takes section ``k % 2 + 1``."""
+_FIRST_CC_ID = 500001
+_FIRST_CC_DCID = 600001
+
+
+def add_schedule(dataset: Dataset, school_number: int) -> None:
+    """Give ``school_number`` a class schedule in every school year of its year-long terms,
+    unless it has one: six PERIOD rows, a BELL_SCHEDULE with ``BELL_TIMES``, two sections
+    per period (full-year term), and a CC row per student and period for the whole year
+    (every student takes one section per period). Ids are derived from the school number,
+    year and period, CC ids count up from 500001 (DCID from 600001) in dataset order, so the
+    same dataset always gets the same schedule."""
+    if any(p.schoolid == school_number for p in dataset.periods):
+        return
+    block = school_number // 100
+    years = [t for t in dataset.terms if t.schoolid == school_number and t.isyearrec == 1]
+    for term in sorted(years, key=lambda t: t.yearid):
+        yearid = term.yearid
+        bell_id = yearid * 1000 + block * 10
+        dataset.bell_schedules.append(
+            PSBellSchedule(bell_id, 50000 + bell_id, school_number, yearid, "Regular Day")
+        )
+        sections_by_period: dict[int, list[PSSection]] = {}
+        for n, (course, start, end) in enumerate(BELL_TIMES, start=1):
+            period_id = yearid * 1000 + block * 10 + n
+            dataset.periods.append(
+                PSPeriod(
+                    period_id, 20000 + period_id, school_number, yearid, n, f"Period {n}", f"P{n}"
+                )
+            )
+            dataset.bell_items.append(
+                PSBellScheduleItem(period_id, 30000 + period_id, bell_id, period_id, start, end)
+            )
+            for k in range(1, SECTIONS_PER_PERIOD + 1):
+                section_id = yearid * 10000 + block * 100 + n * 10 + k
+                section = PSSection(
+                    section_id,
+                    100000 + section_id,
+                    school_number,
+                    term.id,
+                    f"{course}{block}{n:02d}",
+                    str(k),
+                    n,
+                    room=f"{block}{n}{k}",
+                )
+                dataset.sections.append(section)
+                sections_by_period.setdefault(n, []).append(section)
+        students = [s for s in dataset.students if s.schoolid == school_number]
+        for index, student in enumerate(students):
+            enroll_student(dataset, student, sections_by_period, term, index)
+
+
+def enroll_student(
+    dataset: Dataset,
+    student: PSStudent,
+    sections_by_period: Mapping[int, list[PSSection]],
+    term: PSTerm,
+    index: int,
+) -> None:
+    """Enrol ``student`` for ``term`` in section ``index % count`` of every period."""
+    for _, sections in sorted(sections_by_period.items()):
+        section = sections[index % len(sections)]
+        cc_id = _FIRST_CC_ID + len(dataset.enrollments)
+        dataset.enrollments.append(
+            PSEnrollment(
+                id=cc_id,
+                dcid=_FIRST_CC_DCID + len(dataset.enrollments),
+                studentid=student.id,
+                sectionid=section.id,
+                schoolid=student.schoolid,
+                termid=term.id,
+                dateenrolled=term.firstday,
+                dateleft=term.lastday + datetime.timedelta(days=1),
+            )
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Demo seed
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +674,10 @@ def _codes_for(school: PSSchool, years: _Years) -> list[PSAttendanceCode]:
 
 
 def demo_dataset(
-    students_per_school: int = 20, seed: int = 7, today: datetime.date | None = None
+    students_per_school: int = 20,
+    seed: int = 7,
+    today: datetime.date | None = None,
+    attendance_modes: Mapping[int, str] | None = None,
 ) -> Dataset:
     """Return a deterministic two-school district.
 
@@ -377,6 +691,8 @@ def demo_dataset(
       1017, school 200 / year 36 T is 2617), so no id repeats across school-years.
     * Students: STUDENTS.ID sampled from 3000.., DCID from a disjoint range starting at 70000
       (never equal to any ID, not sequential); 6-digit student numbers from 240001.
+    * ``attendance_modes`` (school number -> ``ATT_MODE_*``; default: every school Daily): a
+      Meeting school gets a class schedule (``add_schedule``).
     """
     if students_per_school < 0:
         raise ValueError("students_per_school must be >= 0")
@@ -408,7 +724,23 @@ def demo_dataset(
     years = school_years(today or datetime.date.today())
     terms = [t for i, s in enumerate(schools) for t in _terms_for(s, i, years)]
     codes = [c for s in schools for c in _codes_for(s, years)]
-    return Dataset(schools=schools, students=students, terms=terms, codes=codes)
+    dataset = Dataset(schools=schools, students=students, terms=terms, codes=codes)
+    for number, mode in sorted((attendance_modes or {}).items()):
+        set_attendance_mode(dataset, number, mode)
+    return dataset
+
+
+def set_attendance_mode(dataset: Dataset, school_number: int, mode: str) -> None:
+    """Switch a school of ``dataset`` to ``mode``; a Meeting school gets a class schedule.
+    Raises ``ValueError`` for an unknown school or mode."""
+    if mode not in ATTENDANCE_MODES:
+        raise ValueError(f"attendance mode must be one of {sorted(ATTENDANCE_MODES)}, not {mode!r}")
+    school = dataset.school(school_number)
+    if school is None:
+        raise ValueError(f"no school {school_number}")
+    school.attendance_mode = mode
+    if mode == ATT_MODE_MEETING:
+        add_schedule(dataset, school_number)
 
 
 def recent_school_day(

@@ -18,8 +18,21 @@ def test_shipped_plugin_requests_oauth_read_only_fields_and_writes_only_attendan
     grants = load_plugin()
     assert grants.oauth
     assert grants.v1_access == "NONE"  # the service calls no /ws/v1 resource
-    assert grants.queries == {"com.pearson.core.student.student_dcid_id_map"}
-    assert set(grants.tables) == {"STUDENTS", "TERMS", "ATTENDANCE_CODE", "ATTENDANCE"}
+    assert grants.queries == {
+        "com.pearson.core.student.student_dcid_id_map",
+        "com.pearson.core.attendance.meeting_interval_attendance_template",
+    }
+    assert set(grants.tables) == {
+        "STUDENTS",
+        "TERMS",
+        "ATTENDANCE_CODE",
+        "ATTENDANCE",
+        # Meeting schools' class schedules (the meeting template reads them too).
+        "CC",
+        "SECTION_MEETING",
+        "PERIOD",
+        "BELL_SCHEDULE_ITEMS",
+    }
     for table in grants.tables:
         full = {f for f, a in grants.fields(table).items() if a is Access.FULL_ACCESS}
         if table != "ATTENDANCE":
@@ -39,7 +52,7 @@ def test_without_field_and_query_leave_the_original_alone() -> None:
     )
     assert not fewer.allows("STUDENTS", "STUDENT_NUMBER")
     assert fewer.allows("STUDENTS", "DCID")
-    assert fewer.queries == frozenset()
+    assert "com.pearson.core.student.student_dcid_id_map" not in fewer.queries
     assert grants.allows("STUDENTS", "STUDENT_NUMBER")
     assert grants.queries
 

@@ -1,0 +1,401 @@
+"""The PowerSchool simulator's Meeting and Time world, over real HTTP: class schedules, the
+meeting_interval_attendance_template PowerQuery, POST /ws/attendance/meeting_interval and its
+refusals, and Time-mode daily_time writes."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from simulators.powerschool import (
+    ATT_MODE_MEETING,
+    BELL_TIMES,
+    PowerSchoolSimulator,
+    PSStudent,
+    demo_dataset,
+)
+from tests.test_simulator_powerschool import PS, attendance_body
+
+FIXED_TODAY = datetime.date(2026, 11, 1)
+DAY = datetime.date(2026, 10, 14)  # a Wednesday of school year 36 (2026-27)
+TEMPLATE = "/ws/schema/query/com.pearson.core.attendance.meeting_interval_attendance_template"
+MEETING = "/ws/attendance/meeting_interval"
+DAILY = "/ws/attendance/daily_time"
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[PowerSchoolSimulator]:
+    """School 100 takes Meeting attendance, 200 Time; ten students each."""
+    simulator = PowerSchoolSimulator(
+        demo_dataset(students_per_school=10, today=FIXED_TODAY),
+        meeting_schools={100},
+        time_schools={200},
+    )
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def ps(sim: PowerSchoolSimulator) -> AsyncIterator[PS]:
+    async with aiohttp.ClientSession() as session:
+        yield PS(sim, session)
+
+
+def student(sim: PowerSchoolSimulator, school: int, index: int = 0) -> PSStudent:
+    return [s for s in sim.dataset.students if s.schoolid == school][index]
+
+
+def code_id(sim: PowerSchoolSimulator, school: int, att_code: str, yearid: int = 36) -> int:
+    return next(
+        c.id
+        for c in sim.dataset.codes
+        if (c.schoolid, c.yearid, c.att_code) == (school, yearid, att_code)
+    )
+
+
+def meeting_cols(
+    sim: PowerSchoolSimulator, s: PSStudent, period: int, att_code: str = "T", **overrides: Any
+) -> dict[str, Any]:
+    m = next(m for m in sim.meetings_for(s, DAY) if m.period_number == period)
+    cols: dict[str, Any] = {
+        "studentid": str(s.id),
+        "schoolid": str(s.schoolid),
+        "yearid": "36",
+        "att_date": DAY.isoformat(),
+        "att_mode_code": ATT_MODE_MEETING,
+        "attendance_codeid": str(code_id(sim, s.schoolid, att_code)),
+        "att_comment": f"P{period} [writeback:r1]",
+        "ccid": str(m.ccid),
+        "periodid": str(m.periodid),
+        "start_time": m.start_time,
+        "end_time": m.end_time,
+    }
+    cols.update(overrides)
+    return {k: v for k, v in cols.items() if v is not None}
+
+
+def meeting_body(*records: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "ATTENDANCE",
+        "record": [{"name": "ATTENDANCE", "tables": {"attendance": r}} for r in records],
+    }
+
+
+async def test_every_student_of_a_meeting_school_has_six_classes_a_day(
+    sim: PowerSchoolSimulator,
+) -> None:
+    for s in (x for x in sim.dataset.students if x.schoolid == 100):
+        meetings = sim.meetings_for(s, DAY)
+        assert [m.period_number for m in meetings] == [1, 2, 3, 4, 5, 6]
+        assert [(m.start_time, m.end_time) for m in meetings] == [(a, b) for _, a, b in BELL_TIMES]
+        assert len({m.ccid for m in meetings}) == 6
+        assert {m.yearid for m in meetings} == {36}
+    first, second = student(sim, 100, 0), student(sim, 100, 1)
+    assert {m.ccid for m in sim.meetings_for(first, DAY)}.isdisjoint(
+        m.ccid for m in sim.meetings_for(second, DAY)
+    )
+    assert sim.meetings_for(student(sim, 200), DAY) == []  # a Time school has no schedule here
+    assert sim.meetings_for(first, datetime.date(2026, 7, 15)) == []  # summer
+    again = PowerSchoolSimulator(
+        demo_dataset(students_per_school=10, today=FIXED_TODAY), meeting_schools={100}
+    )
+    assert again.meetings_for(first, DAY) == sim.meetings_for(first, DAY)  # deterministic
+
+
+async def test_template_lists_the_days_meetings_with_existing_marks(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
+    s = student(sim, 100)
+    sim.add_meeting_attendance(s, DAY, 2, "A", att_comment="teacher")
+    status, body = await ps.post(
+        TEMPLATE, {"studentid": str(s.id), "schoolid": "100", "att_date": DAY.isoformat()}
+    )
+    assert status == 200, body
+    assert body["name"] == "Attendance"
+    rows = [r["tables"]["attendance"] for r in body["record"]]
+    meetings = sim.meetings_for(s, DAY)
+    assert [(r["ccid"], r["periodid"], r["start_time"], r["end_time"]) for r in rows] == [
+        (str(m.ccid), str(m.periodid), str(m.start_time), str(m.end_time)) for m in meetings
+    ]
+    assert rows[0]["start_time"] == "28800"  # 08:00, seconds since local midnight
+    assert all(isinstance(v, str) for r in rows for v in r.values())
+    assert {r["att_mode_code"] for r in rows} == {"ATT_ModeMeeting"}
+    assert rows[1]["attendance_codeid"] == str(code_id(sim, 100, "A"))
+    assert rows[1]["att_comment"] == "teacher"
+    assert rows[1]["dcid"] != ""
+    assert [r["attendance_codeid"] for r in rows[2:]] == [""] * 4
+    assert rows[0]["attendance_codeid"] == ""
+
+    # Another school's number, a daily-school student: no meetings.
+    for args in (
+        {"studentid": str(s.id), "schoolid": "200", "att_date": DAY.isoformat()},
+        {"studentid": str(student(sim, 200).id), "schoolid": "200", "att_date": DAY.isoformat()},
+    ):
+        status, body = await ps.post(TEMPLATE, args)
+        assert (status, body["record"]) == (200, [])
+    status, body = await ps.post(TEMPLATE, {"schoolid": "100"})
+    assert status == 400
+
+
+async def test_template_needs_its_declaration_and_fields(ps: PS, sim: PowerSchoolSimulator) -> None:
+    s = student(sim, 100)
+    args = {"studentid": str(s.id), "schoolid": "100", "att_date": DAY.isoformat()}
+    sim.plugin = sim.plugin.without_field("BELL_SCHEDULE_ITEMS", "START_TIME")
+    status, body = await ps.post(TEMPLATE, args)
+    assert status == 403
+    assert [e["field"] for e in body["errors"]] == ["bell_schedule_items.start_time"]
+
+
+async def test_meeting_write_then_read_back_and_update_in_place(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
+    s = student(sim, 100)
+    status, body = await ps.post(
+        MEETING,
+        meeting_body(
+            meeting_cols(sim, s, 1, "A"), meeting_cols(sim, s, 2, "A"), meeting_cols(sim, s, 3)
+        ),
+    )
+    assert status == 200, body
+    assert [r["status"] for r in body["result"]] == ["SUCCESS"] * 3
+    assert [r["action"] for r in body["result"]] == ["INSERT"] * 3
+    rows = sim.meeting_rows(s, DAY)
+    assert [r["id"] for r in rows] == [str(r["success_message"]["id"]) for r in body["result"]]
+    assert [r["attendance_codeid"] for r in rows] == [
+        str(code_id(sim, 100, c)) for c in ("A", "A", "T")
+    ]
+
+    status, read = await ps.get(
+        "/ws/schema/table/attendance",
+        q=f"studentid=={s.id};att_date=={DAY.isoformat()};att_mode_code==ATT_ModeMeeting",
+        projection="id,dcid,ccid,periodid,attendance_codeid,att_comment",
+    )
+    assert status == 200, read
+    got = {
+        (r["tables"]["attendance"]["ccid"], r["tables"]["attendance"]["periodid"]): r["tables"][
+            "attendance"
+        ]["attendance_codeid"]
+        for r in read["record"]
+    }
+    meetings = sim.meetings_for(s, DAY)
+    assert got == {
+        (str(m.ccid), str(m.periodid)): str(code_id(sim, 100, c))
+        for m, c in zip(meetings[:3], ("A", "A", "T"), strict=True)
+    }
+    # No daily row appears for a meeting write.
+    status, daily = await ps.get(
+        "/ws/schema/table/attendance",
+        q=f"studentid=={s.id};att_date=={DAY.isoformat()};att_mode_code==ATT_ModeDaily",
+    )
+    assert daily["record"] == []
+
+    # Same meeting again: an update of the same row, not a second one.
+    status, body = await ps.post(MEETING, meeting_body(meeting_cols(sim, s, 3, "TE")))
+    assert status == 200, body
+    assert body["result"][0]["action"] == "UPDATE"
+    assert body["result"][0]["success_message"]["id"] == int(rows[2]["id"])
+    assert len(sim.meeting_rows(s, DAY)) == 3
+    assert sim.meeting_rows(s, DAY)[2]["attendance_codeid"] == str(code_id(sim, 100, "TE"))
+
+    # Cancel: a meeting row is deleted like a daily one.
+    token = await ps.token()
+    async with ps.session.delete(
+        f"{sim.base_url}/ws/schema/table/attendance/{rows[0]['dcid']}",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
+        assert resp.status == 204
+    assert [r["id"] for r in sim.meeting_rows(s, DAY)] == [rows[1]["id"], rows[2]["id"]]
+
+
+async def test_start_and_end_may_be_digit_strings(ps: PS, sim: PowerSchoolSimulator) -> None:
+    s = student(sim, 100)
+    cols = meeting_cols(sim, s, 4)
+    cols["start_time"], cols["end_time"] = str(cols["start_time"]), str(cols["end_time"])
+    status, body = await ps.post(MEETING, meeting_body(cols))
+    assert status == 200, body
+
+
+def _other_ccid(sim: PowerSchoolSimulator, s: PSStudent) -> dict[str, Any]:
+    other = student(sim, 100, 1)
+    m = sim.meetings_for(other, DAY)[0]
+    return {"ccid": str(m.ccid), "periodid": str(m.periodid)}
+
+
+@pytest.mark.parametrize(
+    ("case", "field"),
+    [
+        ("ccid_of_another_student", "ccid"),
+        ("period_of_another_class", "periodid"),
+        ("times_not_the_bell_schedule", "start_time"),
+        ("end_before_start", "start_time"),
+        ("times_as_words", "start_time"),
+        ("missing_ccid", "ccid"),
+        ("missing_end_time", "end_time"),
+        ("daily_mode_code", "att_mode_code"),
+        ("wrong_yearid", "yearid"),
+        ("code_of_another_school", "attendance_codeid"),
+        ("duplicate_meeting", "ccid"),
+        ("unknown_dcid", "dcid"),
+    ],
+)
+async def test_meeting_write_validation(
+    ps: PS, sim: PowerSchoolSimulator, case: str, field: str
+) -> None:
+    s = student(sim, 100)
+    cols = meeting_cols(sim, s, 1)
+    records = [cols]
+    if case == "ccid_of_another_student":
+        cols.update(_other_ccid(sim, s))
+    elif case == "period_of_another_class":
+        cols["periodid"] = meeting_cols(sim, s, 2)["periodid"]
+    elif case == "times_not_the_bell_schedule":
+        cols["start_time"], cols["end_time"] = 8 * 3600 + 60, 8 * 3600 + 50 * 60
+    elif case == "end_before_start":
+        cols["start_time"], cols["end_time"] = cols["end_time"], cols["start_time"]
+    elif case == "times_as_words":
+        cols["start_time"] = "08:00"
+    elif case == "missing_ccid":
+        del cols["ccid"]
+    elif case == "missing_end_time":
+        del cols["end_time"]
+    elif case == "daily_mode_code":
+        cols["att_mode_code"] = "ATT_ModeDaily"
+    elif case == "wrong_yearid":
+        cols["yearid"] = "35"
+    elif case == "code_of_another_school":
+        cols["attendance_codeid"] = str(code_id(sim, 200, "T"))
+    elif case == "duplicate_meeting":
+        records.append(meeting_cols(sim, s, 1, "A"))
+    elif case == "unknown_dcid":
+        cols["dcid"] = "999999"
+    records.append(meeting_cols(sim, s, 6))  # a valid record does not save the request
+    status, body = await ps.post(MEETING, meeting_body(*records))
+    assert status == 400, body
+    assert body["message"] == "Validation Failed"
+    assert field in {e["field"] for e in body["errors"]}
+    assert sim.meeting_rows(s, DAY) == []
+
+
+async def test_one_student_and_one_day_per_request(ps: PS, sim: PowerSchoolSimulator) -> None:
+    one, two = student(sim, 100, 0), student(sim, 100, 1)
+    status, body = await ps.post(
+        MEETING, meeting_body(meeting_cols(sim, one, 1), meeting_cols(sim, two, 1))
+    )
+    assert status == 400, body
+    assert "single student for a single day" in body["message"]
+    assert body["errors"] == [
+        {"resource": "ATTENDANCE", "field": "studentid", "code": "INVALID_VALUE"}
+    ]
+    other_day = meeting_cols(sim, one, 2, att_date=(DAY + datetime.timedelta(days=1)).isoformat())
+    status, body = await ps.post(MEETING, meeting_body(meeting_cols(sim, one, 1), other_day))
+    assert status == 400
+    assert body["errors"][0]["field"] == "att_date"
+    status, body = await ps.post(MEETING, {"name": "ATTENDANCE", "record": []})
+    assert status == 400
+    assert sim.meeting_rows(one, DAY) == []
+    assert sim.meeting_rows(two, DAY) == []
+
+
+async def test_meeting_write_for_a_daily_school_is_refused(ps: PS) -> None:
+    sim = PowerSchoolSimulator(
+        demo_dataset(students_per_school=4, today=FIXED_TODAY), meeting_schools={200}
+    )
+    await sim.start()
+    try:
+        daily_student = student(sim, 100)
+        meeting_student = student(sim, 200)
+        cols = meeting_cols(sim, meeting_student, 1)
+        cols.update(
+            studentid=str(daily_student.id),
+            schoolid="100",
+            attendance_codeid=str(code_id(sim, 100, "T")),
+        )
+        async with aiohttp.ClientSession() as session:
+            client = PS(sim, session)
+            status, body = await client.post(MEETING, meeting_body(cols))
+        assert status == 400, body
+        assert body["message"] == "Validation Failed"
+        assert "att_mode_code" in {e["field"] for e in body["errors"]}
+        assert [r for r in sim.attendance_rows() if r["schoolid"] == "100"] == []
+    finally:
+        await sim.stop()
+
+
+async def test_daily_write_for_a_meeting_school_is_refused(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
+    s = student(sim, 100)
+    status, body = await ps.post(
+        DAILY,
+        attendance_body(
+            studentid=str(s.id),
+            schoolid="100",
+            yearid="36",
+            att_date=DAY.isoformat(),
+            att_mode_code="ATT_ModeDaily",
+            attendance_codeid=str(code_id(sim, 100, "T")),
+        ),
+    )
+    assert status == 400, body
+    assert [e["field"] for e in body["errors"]] == ["att_mode_code"]
+    assert sim.meeting_rows(s, DAY) == []
+
+
+def time_cols(sim: PowerSchoolSimulator, s: PSStudent, **overrides: Any) -> dict[str, Any]:
+    cols = {
+        "studentid": str(s.id),
+        "schoolid": str(s.schoolid),
+        "yearid": "36",
+        "att_date": DAY.isoformat(),
+        "att_mode_code": "ATT_ModeTime",
+        "attendance_codeid": str(code_id(sim, s.schoolid, "T")),
+        "total_minutes": "335",
+        "att_comment": "Late check-in 09:25",
+    }
+    cols.update(overrides)
+    return {k: v for k, v in cols.items() if v is not None}
+
+
+async def test_time_school_takes_total_minutes(ps: PS, sim: PowerSchoolSimulator) -> None:
+    s = student(sim, 200)
+    status, body = await ps.post(DAILY, attendance_body(**time_cols(sim, s)))
+    assert status == 200, body
+    assert body["result"][0]["action"] == "INSERT"
+    status, read = await ps.get(
+        "/ws/schema/table/attendance",
+        q=f"studentid=={s.id};att_date=={DAY.isoformat()};att_mode_code==ATT_ModeTime",
+        projection="id,dcid,attendance_codeid,total_minutes",
+    )
+    [row] = [r["tables"]["attendance"] for r in read["record"]]
+    assert row["total_minutes"] == "335"
+    status, body = await ps.post(DAILY, attendance_body(**time_cols(sim, s, total_minutes="300")))
+    assert body["result"][0]["action"] == "UPDATE"
+    assert [r["total_minutes"] for r in sim.attendance_rows() if r["studentid"] == str(s.id)] == [
+        "300"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"att_mode_code": "ATT_ModeDaily", "total_minutes": None}, "att_mode_code"),
+        ({"total_minutes": None}, "total_minutes"),
+        ({"total_minutes": "1500"}, "total_minutes"),
+        ({"att_mode_code": "ATT_ModeMeeting"}, "att_mode_code"),
+    ],
+    ids=["daily-code", "no-minutes", "more-than-a-day", "meeting-code"],
+)
+async def test_time_school_refuses_other_writes(
+    ps: PS, sim: PowerSchoolSimulator, overrides: dict[str, Any], field: str
+) -> None:
+    status, body = await ps.post(
+        DAILY, attendance_body(**time_cols(sim, student(sim, 200), **overrides))
+    )
+    assert status == 400, body
+    assert field in {e["field"] for e in body["errors"]}
+    assert [r for r in sim.attendance_rows() if r["schoolid"] == "200"] == []
