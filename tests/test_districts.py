@@ -49,6 +49,8 @@ class TestDistricts:
             await world.stub.GetDistrict(pb.GetDistrictRequest(district_id=world.district_id))
         ).district
         sent = world.district_pb(visible_student_id=pb.VISIBLE_STUDENT_ID_STUDENT_NUMBER)
+        for school in sent.schools:  # unspecified means daily, and comes back said
+            school.attendance_mode = pb.ATTENDANCE_MODE_DAILY
         assert got.visible_student_id == pb.VISIBLE_STUDENT_ID_STUDENT_NUMBER
         assert list(got.schools) == list(sent.schools)
         assert got.timezone == sent.timezone
