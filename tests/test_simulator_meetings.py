@@ -4,13 +4,17 @@ refusals, and Time-mode daily_time writes."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from service.powerschool import parse_plugin, plugin_path
 from simulators.powerschool import (
     ATT_MODE_MEETING,
     BELL_TIMES,
@@ -102,9 +106,17 @@ async def test_every_student_of_a_meeting_school_has_six_classes_a_day(
     assert sim.meetings_for(student(sim, 200), DAY) == []  # a Time school has no schedule here
     assert sim.meetings_for(first, datetime.date(2026, 7, 15)) == []  # summer
     again = PowerSchoolSimulator(
-        demo_dataset(students_per_school=10, today=FIXED_TODAY), meeting_schools={100}
+        demo_dataset(
+            students_per_school=10, today=FIXED_TODAY, attendance_modes={100: "ATT_ModeMeeting"}
+        )
     )
+    assert again.meeting_schools == {100}
     assert again.meetings_for(first, DAY) == sim.meetings_for(first, DAY)  # deterministic
+    # A teacher's absence in period 1 on the year's first day.
+    first_day = datetime.date(2026, 8, 12)
+    [seeded] = sim.meeting_rows(first, first_day)
+    assert seeded["ccid"] == str(sim.meetings_for(first, first_day)[0].ccid)
+    assert seeded["attendance_codeid"] == str(code_id(sim, 100, "A"))
 
 
 async def test_template_lists_the_days_meetings_with_existing_marks(
@@ -217,6 +229,18 @@ async def test_start_and_end_may_be_digit_strings(ps: PS, sim: PowerSchoolSimula
     cols = meeting_cols(sim, s, 4)
     cols["start_time"], cols["end_time"] = str(cols["start_time"]), str(cols["end_time"])
     status, body = await ps.post(MEETING, meeting_body(cols))
+    assert status == 200, body
+
+
+async def test_times_off_the_bell_schedule_when_not_strict(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
+    s = student(sim, 100)
+    off = meeting_cols(sim, s, 1, start_time=8 * 3600 + 300, end_time=8 * 3600 + 3000)
+    status, body = await ps.post(MEETING, meeting_body(off))
+    assert status == 400
+    sim.strict_meeting_times = False
+    status, body = await ps.post(MEETING, meeting_body(off))
     assert status == 200, body
 
 
@@ -399,3 +423,152 @@ async def test_time_school_refuses_other_writes(
     assert status == 400, body
     assert field in {e["field"] for e in body["errors"]}
     assert [r for r in sim.attendance_rows() if r["schoolid"] == "200"] == []
+
+
+async def test_meeting_write_faults_and_calls(ps: PS, sim: PowerSchoolSimulator) -> None:
+    s = student(sim, 100)
+    body = meeting_body(meeting_cols(sim, s, 1, "A"), meeting_cols(sim, s, 2))
+    sim.faults.write_error_in_body = True
+    status, payload = await ps.post(MEETING, body)
+    assert status == 200
+    assert [r["status"] for r in payload["result"]] == ["ERROR", "ERROR"]
+    assert sim.meeting_rows(s, DAY) == []
+    sim.faults.write_error_in_body = False
+
+    sim.faults.write_forbidden = True
+    status, payload = await ps.post(MEETING, body)
+    assert status == 403
+    assert payload["errors"][0]["code"] == "NoAccess"
+    sim.faults.write_forbidden = False
+
+    sim.faults.queue.append((503, 5.0))
+    status, payload, headers = await ps.request("POST", MEETING, json=body)
+    assert (status, headers["Retry-After"]) == (503, "5")
+    sim.faults.outage = True
+    status, payload = await ps.post(MEETING, body)
+    assert status == 503
+    sim.faults.outage = False
+    assert sim.meeting_rows(s, DAY) == []
+
+    # Committed, then the answer never comes in time: the write-then-timeout case.
+    sim.faults.hang_after_write, sim.faults.hang_seconds = 1, 5.0
+    sim.faults.write_latency = 0.1
+    token = await ps.token()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with ps.session.post(
+            sim.base_url + MEETING,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=0.6),
+        ):
+            pass
+    assert time.monotonic() - started >= 0.1
+    assert len(sim.meeting_rows(s, DAY)) == 2
+    assert sim.faults.hang_after_write == 0
+
+    writes = [c for c in sim.calls if c.path == MEETING]
+    assert [c.status for c in writes] == [200, 403, 503, 503]  # the hung one is not answered
+    assert writes[0].body == body
+    assert sim.count("/ws/attendance/meeting_interval", "POST") == 4
+
+
+async def test_meeting_write_needs_full_access_on_ccid_and_periodid(
+    ps: PS, sim: PowerSchoolSimulator
+) -> None:
+    s = student(sim, 100)
+    text = plugin_path().read_text()
+    for field, named in (("CCID", "CCID"), ("PERIODID", "PeriodID")):
+        full = f'table="ATTENDANCE" field="{field}" access="FullAccess"'
+        sim.plugin = parse_plugin(text.replace(full, full.replace("FullAccess", "ViewOnly")))
+        status, body = await ps.post(MEETING, meeting_body(meeting_cols(sim, s, 1)))
+        assert status == 403, body
+        assert body["errors"] == [
+            {
+                "code": "NoAccess",
+                "field": named,
+                "resource": "Attendance",
+            }
+        ]
+    assert sim.meeting_rows(s, DAY) == []
+
+
+async def test_schedule_tables_through_the_table_api(ps: PS, sim: PowerSchoolSimulator) -> None:
+    s = student(sim, 100)
+    status, body = await ps.get(
+        "/ws/schema/table/cc",
+        q=f"studentid=={s.id};dateenrolled=le={DAY.isoformat()};dateleft=gt={DAY.isoformat()}",
+        projection="id,sectionid,dateenrolled,dateleft",
+    )
+    assert status == 200, body
+    assert sorted(int(r["tables"]["cc"]["id"]) for r in body["record"]) == sorted(
+        m.ccid for m in sim.meetings_for(s, DAY)
+    )
+    status, body = await ps.get(
+        "/ws/schema/table/period",
+        q="schoolid==100;year_id==36",
+        projection="id,period_number,abbreviation",
+        sort="period_number",
+    )
+    assert [r["tables"]["period"]["abbreviation"] for r in body["record"]] == [
+        f"P{n}" for n in range(1, 7)
+    ]
+    status, body = await ps.get(
+        "/ws/schema/table/bell_schedule_items", projection="period_id,start_time,end_time"
+    )
+    assert status == 200
+    first = {"period_id": str(sim.meetings_for(s, DAY)[0].periodid), "start_time": "28800"}
+    items = [r["tables"]["bell_schedule_items"] for r in body["record"]]
+    assert {**first, "end_time": "31800"} in items
+    status, body = await ps.get("/ws/schema/table/cc", projection="course_number")
+    assert status == 403
+    assert body["errors"] == [{"code": "NoAccess", "field": "Course_Number", "resource": "CC"}]
+
+
+async def test_a_student_added_to_a_meeting_school_gets_a_schedule(
+    sim: PowerSchoolSimulator,
+) -> None:
+    newcomer = PSStudent(id=2999, dcid=69999, student_number="249999", first_name="N",
+                         last_name="M", schoolid=100)  # fmt: skip
+    sim.add_student(newcomer)
+    assert [m.period_number for m in sim.meetings_for(newcomer, DAY)] == [1, 2, 3, 4, 5, 6]
+    assert sim.add_meeting_attendance(newcomer, DAY, 5, "T")["ccid"] == str(
+        sim.meetings_for(newcomer, DAY)[4].ccid
+    )
+    with pytest.raises(ValueError, match="no class in period 7"):
+        sim.add_meeting_attendance(newcomer, DAY, 7)
+
+
+async def test_switching_a_school_to_meeting_mode(ps: PS) -> None:
+    sim = PowerSchoolSimulator(demo_dataset(students_per_school=4, today=FIXED_TODAY))
+    await sim.start()
+    try:
+        s = student(sim, 200)
+        assert sim.attendance_mode(200) == "ATT_ModeDaily"
+        sim.set_attendance_mode(200, ATT_MODE_MEETING)
+        assert sim.meeting_schools == {200}
+        async with aiohttp.ClientSession() as session:
+            status, body = await PS(sim, session).post(
+                MEETING, meeting_body(meeting_cols(sim, s, 1))
+            )
+        assert status == 200, body
+        with pytest.raises(ValueError, match="attendance mode"):
+            sim.set_attendance_mode(200, "ATT_ModeInterval")
+    finally:
+        await sim.stop()
+
+
+async def test_the_command_line_server_takes_meeting_and_time_schools() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulators.powerschool", "--port", "0",
+        "--meeting-schools", "100", "--time-schools", "200",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 30)).decode() for _ in range(5)]
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert "school 100 'Lincoln High School' ATT_ModeMeeting" in lines[3]
+    assert "school 200 'Washington Middle School' ATT_ModeTime" in lines[4]

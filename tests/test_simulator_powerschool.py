@@ -676,6 +676,8 @@ async def test_daily_time_insert_then_update_keeps_row(ps: PS, sim: PowerSchoolS
         ("other_year_code", "attendance_codeid"),
         ("school_dcid_as_schoolid", "schoolid"),
         ("meeting_mode", "att_mode_code"),
+        ("time_mode_in_a_daily_school", "att_mode_code"),
+        ("minutes_on_daily", "total_minutes"),
         ("date_outside_year", "att_date"),
         ("bad_date_format", "att_date"),
         ("missing_yearid", "yearid"),
@@ -689,6 +691,13 @@ async def test_daily_time_validation(
     student = sim.dataset.students[0]
     codes = {(c.schoolid, c.yearid, c.att_code): c.id for c in sim.dataset.codes}
     cols = write_cols(sim)
+    cols.update(
+        {
+            "meeting_mode": {"att_mode_code": "ATT_ModeMeeting"},
+            "time_mode_in_a_daily_school": {"att_mode_code": "ATT_ModeTime", "total_minutes": "9"},
+            "minutes_on_daily": {"total_minutes": "300"},
+        }.get(case, {})
+    )
     if case == "dcid_as_studentid":
         cols["studentid"] = str(student.dcid)
     elif case == "wrong_yearid":
@@ -699,8 +708,6 @@ async def test_daily_time_validation(
         cols["attendance_codeid"] = str(codes[(100, 36, "T")])
     elif case == "school_dcid_as_schoolid":
         cols["schoolid"] = str(sim.dataset.schools[0].dcid)
-    elif case == "meeting_mode":
-        cols["att_mode_code"] = "ATT_ModeMeeting"
     elif case == "date_outside_year":
         cols["att_date"] = "2025-07-15"
     elif case == "bad_date_format":

@@ -16,6 +16,13 @@ from ._app import PowerSchoolSimulator
 from ._data import Dataset, demo_dataset
 
 
+def _school_numbers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of school numbers: {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m simulators.powerschool", description="Simulated PowerSchool SIS server."
@@ -29,6 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-page-size", type=int, default=100)
     p.add_argument("--timezone", default="America/Chicago", help="district_timezone")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    p.add_argument(
+        "--meeting-schools",
+        type=_school_numbers,
+        default=(),
+        help="comma-separated school numbers that take Meeting (period) attendance, e.g. 100",
+    )
+    p.add_argument(
+        "--time-schools",
+        type=_school_numbers,
+        default=(),
+        help="comma-separated school numbers that take Time attendance",
+    )
     p.add_argument(
         "--plugin",
         default=None,
@@ -50,6 +69,8 @@ async def _serve(args: argparse.Namespace) -> None:
         max_page_size=args.max_page_size,
         district_timezone=args.timezone,
         plugin=args.plugin,
+        meeting_schools=args.meeting_schools,
+        time_schools=args.time_schools,
     )
     sim.faults.latency = args.latency
 
@@ -58,7 +79,10 @@ async def _serve(args: argparse.Namespace) -> None:
             f"PowerSchool simulator listening on {base_url}",
             f"  client_id={sim.client_id} client_secret={sim.client_secret}",
             f"  plugin {sim.plugin.name!r} {sim.plugin.version}: 403 for what it does not grant",
-            *(f"  school {school.school_number} {school.name!r}" for school in sim.dataset.schools),
+            *(
+                f"  school {school.school_number} {school.name!r} {school.attendance_mode}"
+                for school in sim.dataset.schools
+            ),
             *(
                 f"  student dcid={s.dcid} id={s.id} number={s.student_number} "
                 f"school={s.schoolid} {s.first_name} {s.last_name}"

@@ -2,8 +2,9 @@
 
 Wire formats follow ``/work/shared/reference/powerschool-api.md``. Behaviour the fact file marks
 as unverified is configurable on ``PowerSchoolSimulator`` (``expires_in_as_string``,
-``dcid_id_map_query``, ``strict_string_values``, ``max_page_size``). Access follows a plugin.xml
-(``plugin``; default: the one the service ships), as a real server's installed plugin would.
+``dcid_id_map_query``, ``strict_string_values``, ``max_page_size``, ``strict_meeting_times``).
+Access follows a plugin.xml (``plugin``; default: the one the service ships), as a real server's
+installed plugin would.
 """
 
 from __future__ import annotations
@@ -413,9 +414,26 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         """A teacher's period attendance: an absence in period 1 per student per year term."""
         terms = [t for t in self.dataset.terms if t.schoolid == school and t.isyearrec == 1]
         for term in terms:
+            absent = next(
+                c.id
+                for c in self.dataset.codes
+                if (c.schoolid, c.yearid, c.att_code) == (school, term.yearid, "A")
+            )
             for student in (s for s in self.dataset.students if s.schoolid == school):
-                if self.meetings_for(student.id, term.firstday):
-                    self.add_meeting_attendance(student.id, term.firstday, 1, "A")
+                # add_attendance directly: a fresh district has no row to replace, and large
+                # benchmark districts must not rebuild the attendance index per row.
+                for m in self.meetings_for(student.id, term.firstday):
+                    if m.period_number == 1:
+                        self.add_attendance(
+                            studentid=student.id,
+                            schoolid=school,
+                            yearid=term.yearid,
+                            att_date=term.firstday,
+                            att_mode_code=ATT_MODE_MEETING,
+                            attendance_codeid=absent,
+                            ccid=m.ccid,
+                            periodid=m.periodid,
+                        )
 
     # -----------------------------------------------------------------------------------------
     # Test helpers (start, stop, count and reset_calls live on HttpSimulator)
@@ -495,7 +513,7 @@ class PowerSchoolSimulator(HttpSimulator[Call]):
         schedule's times. Empty when the student has no schedule or ``day`` is outside a
         year term."""
         student_id = student if isinstance(student, int) else student.id
-        row = self._find("students", "id", student_id)
+        row = self._students_index("id").get(student_id)
         if row is None:
             return []
         term = self._year_term(row["schoolid"], day)
