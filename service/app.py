@@ -35,6 +35,7 @@ from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
     AttendanceStore,
+    DistrictFigures,
     DistrictStore,
     EmbeddedPostgres,
     FiguresStore,
@@ -74,13 +75,16 @@ class Server:
 
     async def start(self) -> int:
         """Open the database (embedded if no URL), migrate, and serve; returns the port."""
+        if self.settings.metrics_port:
+            # First, so a taken port stops the start before a database is opened.
+            await self._serve_metrics()
         dsn = self.settings.database_url
         if not dsn:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             dsn = await asyncio.to_thread(self._embedded.start)
         self._pool = await open_pool(dsn, size=self.settings.db_pool_size)
-        if self.settings.metrics_port:
-            await self._serve_metrics(self._pool)
+        if self._metrics is not None:
+            self._metrics.record_pool()
 
         district_store = DistrictStore(self._pool)
         student_store = StudentStore(self._pool)
@@ -165,13 +169,22 @@ class Server:
         log.info("service_started", port=self.port, embedded_postgres=self._embedded is not None)
         return self.port
 
-    async def _serve_metrics(self, pool: asyncpg.Pool) -> None:
-        figures = FiguresStore(pool)
+    async def _serve_metrics(self) -> None:
+        async def figures() -> list[DistrictFigures]:
+            if self._pool is None:
+                raise RuntimeError("the database is not open yet")
+            return await FiguresStore(self._pool).districts()
+
+        def pool() -> tuple[int, int, int]:
+            if self._pool is None:
+                return 0, 0, 0
+            return self._pool.get_size(), self._pool.get_idle_size(), self._pool.get_max_size()
+
         self._metrics = MetricsServer(
             self.settings.grpc_host,
             self.settings.metrics_port,
-            snapshot=figures.districts,
-            pool=lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size()),
+            snapshot=figures,
+            pool=pool,
             timeout=_METRICS_QUERY_TIMEOUT,
         )
         await self._metrics.start()

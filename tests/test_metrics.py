@@ -300,3 +300,83 @@ async def test_python_m_service_serves_metrics_only_when_asked(
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), timeout=30)
     assert proc.returncode == 0
+
+
+async def start_service(env: dict[str, str], grpc_port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        await asyncio.wait_for(channel.channel_ready(), timeout=30)
+    return proc
+
+
+async def stop_service(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.communicate(), timeout=30)
+
+
+async def test_processes_sharing_a_multiprocess_dir_share_the_port_and_report_together(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two processes on one host, one metrics port: whichever answers a scrape reports both
+    (their RPCs summed, their pools summed), and a stopped process's pool leaves the sum."""
+    metrics_port, shared = free_port(), tmp_path / "prometheus"
+    shared.mkdir()
+    ports = [free_port(), free_port()]
+    base = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GRPC_HOST": "127.0.0.1",
+        "METRICS_PORT": str(metrics_port),
+        "PROMETHEUS_MULTIPROC_DIR": str(shared),
+        "DB_POOL_SIZE": "3",
+        "SYNC_SCHEDULER": "false",
+    }
+    procs = [await start_service({**base, "GRPC_PORT": str(p)}, p) for p in ports]
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    method = {"grpc_service": "writeback.v1.WritebackService", "grpc_method": "ListDistricts"}
+    try:
+        for port, calls in zip(ports, (3, 5), strict=True):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+                for _ in range(calls):
+                    await stub.ListDistricts(pb.ListDistrictsRequest())
+        for _ in range(8):  # the kernel spreads these over both processes
+            scraped = await scrape(url)
+            assert scraped.value("grpc_server_handled_total", grpc_code="OK", **method) == 8
+            assert scraped.value("writeback_db_pool_max_connections") == 6
+        await stop_service(procs[0])
+
+        async def one_pool_left() -> bool:
+            return (await scrape(url)).value("writeback_db_pool_max_connections") == 3
+
+        await eventually(one_pool_left, 10)
+        assert (await scrape(url)).value("grpc_server_handled_total", **method) == 8
+    finally:
+        for proc in procs:
+            await stop_service(proc)
+
+
+async def test_a_taken_metrics_port_stops_the_service_before_it_opens_a_database(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            "WRITEBACK_DATA_DIR": str(tmp_path / "data"),
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(free_port()),
+            "METRICS_PORT": str(port),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode != 0
+    assert f"cannot bind METRICS_PORT {port}: Address already in use" in stderr.decode()
+    assert not (tmp_path / "data").exists()

@@ -168,8 +168,9 @@ class MetricsServer:
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise SystemExit(
-                f"cannot bind METRICS_PORT {self._port}: {exc.strerror}; choose a free port, "
+                f"cannot bind METRICS_PORT {self._port}: {reason}; choose a free port, "
                 "0 for no metrics, or set PROMETHEUS_MULTIPROC_DIR so processes share it"
             ) from exc
         self._sampler = asyncio.create_task(self._sample_pool(), name="metrics-pool")
@@ -189,18 +190,19 @@ class MetricsServer:
             multiprocess.mark_process_dead(os.getpid(), self._shared)  # type: ignore[no-untyped-call]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self._record_pool()
+        self.record_pool()
         await self._read_districts()
         return await self._expose(request)
 
-    def _record_pool(self) -> None:
+    def record_pool(self) -> None:
+        """Record the database pool's use now (also done every few seconds)."""
         size, idle, max_size = self._pool()
         pool_in_use(size, idle, max_size)
 
     async def _sample_pool(self) -> None:
         # Every process records its own pool, since in multi-process mode any one may answer.
         while True:
-            self._record_pool()
+            self.record_pool()
             await asyncio.sleep(_POOL_SAMPLE_SECONDS)
 
     async def _read_districts(self) -> None:
