@@ -15,19 +15,26 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
 import pytest
 import yaml
+from google.protobuf.duration_pb2 import Duration
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service import Server
-from service.metrics import endpoint_template
+from service.metrics import MetricsServer, endpoint_template
+from simulators.classlink import ClassLinkSimulator
+from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from tests.helpers import World, fast_settings, local
+from tests.test_roster_sync import classlink_district, clever_district
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBMIT = {"grpc_service": "writeback.v1.WritebackService", "grpc_method": "SubmitAttendance"}
@@ -218,6 +225,26 @@ async def test_status_codes_are_counted_as_callers_see_them(metered: Metered) ->
     assert after.value("grpc_server_handled_total", grpc_code="Unknown", **method) == 0
 
 
+async def test_health_and_reflection_are_counted_too(metered: Metered) -> None:
+    before = await scrape(metered.url)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{metered.server.port}") as channel:
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        await call.read()
+        await call.done_writing()
+        assert await call.code() is grpc.StatusCode.OK
+    after = await scrape(metered.url)
+    for grpc_type, service, method in (
+        ("unary", "grpc.health.v1.Health", "Check"),
+        ("bidi_stream", "grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo"),
+    ):
+        labels = {"grpc_type": grpc_type, "grpc_service": service, "grpc_method": method}
+        for name in ("grpc_server_started_total", "grpc_server_handled_total"):
+            assert after.value(name, **labels) - before.value(name, **labels) == 1, name
+        assert after.value("grpc_server_handled_total", grpc_code="OK", **labels) >= 1
+
+
 def test_endpoints_are_templated_without_identifiers() -> None:
     assert endpoint_template("/ws/schema/table/attendance/48213") == (
         "/ws/schema/table/attendance/{id}"
@@ -294,6 +321,8 @@ async def test_python_m_service_serves_metrics_only_when_asked(
             assert listening_ports(proc.pid) == {grpc_port, metrics_port}
             served = await scrape(f"http://127.0.0.1:{metrics_port}/metrics")
             assert "grpc_server_started" in served.types
+            # One process: prometheus-client's own process and runtime metrics come too.
+            assert {"process_cpu_seconds", "python_gc_objects_collected"} <= set(served.types)
         else:
             assert listening_ports(proc.pid) == {grpc_port}
     finally:
@@ -380,3 +409,59 @@ async def test_a_taken_metrics_port_stops_the_service_before_it_opens_a_database
     assert proc.returncode != 0
     assert f"cannot bind METRICS_PORT {port}: Address already in use" in stderr.decode()
     assert not (tmp_path / "data").exists()
+
+
+async def test_roster_syncs_show_their_schedule_last_success_and_roster_calls(
+    metered: Metered,
+    sim: PowerSchoolSimulator,
+    clever: CleverSimulator,
+    classlink: ClassLinkSimulator,
+) -> None:
+    started = time.time()
+    by_source = {}
+    every_hour = Duration(seconds=3600)
+    for source, students in (
+        ("clever", "/v3.0/users"),
+        ("classlink", "/ims/oneroster/v1p1/students"),
+    ):
+        world = World(metered.stub, sim)
+        if source == "clever":
+            await clever_district(world, clever, sync_interval=every_hour)
+        else:
+            await classlink_district(world, classlink, sync_interval=every_hour)
+        await metered.stub.SyncRoster(pb.SyncRosterRequest(district_id=world.district_id))
+        by_source[source] = (world.district_id, students)
+    scraped = await scrape(metered.url)
+    for source, (district, students) in by_source.items():
+        assert scraped.value("writeback_roster_sync_interval_seconds", district=district) == 3600
+        last = scraped.value(
+            "writeback_roster_sync_last_success_timestamp_seconds", district=district
+        )
+        assert started <= last <= time.time()
+        assert scraped.value("writeback_roster_sync_last_duration_seconds", district=district) > 0
+        calls = scraped.value(
+            "writeback_upstream_requests_total",
+            upstream=source,
+            endpoint=students,
+            status="200",
+            district=district,
+        )
+        assert calls >= 1, source
+
+
+async def test_a_scrape_answers_at_once_when_postgres_does_not() -> None:
+    async def hanging() -> list[Any]:
+        await asyncio.sleep(60)
+        return []
+
+    port = free_port()
+    server = MetricsServer("127.0.0.1", port, snapshot=hanging, pool=lambda: (0, 0, 0), timeout=0.5)
+    await server.start()
+    try:
+        began = time.monotonic()
+        scraped = await scrape(f"http://127.0.0.1:{port}/metrics")
+        assert time.monotonic() - began < 3
+        assert scraped.value("writeback_stats_up") == 0
+        assert "grpc_server_started" in scraped.types
+    finally:
+        await server.stop()
