@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
-from service.api import AccessLogInterceptor, WritebackServicer
+from service.api import AccessLogInterceptor, MetricsInterceptor, WritebackServicer
 from service.config import Settings
 from service.domain import (
     AttendanceService,
@@ -30,12 +30,15 @@ from service.domain import (
     WorkerSettings,
 )
 from service.logs import configure
+from service.metrics import DomainMetrics, MetricsServer
 from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
     AttendanceStore,
+    DistrictFigures,
     DistrictStore,
     EmbeddedPostgres,
+    FiguresStore,
     StudentStore,
     SyncJobStore,
     SyncStateStore,
@@ -45,6 +48,8 @@ from service.store import (
 
 log = structlog.get_logger("service")
 SERVICE_NAME = writeback_pb2.DESCRIPTOR.services_by_name["WritebackService"].full_name
+# A scrape waits at most this long for Postgres' figures (queue, roster schedule).
+_METRICS_QUERY_TIMEOUT = 2.0
 
 
 class Server:
@@ -66,14 +71,20 @@ class Server:
         self._sync_jobs: SyncJobs | None = None
         self.worker: DeliveryWorker | None = None
         self._health = health.aio.HealthServicer()
+        self._metrics: MetricsServer | None = None
 
     async def start(self) -> int:
         """Open the database (embedded if no URL), migrate, and serve; returns the port."""
+        if self.settings.metrics_port:
+            # First, so a taken port stops the start before a database is opened.
+            await self._serve_metrics()
         dsn = self.settings.database_url
         if not dsn:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             dsn = await asyncio.to_thread(self._embedded.start)
         self._pool = await open_pool(dsn, size=self.settings.db_pool_size)
+        if self._metrics is not None:
+            self._metrics.record_pool()
 
         district_store = DistrictStore(self._pool)
         student_store = StudentStore(self._pool)
@@ -82,6 +93,7 @@ class Server:
         resolver = StudentResolver(student_store, self._powerschool)
         deliverer = Deliverer(resolver, self._powerschool, record_store)
         settings = self.settings
+        observer = DomainMetrics()
         self.worker = DeliveryWorker(
             records=record_store,
             workers=WorkerRegistry(self._pool),
@@ -91,7 +103,9 @@ class Server:
                 breaker_threshold=settings.breaker_threshold,
                 breaker_cooldown=settings.breaker_cooldown,
                 breaker_max_cooldown=settings.breaker_max_cooldown,
+                observer=observer,
             ),
+            observer=observer,
             settings=WorkerSettings(
                 concurrency=settings.worker_concurrency,
                 lease=settings.delivery_lease_seconds,
@@ -114,7 +128,7 @@ class Server:
             districts, self._powerschool, self._rosters, load_plugin(), sync_state
         )
 
-        server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
+        server = grpc.aio.server(interceptors=[MetricsInterceptor(), AccessLogInterceptor()])
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
             WritebackServicer(
                 districts=districts,
@@ -155,6 +169,26 @@ class Server:
         log.info("service_started", port=self.port, embedded_postgres=self._embedded is not None)
         return self.port
 
+    async def _serve_metrics(self) -> None:
+        async def figures() -> list[DistrictFigures]:
+            if self._pool is None:
+                raise RuntimeError("the database is not open yet")
+            return await FiguresStore(self._pool).districts()
+
+        def pool() -> tuple[int, int, int]:
+            if self._pool is None:
+                return 0, 0, 0
+            return self._pool.get_size(), self._pool.get_idle_size(), self._pool.get_max_size()
+
+        self._metrics = MetricsServer(
+            self.settings.grpc_host,
+            self.settings.metrics_port,
+            snapshot=figures,
+            pool=pool,
+            timeout=_METRICS_QUERY_TIMEOUT,
+        )
+        await self._metrics.start()
+
     async def wait(self) -> None:
         """Block until the gRPC server stops."""
         if self._grpc is not None:
@@ -180,6 +214,9 @@ class Server:
             self._sync_jobs = None
         await self._rosters.close()
         await self._powerschool.close()
+        if self._metrics is not None:
+            await self._metrics.stop()
+            self._metrics = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -26,6 +26,10 @@ from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from simulators.roster import roster_from_powerschool
 from tests.helpers import World, fast_settings
 
+# `python -m service` processes the tests start inherit this: on a shared host they would
+# all want the default metrics port. A test that wants metrics sets METRICS_PORT itself.
+os.environ.setdefault("METRICS_PORT", "0")
+
 
 class LogCapture(io.StringIO):
     """Everything the service logged during the test session."""

@@ -29,6 +29,8 @@ FAST = {
     "delivery_backoff_cap": 2.0,
     "breaker_cooldown": 0.5,
     "breaker_max_cooldown": 2.0,
+    # Tests share the host: no test server takes the fixed metrics port unless it asks.
+    "metrics_port": 0,
 }
 
 

@@ -29,6 +29,7 @@ VALID = {
     "GRPC_PORT": ("6000", 6000),
     "LOG_LEVEL": ("debug", "DEBUG"),
     "LOG_FORMAT": ("Console", "console"),
+    "METRICS_PORT": ("9100", 9100),
     "WRITEBACK_DATA_DIR": ("/var/lib/writeback", Path("/var/lib/writeback")),
     "DB_POOL_SIZE": ("7", 7),
     "POWERSCHOOL_TIMEOUT": ("2.5", 2.5),

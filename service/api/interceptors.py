@@ -1,10 +1,11 @@
 """Cross-cutting RPC concerns: one access-log line per RPC with request-scoped context,
 domain errors turned into rich statuses, and a last-resort INTERNAL for bugs (never
-UNKNOWN, never a traceback to the caller)."""
+UNKNOWN, never a traceback to the caller); and Prometheus RED metrics for every RPC."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from grpc.aio import AbortError, ServicerContext
 
 from service.api.errors import internal_status, to_status
 from service.errors import DomainError
+from service.metrics import rpc_handled, rpc_started
 
 log = structlog.get_logger("rpc")
 _PROBES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -95,3 +97,87 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _go_code(code: grpc.StatusCode) -> str:
+    """A status code as grpc-go spells it (``NotFound``), the grpc_code label convention."""
+    if code is grpc.StatusCode.OK:
+        return "OK"
+    if code is grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    return "".join(part.capitalize() for part in code.name.split("_"))
+
+
+def _outcome(context: _Context, exc: BaseException | None) -> str:
+    """The status the caller receives: what the handler set (an abort sets it too);
+    CANCELLED when the caller went away; UNKNOWN for an exception grpc turns into one."""
+    if isinstance(exc, asyncio.CancelledError):
+        return _go_code(grpc.StatusCode.CANCELLED)
+    if exc is not None and not isinstance(exc, AbortError):
+        return _go_code(grpc.StatusCode.UNKNOWN)
+    return _go_code(context.code() or grpc.StatusCode.OK)
+
+
+def _measured(grpc_type: str, method: str, behavior: Any) -> Any:
+    service, _, name = method.lstrip("/").rpartition("/")
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: _Context) -> Any:
+            rpc_started(grpc_type, service, name)
+            started, failure = time.perf_counter(), None
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                code = _outcome(context, failure)
+                rpc_handled(grpc_type, service, name, code, time.perf_counter() - started)
+
+        return stream
+
+    async def call(request: Any, context: _Context) -> Any:
+        rpc_started(grpc_type, service, name)
+        started, failure = time.perf_counter(), None
+        try:
+            return await behavior(request, context)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            code = _outcome(context, failure)
+            rpc_handled(grpc_type, service, name, code, time.perf_counter() - started)
+
+    return call
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every RPC the server has a handler for (started, handled by status code) and
+    times it, in the grpc-ecosystem metric names. Placed outermost, it sees the status the
+    access-log interceptor maps errors to."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_MethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _MethodHandler | None:
+        """Return the method's handler with counting and timing around it."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        kinds = (
+            ("unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler),
+            ("server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+            ("client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler),
+            ("bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+        )
+        for grpc_type, behavior, build in kinds:
+            if behavior is not None:
+                return build(
+                    _measured(grpc_type, method, behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler

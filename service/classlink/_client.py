@@ -21,6 +21,7 @@ import structlog
 from oauthlib import oauth1
 from yarl import URL
 
+from service.metrics import observe_call
 from service.models import ClassLinkConnection, RosterStudent
 from service.roster import (
     RetryPolicy,
@@ -153,11 +154,13 @@ class ClassLinkClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RosterUnavailable(f"ClassLink unreachable: {type(exc).__name__}") from exc
         finally:
+            elapsed = time.perf_counter() - started
+            observe_call("classlink", f"{API_PATH}{path}", "GET", status, elapsed)
             log.info(
                 "classlink_call",
                 endpoint=f"{API_PATH}{path}",
                 http_status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                duration_ms=round(elapsed * 1000, 1),
             )
 
     def _params(self, offset: int, modified_after: str) -> dict[str, str]:

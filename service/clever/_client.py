@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
+from service.metrics import observe_call
 from service.models import CleverConnection, RosterStudent
 from service.roster import (
     RetryPolicy,
@@ -194,11 +195,13 @@ class CleverClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RosterUnavailable(f"Clever unreachable: {type(exc).__name__}") from exc
         finally:
+            elapsed = time.perf_counter() - started
+            observe_call("clever", urlsplit(url).path, "GET", status, elapsed)
             log.info(
                 "clever_call",
                 endpoint=urlsplit(url).path,
                 http_status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                duration_ms=round(elapsed * 1000, 1),
             )
 
     def _note_rate_limit(self, resp: aiohttp.ClientResponse) -> None:

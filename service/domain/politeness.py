@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
+from service.domain.observe import NoObserver, Observer
 from service.domain.rules import Classified
 
 DEFAULT_IN_FLIGHT = 4
@@ -164,6 +165,7 @@ class _District:
 class _Host:
     breaker: CircuitBreaker
     not_before: float = 0.0  # monotonic; set from Retry-After
+    reported: BreakerState = BreakerState.CLOSED  # the state the observer last heard of
 
 
 class Politeness:
@@ -177,9 +179,11 @@ class Politeness:
         breaker_cooldown: float = 2.0,
         breaker_max_cooldown: float = 30.0,
         clock: Clock = time.monotonic,
+        observer: Observer | None = None,
     ) -> None:
         self._breaker = (breaker_threshold, breaker_cooldown, breaker_max_cooldown)
         self._clock = clock
+        self._observer = observer or NoObserver()
         self._hosts: dict[str, _Host] = {}
         self._districts: dict[str, _District] = {}
         self._share = 1
@@ -189,6 +193,14 @@ class Politeness:
         if host is None:
             host = self._hosts[base_url] = _Host(CircuitBreaker(*self._breaker, clock=self._clock))
         return host
+
+    def _report(self, base_url: str, host: _Host) -> None:
+        # Open turns half-open as time passes, not on a call: the next look at the host
+        # (the worker looks at every known host each dispatch) reports it.
+        state = host.breaker.state
+        if state is not host.reported:
+            host.reported = state
+            self._observer.breaker_changed(base_url, state.value)
 
     def set_share(self, workers: int) -> None:
         """How many live delivery processes split each district's limits (this one too)."""
@@ -201,11 +213,14 @@ class Politeness:
     def paused(self, base_url: str) -> bool:
         """No call to this host now: its breaker is open or probing, or Retry-After holds."""
         host = self._host(base_url)
+        self._report(base_url, host)
         return host.breaker.state is not BreakerState.CLOSED or host.not_before > self._clock()
 
     def can_probe(self, base_url: str) -> bool:
         """The host's breaker is half-open and its one probe is free."""
-        return self._host(base_url).breaker.can_probe()
+        host = self._host(base_url)
+        self._report(base_url, host)
+        return host.breaker.can_probe()
 
     def start_probe(self, base_url: str) -> bool:
         """Take the host's one probe."""
@@ -217,7 +232,10 @@ class Politeness:
 
     def answered(self, base_url: str) -> bool:
         """PowerSchool answered (whatever it said); True if that closed an open breaker."""
-        return self._host(base_url).breaker.success()
+        host = self._host(base_url)
+        closed = host.breaker.success()
+        self._report(base_url, host)
+        return closed
 
     def failed(self, base_url: str, failure: Classified) -> bool:
         """A transient failure; True if it opened the breaker."""
@@ -225,7 +243,9 @@ class Politeness:
         if failure.retry_after:
             host.not_before = max(host.not_before, self._clock() + failure.retry_after)
         if failure.server_down:
-            return host.breaker.failure()
+            opened = host.breaker.failure()
+            self._report(base_url, host)
+            return opened
         host.breaker.end_probe()
         return False
 

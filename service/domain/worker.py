@@ -26,6 +26,7 @@ import structlog
 from service.domain import rules
 from service.domain.delivery import Deliverer, LeaseLost, Outcome
 from service.domain.districts import DistrictService
+from service.domain.observe import NoObserver, Observer
 from service.domain.politeness import BreakerState, HeldBack, Politeness
 from service.errors import DomainError, Unavailable
 from service.models import (
@@ -82,7 +83,9 @@ class DeliveryWorker:
         deliverer: Deliverer,
         politeness: Politeness,
         settings: WorkerSettings | None = None,
+        observer: Observer | None = None,
     ) -> None:
+        self._observer = observer or NoObserver()
         self._records = records
         self._workers = workers
         self._districts = districts
@@ -346,6 +349,8 @@ class DeliveryWorker:
                 powerschool_attendance_id=outcome.attendance_id,
                 code=outcome.code or None,
             )
+            if saved is not None:  # counted once, by the attempt whose outcome stands
+                self._observer.delivery_attempt(job.district_id, outcome.state.value)
             failed = outcome.state is AttendanceState.FAILED
             log.info(
                 "attendance_delivery",
@@ -362,11 +367,12 @@ class DeliveryWorker:
         age = (datetime.now(UTC) - (job.first_attempt_at or job.created_at)).total_seconds()
         if rules.gives_up(age, self.settings.max_age):
             message = rules.give_up_message(job.attempts, age, outcome.message)
-            await self._records.finish(
+            if await self._records.finish(
                 job,
                 AttendanceState.FAILED,
                 attempt=_attempt(job, AttemptOutcome.FAILED, outcome, message),
-            )
+            ):
+                self._observer.delivery_attempt(job.district_id, AttemptOutcome.FAILED.value)
             log.warning("attendance_delivery_gave_up", attempts=job.attempts)
             return
         delay = self.settings.backoff.delay(
@@ -375,11 +381,12 @@ class DeliveryWorker:
             failure=outcome.failure,
             breaker_wait=self._politeness.wait(base_url) if base_url else 0.0,
         )
-        await self._records.reschedule(
+        if await self._records.reschedule(
             job,
             datetime.now(UTC) + timedelta(seconds=delay),
             _attempt(job, AttemptOutcome.RETRY, outcome),
-        )
+        ):
+            self._observer.delivery_attempt(job.district_id, AttemptOutcome.RETRY.value)
         log.info(
             "attendance_delivery_retry",
             attempt=job.attempts,

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from service.metrics import observe_call
 from service.powerschool._errors import (
     PowerSchoolAuthError,
     PowerSchoolError,
@@ -223,11 +224,13 @@ class PowerSchoolClient:
                 f"PowerSchool token endpoint unreachable: {type(exc).__name__}"
             ) from exc
         finally:
+            elapsed = time.perf_counter() - started
+            observe_call("powerschool", "/oauth/access_token", "POST", status, elapsed)
             log.info(
                 "powerschool_call",
                 endpoint="/oauth/access_token",
                 http_status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                duration_ms=round(elapsed * 1000, 1),
             )
         # Refresh well before expiry so a long request never starts with a dying token.
         self._token_expires = time.monotonic() + max(expires_in * 0.9, 1.0)
@@ -283,12 +286,14 @@ class PowerSchoolClient:
                     f"PowerSchool unreachable: {type(exc).__name__}"
                 ) from exc
             finally:
+                elapsed = time.perf_counter() - started
+                observe_call("powerschool", path, method, status, elapsed)
                 log.info(
                     "powerschool_call",
                     endpoint=path,
                     method=method,
                     http_status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                    duration_ms=round(elapsed * 1000, 1),
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -3,6 +3,7 @@
 from service.store._database import EmbeddedPostgres, open_pool
 from service.store.attendance import AttendanceStore, Submitted
 from service.store.districts import DistrictStore
+from service.store.figures import DistrictFigures, FiguresStore
 from service.store.students import StudentStore
 from service.store.sync_jobs import SyncJobStore
 from service.store.sync_state import SyncState, SyncStateStore
@@ -10,8 +11,10 @@ from service.store.workers import WorkerRegistry
 
 __all__ = [
     "AttendanceStore",
+    "DistrictFigures",
     "DistrictStore",
     "EmbeddedPostgres",
+    "FiguresStore",
     "StudentStore",
     "Submitted",
     "SyncJobStore",

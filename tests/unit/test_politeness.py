@@ -95,6 +95,40 @@ class TestPoliteness:
         assert polite.answered(HOST)
         assert polite.view(HOST) == (BreakerState.CLOSED, 0)
 
+    def test_the_observer_hears_each_breaker_change_once(self) -> None:
+        """Open, half-open when the cooldown has passed (seen at the next look), open again
+        after a failed probe, closed after an answer: each reported once, in order."""
+        heard: list[tuple[str, str]] = []
+
+        class Recorder:
+            def breaker_changed(self, base_url: str, state: str) -> None:
+                heard.append((base_url, state))
+
+            def delivery_attempt(self, district_id: str, outcome: str) -> None:
+                raise AssertionError("politeness reports no attempts")
+
+        clock = Clock()
+        polite = Politeness(
+            breaker_threshold=2, breaker_cooldown=3, clock=clock, observer=Recorder()
+        )
+        polite.failed(HOST, DOWN)
+        polite.failed(HOST, BUSY)
+        assert heard == []
+        polite.failed(HOST, DOWN)
+        polite.paused(HOST)
+        clock.now += 3
+        assert polite.can_probe(HOST)
+        polite.paused(HOST)
+        polite.start_probe(HOST)
+        polite.failed(HOST, DOWN)
+        clock.now += 6
+        polite.can_probe(HOST)
+        polite.start_probe(HOST)
+        polite.answered(HOST)
+        polite.answered(HOST)
+        states = ["open", "half_open", "open", "half_open", "closed"]
+        assert heard == [(HOST, state) for state in states]
+
     def test_limits_are_split_between_processes(self) -> None:
         polite = Politeness()
         assert polite.slots(8) == 8
