@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -157,9 +158,10 @@ async def load(port: int, sim_url: str, sim: PowerSchoolSimulator) -> tuple[int,
 
 def main(args: argparse.Namespace) -> None:
     pg = None
+    scratch = Path(tempfile.mkdtemp(prefix="writeback-footprint-"))
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url:
-        pg = EmbeddedPostgres(Path(tempfile.mkdtemp()) / "pg")
+        pg = EmbeddedPostgres(scratch / "pg")
         database_url = pg.start()
     sim_port, port = _free_port(), _free_port()
     sim_proc = subprocess.Popen(
@@ -198,6 +200,7 @@ def main(args: argparse.Namespace) -> None:
         sim_proc.wait()
         if pg is not None:
             pg.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
