@@ -22,7 +22,6 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 # Variables other engineers are adding to service.config in parallel branches (issue 12):
 # the deploy files may set them already. Their defaults as those branches declare them.
 BEING_ADDED: dict[str, object] = {
-    "METRICS_PORT": 9464,  # metrics (prometheus-client endpoint)
     "SHUTDOWN_DRAIN_SECONDS": 5.0,  # health / drain on SIGTERM
 }
 # Environment the image sets for Python itself, not for the service.
