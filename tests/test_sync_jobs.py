@@ -172,7 +172,12 @@ class TestJobs:
                     break
                 await asyncio.sleep(0.1)
         assert "503" in error
-        job = await status(world)
+        # The district's error is written as the sync fails; the job row right after.
+        for _ in range(50):
+            job = await status(world)
+            if job.phase == pb.SYNC_PHASE_FAILED:
+                break
+            await asyncio.sleep(0.1)
         assert (job.phase, job.error_reason) == (pb.SYNC_PHASE_FAILED, "ROSTER_UNAVAILABLE")
 
     async def test_a_stopping_service_records_the_sync_as_interrupted(
