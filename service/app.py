@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
 from service.api import AccessLogInterceptor, MetricsInterceptor, WritebackServicer
-from service.config import Settings
+from service.config import Settings, parse_allowlist
 from service.domain import (
     AttendanceService,
     Backoff,
@@ -31,6 +31,7 @@ from service.domain import (
 )
 from service.logs import configure
 from service.metrics import DomainMetrics, MetricsServer
+from service.outbound import OutboundPolicy
 from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
@@ -64,13 +65,18 @@ class Server:
         self.port: int | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._pool: asyncpg.Pool | None = None
+        self._policy = OutboundPolicy(
+            allow_insecure=settings.allow_insecure_upstreams,
+            allowlist=parse_allowlist(settings.upstream_allowlist),
+        )
         self._powerschool = PowerSchoolPool(
+            policy=self._policy,
             timeout=settings.powerschool_timeout,
             limit=settings.powerschool_connections,
             limit_per_host=settings.powerschool_connections_per_host,
         )
         self._grpc: grpc.aio.Server | None = None
-        self._rosters = RosterPool(page_size=settings.roster_page_size)
+        self._rosters = RosterPool(policy=self._policy, page_size=settings.roster_page_size)
         self._scheduler: SyncScheduler | None = None
         self._sync_jobs: SyncJobs | None = None
         self.worker: DeliveryWorker | None = None
@@ -97,7 +103,7 @@ class Server:
         district_store = DistrictStore(self._pool, sealer)
         student_store = StudentStore(self._pool)
         record_store = AttendanceStore(self._pool, dsn)
-        districts = DistrictService(district_store)
+        districts = DistrictService(district_store, self._policy)
         resolver = StudentResolver(student_store, self._powerschool)
         deliverer = Deliverer(resolver, self._powerschool, record_store)
         settings = self.settings
