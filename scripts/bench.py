@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -38,12 +39,20 @@ from writeback.v1 import writeback_pb2_grpc
 from service import Server, Settings
 from service.logs import configure
 from service.store import EmbeddedPostgres
+from service.store.sealing import new_key_text
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset, recent_school_day
 from simulators.roster import school_roster_id
 
 ROOT = Path(__file__).resolve().parent.parent
 TZ = "America/Chicago"
 CONCURRENCY = 32
+
+
+# Simulators on plain http on loopback; a throwaway key for the bench database's secrets.
+_BENCH_UPSTREAMS: dict[str, Any] = {
+    "allow_insecure_upstreams": True,
+    "secret_key": os.environ.get("WRITEBACK_SECRET_KEY") or new_key_text(),
+}
 
 
 async def rate(call: Callable[[int], Awaitable[object]], seconds: float) -> float:
@@ -122,6 +131,7 @@ async def service_figures(database_url: str, seconds: float) -> dict[str, float]
             grpc_host="127.0.0.1",
             grpc_port=0,
             data_dir=Path(tempfile.mkdtemp()),
+            **_BENCH_UPSTREAMS,
         )
     )
     await server.start()
@@ -270,7 +280,13 @@ async def sync_child(source: str, database_url: str, ps_url: str, roster_url: st
     """Runs in a fresh process: one full sync through the real gRPC API; prints JSON."""
     configure("WARNING", "json")
     server = Server(
-        Settings(database_url=database_url, grpc_host="127.0.0.1", grpc_port=0, run_scheduler=False)
+        Settings(
+            database_url=database_url,
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            run_scheduler=False,
+            **_BENCH_UPSTREAMS,
+        )
     )
     await server.start()
     try:

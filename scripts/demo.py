@@ -157,6 +157,12 @@ async def main() -> None:
             data_dir=Path(".data/demo"),
             grpc_host="127.0.0.1",
             grpc_port=0,
+            # The embedded database keeps its key in .data/demo/secret-key; an external one
+            # needs the key in the environment like the service.
+            secret_key=os.environ.get("WRITEBACK_SECRET_KEY", ""),
+            secret_key_file=os.environ.get("WRITEBACK_SECRET_KEY_FILE", ""),
+            # The simulators answer plain http on loopback.
+            allow_insecure_upstreams=True,
         )
     )
     await server.start()

@@ -35,6 +35,7 @@ from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service.store import EmbeddedPostgres
+from service.store.sealing import new_key_text
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset, recent_school_day
 from simulators.roster import school_roster_id
 
@@ -173,7 +174,8 @@ def main(args: argparse.Namespace) -> None:
         stderr=subprocess.DEVNULL,
     )
     env = {**os.environ, "DATABASE_URL": database_url, "GRPC_HOST": "127.0.0.1"}
-    env |= {"GRPC_PORT": str(port), "LOG_LEVEL": "WARNING"}
+    env |= {"GRPC_PORT": str(port), "LOG_LEVEL": "WARNING", "ALLOW_INSECURE_UPSTREAMS": "1"}
+    env.setdefault("WRITEBACK_SECRET_KEY", new_key_text())
     service = subprocess.Popen([sys.executable, "-m", "service"], env=env)
     try:
         _wait_port(sim_port)

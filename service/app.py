@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
 from service.api import AccessLogInterceptor, MetricsInterceptor, WritebackServicer
-from service.config import Settings
+from service.config import Settings, parse_allowlist
 from service.domain import (
     AttendanceService,
     Backoff,
@@ -31,6 +31,7 @@ from service.domain import (
 )
 from service.logs import configure
 from service.metrics import DomainMetrics, MetricsServer
+from service.outbound import OutboundPolicy
 from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
@@ -39,11 +40,15 @@ from service.store import (
     DistrictStore,
     EmbeddedPostgres,
     FiguresStore,
+    Sealer,
+    SealError,
     StudentStore,
     SyncJobStore,
     SyncStateStore,
     WorkerRegistry,
+    load_keys,
     open_pool,
+    reseal,
 )
 
 log = structlog.get_logger("service")
@@ -60,13 +65,18 @@ class Server:
         self.port: int | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._pool: asyncpg.Pool | None = None
+        self._policy = OutboundPolicy(
+            allow_insecure=settings.allow_insecure_upstreams,
+            allowlist=parse_allowlist(settings.upstream_allowlist),
+        )
         self._powerschool = PowerSchoolPool(
+            policy=self._policy,
             timeout=settings.powerschool_timeout,
             limit=settings.powerschool_connections,
             limit_per_host=settings.powerschool_connections_per_host,
         )
         self._grpc: grpc.aio.Server | None = None
-        self._rosters = RosterPool(page_size=settings.roster_page_size)
+        self._rosters = RosterPool(policy=self._policy, page_size=settings.roster_page_size)
         self._scheduler: SyncScheduler | None = None
         self._sync_jobs: SyncJobs | None = None
         self.worker: DeliveryWorker | None = None
@@ -75,6 +85,7 @@ class Server:
 
     async def start(self) -> int:
         """Open the database (embedded if no URL), migrate, and serve; returns the port."""
+        sealer = _sealer(self.settings)
         if self.settings.metrics_port:
             # First, so a taken port stops the start before a database is opened.
             await self._serve_metrics()
@@ -82,14 +93,17 @@ class Server:
         if not dsn:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             dsn = await asyncio.to_thread(self._embedded.start)
-        self._pool = await open_pool(dsn, size=self.settings.db_pool_size)
+        try:
+            self._pool = await open_pool(dsn, size=self.settings.db_pool_size, sealer=sealer)
+        except SealError as exc:
+            raise SystemExit(f"writeback: {exc.message}") from None
         if self._metrics is not None:
             self._metrics.record_pool()
 
-        district_store = DistrictStore(self._pool)
+        district_store = DistrictStore(self._pool, sealer)
         student_store = StudentStore(self._pool)
         record_store = AttendanceStore(self._pool, dsn)
-        districts = DistrictService(district_store)
+        districts = DistrictService(district_store, self._policy)
         resolver = StudentResolver(student_store, self._powerschool)
         deliverer = Deliverer(resolver, self._powerschool, record_store)
         settings = self.settings
@@ -224,6 +238,39 @@ class Server:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
         log.info("service_stopped")
+
+
+def _sealer(settings: Settings) -> Sealer:
+    """The sealer for district secrets, or SystemExit saying which key to configure."""
+    embedded = None if settings.database_url else settings.data_dir
+    try:
+        return Sealer(load_keys(settings.secret_key, settings.secret_key_file, embedded))
+    except ValueError as exc:
+        raise SystemExit(f"writeback: {exc}") from None
+
+
+async def rekey(settings: Settings) -> int:
+    """Re-seal every district secret with the first configured key (plaintext ones too);
+    returns how many values were rewritten. Safe while services run on the same database."""
+    sealer = _sealer(settings)
+    embedded = None
+    dsn = settings.database_url
+    if not dsn:
+        embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+        dsn = await asyncio.to_thread(embedded.start)
+    try:
+        # Migrates first, so a database from before sealed secrets can be rekeyed too.
+        pool = await open_pool(dsn, size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await reseal(conn, sealer, rekey=True)
+        except SealError as exc:
+            raise SystemExit(f"writeback rekey: {exc.message}") from None
+        finally:
+            await pool.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
 
 
 async def serve(settings: Settings | None = None) -> None:

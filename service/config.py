@@ -7,6 +7,9 @@ configuration table (checked by a test) both follow these declarations.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -94,6 +97,53 @@ def _postgres_url(text: str) -> str:
     return text
 
 
+SECRET_KEY_BYTES = 32
+
+
+def parse_secret_keys(text: str) -> tuple[bytes, ...]:
+    """Keys from comma- or newline-separated base64 text, each 32 bytes (AES-256); raises
+    ValueError naming the position of a bad one, never its text."""
+    keys = []
+    for n, part in enumerate(p.strip() for p in text.replace("\n", ",").split(",")):
+        if not part:
+            continue  # a trailing comma or newline
+        try:
+            key = base64.b64decode(part, validate=True)
+        except binascii.Error:
+            key = b""
+        if len(key) != SECRET_KEY_BYTES:
+            raise ValueError(f"key {n + 1} is not {SECRET_KEY_BYTES} bytes of base64")
+        keys.append(key)
+    if not keys:
+        raise ValueError("no key")
+    return tuple(keys)
+
+
+def _secret_keys(text: str) -> str:
+    parse_secret_keys(text)
+    return text
+
+
+def parse_allowlist(text: str) -> tuple[str, ...]:
+    """Host names (lower case) and CIDRs (normalised) from comma-separated text; ValueError
+    for an entry that is neither."""
+    entries = []
+    for part in (p.strip().lower().rstrip(".") for p in text.split(",")):
+        if not part:
+            continue
+        if "/" in part or part.replace(".", "").isdigit() or ":" in part:
+            entries.append(str(ipaddress.ip_network(part, strict=False)))
+        elif all(label and label.replace("-", "").isalnum() for label in part.split(".")):
+            entries.append(part)
+        else:
+            raise ValueError(part)
+    return tuple(entries)
+
+
+def _allowlist(text: str) -> str:
+    return ",".join(parse_allowlist(text))
+
+
 def _env(
     name: str,
     default: T,
@@ -147,6 +197,20 @@ class Settings:
     breaker_threshold: int = _env("BREAKER_THRESHOLD", 5, _integer(1))
     breaker_cooldown: float = _env("BREAKER_COOLDOWN", 2.0, _seconds())
     breaker_max_cooldown: float = _env("BREAKER_MAX_COOLDOWN", 30.0, _seconds())
+    # Secrets at rest and outbound calls (issue 11).
+    secret_key: str = _env(
+        "WRITEBACK_SECRET_KEY",
+        "",
+        (_secret_keys, "comma-separated base64 keys of 32 bytes (head -c32 /dev/urandom | base64)"),
+        secret=True,
+    )
+    secret_key_file: str = _env("WRITEBACK_SECRET_KEY_FILE", "", (_text, "a file path"))
+    allow_insecure_upstreams: bool = _env(
+        "ALLOW_INSECURE_UPSTREAMS", False, (_boolean, "true or false")
+    )
+    upstream_allowlist: str = _env(
+        "UPSTREAM_ALLOWLIST", "", (_allowlist, "comma-separated host names or CIDRs")
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -8,26 +8,39 @@ neither adapter.
 from __future__ import annotations
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
+from service import outbound
 from service.classlink import ClassLinkClient
 from service.clever import CleverClient
 from service.models import ClassLinkConnection, CleverConnection
+from service.outbound import OutboundPolicy
 from service.roster._retry import RetryPolicy
 
 
 class RosterPool:
     """Hands out roster clients that share one bounded connection pool; satisfies
-    :class:`service.roster.RosterSources`."""
+    :class:`service.roster.RosterSources`. Every call obeys ``policy`` (``resolver``: DNS
+    under the policy instead of the system's)."""
 
-    def __init__(self, *, page_size: int = 1000, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        policy: OutboundPolicy,
+        page_size: int = 1000,
+        retry: RetryPolicy | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._policy = policy
+        self._resolver = resolver
         self._page_size = page_size
         self._retry = retry
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=50, limit_per_host=8)
+            self._session = outbound.session(
+                self._policy, limit=50, limit_per_host=8, resolver=self._resolver
             )
         return self._session
 

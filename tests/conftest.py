@@ -24,11 +24,15 @@ from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from simulators.roster import roster_from_powerschool
-from tests.helpers import World, fast_settings
+from tests.helpers import TEST_SECRET_KEY, World, fast_settings
 
 # `python -m service` processes the tests start inherit this: on a shared host they would
 # all want the default metrics port. A test that wants metrics sets METRICS_PORT itself.
 os.environ.setdefault("METRICS_PORT", "0")
+# They need the suite's secret key (an external database has no key file), and reach the
+# simulators over plain http on loopback.
+os.environ.setdefault("WRITEBACK_SECRET_KEY", TEST_SECRET_KEY)
+os.environ.setdefault("ALLOW_INSECURE_UPSTREAMS", "1")
 
 
 class LogCapture(io.StringIO):

@@ -18,6 +18,8 @@ from service import Settings
 from simulators.powerschool import PowerSchoolSimulator, PSStudent, recent_school_day
 
 TZ = "America/Chicago"
+# The suite's key for district secrets (conftest also exports it to the processes tests start).
+TEST_SECRET_KEY = "dGVzdC1vbmx5LXdyaXRlYmFjay1zZWNyZXQta2V5ISE="
 
 # Production patience scaled down so tests see retries, breakers and timeouts in seconds.
 FAST = {
@@ -31,6 +33,9 @@ FAST = {
     "breaker_max_cooldown": 2.0,
     # Tests share the host: no test server takes the fixed metrics port unless it asks.
     "metrics_port": 0,
+    "secret_key": TEST_SECRET_KEY,
+    # The simulators listen on plain http on loopback.
+    "allow_insecure_upstreams": True,
 }
 
 

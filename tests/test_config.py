@@ -4,6 +4,7 @@ the README's table kept true to what the settings read."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import socket
@@ -22,6 +23,7 @@ from tests.helpers import World, fast_settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
+KEY = base64.b64encode(bytes(range(32))).decode()
 # A valid, non-default value for every variable, and the field value it must give.
 VALID = {
     "DATABASE_URL": ("postgresql://u:p@db.example:5432/wb", "postgresql://u:p@db.example:5432/wb"),
@@ -49,6 +51,13 @@ VALID = {
     "BREAKER_THRESHOLD": ("3", 3),
     "BREAKER_COOLDOWN": ("1", 1.0),
     "BREAKER_MAX_COOLDOWN": ("10", 10.0),
+    "WRITEBACK_SECRET_KEY": (f" {KEY},{KEY} ", f"{KEY},{KEY}"),
+    "WRITEBACK_SECRET_KEY_FILE": ("/run/secrets/writeback-key", "/run/secrets/writeback-key"),
+    "ALLOW_INSECURE_UPSTREAMS": ("1", True),
+    "UPSTREAM_ALLOWLIST": (
+        "PS.District.example., 10.20.0.0/16",
+        "ps.district.example,10.20.0.0/16",
+    ),
 }
 
 
@@ -138,6 +147,21 @@ def test_contradicting_pairs_are_refused() -> None:
     message = refused({"DELIVERY_BACKOFF_BASE": "600", "DELIVERY_BACKOFF_CAP": "soon"})
     assert "DELIVERY_BACKOFF_CAP='soon'" in message
     assert "must not exceed" not in message
+
+
+def test_a_bad_secret_key_is_refused_without_echoing_it() -> None:
+    short = base64.b64encode(b"too short, but still a secret").decode()
+    message = refused({"WRITEBACK_SECRET_KEY": f"{KEY},{short}"})
+    assert "WRITEBACK_SECRET_KEY=(hidden)" in message
+    assert short not in message
+    assert KEY not in message
+    assert short not in repr(Settings(secret_key=short))
+
+
+def test_an_allowlist_entry_that_is_neither_host_nor_cidr_is_refused() -> None:
+    message = refused({"UPSTREAM_ALLOWLIST": "ps.example.org, 10.0.0.0/33"})
+    assert "UPSTREAM_ALLOWLIST='ps.example.org, 10.0.0.0/33'" in message
+    assert "UPSTREAM_ALLOWLIST" in refused({"UPSTREAM_ALLOWLIST": "https://ps.example.org"})
 
 
 def test_a_bad_database_url_is_refused_without_echoing_it() -> None:

@@ -23,6 +23,7 @@ from yarl import URL
 
 from service.metrics import observe_call
 from service.models import ClassLinkConnection, RosterStudent
+from service.outbound import OutboundError, json_capped
 from service.roster import (
     RetryPolicy,
     RosterAuthError,
@@ -37,6 +38,8 @@ log = structlog.get_logger("classlink")
 
 API_PATH = "/ims/oneroster/v1p1"
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+# A page of 10,000 students is a few megabytes; a larger answer is refused, not held in memory.
+MAX_BODY_BYTES = 16 << 20
 
 
 def _truthy(value: object) -> bool:
@@ -134,7 +137,7 @@ class ClassLinkClient:
             ) as resp:
                 status = resp.status
                 try:
-                    body = await resp.json(content_type=None)
+                    body = await json_capped(resp, MAX_BODY_BYTES)
                 except ValueError:
                     body = None
                 if resp.status in _RETRYABLE or resp.status >= 500:
@@ -153,6 +156,8 @@ class ClassLinkClient:
                 return body, int(total) if total and total.isdigit() else None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RosterUnavailable(f"ClassLink unreachable: {type(exc).__name__}") from exc
+        except OutboundError as exc:
+            raise RosterError(f"ClassLink not called: {exc}") from exc
         finally:
             elapsed = time.perf_counter() - started
             observe_call("classlink", f"{API_PATH}{path}", "GET", status, elapsed)

@@ -23,6 +23,7 @@ import structlog
 
 from service.metrics import observe_call
 from service.models import CleverConnection, RosterStudent
+from service.outbound import OutboundError, json_capped
 from service.roster import (
     RetryPolicy,
     RosterAuthError,
@@ -39,6 +40,8 @@ log = structlog.get_logger("clever")
 API_URL = "https://api.clever.com"
 TOKENS_URL = "https://clever.com/oauth/tokens"
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+# A page of 10,000 students is a few megabytes; a larger answer is refused, not held in memory.
+MAX_BODY_BYTES = 16 << 20
 
 
 def student_from_user(user: dict[str, Any], *, active: bool = True) -> RosterStudent | None:
@@ -175,7 +178,7 @@ class CleverClient:
                 self._note_rate_limit(resp)
                 body: Any = None
                 try:
-                    body = await resp.json(content_type=None)
+                    body = await json_capped(resp, MAX_BODY_BYTES)
                 except ValueError:
                     body = None  # HTML error pages happen; never require JSON
                 if resp.status == 429:
@@ -194,6 +197,8 @@ class CleverClient:
                 return body
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RosterUnavailable(f"Clever unreachable: {type(exc).__name__}") from exc
+        except OutboundError as exc:
+            raise RosterError(f"Clever not called: {exc}") from exc
         finally:
             elapsed = time.perf_counter() - started
             observe_call("clever", urlsplit(url).path, "GET", status, elapsed)

@@ -44,6 +44,7 @@ from service.models import (
 from service.powerschool import (
     PluginGrants,
     PowerSchoolAuthError,
+    PowerSchoolBlocked,
     PowerSchoolClient,
     PowerSchoolError,
     PowerSchoolForbidden,
@@ -189,6 +190,17 @@ class ConnectionChecker:
                     f"{exc.status or '?'}). Copy both again from System > System Settings > "
                     "Plugin Management Configuration > Writeback Attendance > Data Provider "
                     "Configuration, and check that the plugin is enabled.",
+                )
+            )
+            return findings, 0
+        except PowerSchoolBlocked as exc:
+            findings.append(
+                _finding(
+                    FindingCode.POWERSCHOOL_UNREACHABLE,
+                    Severity.ERROR,
+                    f"{exc}. Use the https:// address of the PowerSchool server; an "
+                    "on-premises server on a private network needs its host or network in "
+                    "the service's UPSTREAM_ALLOWLIST.",
                 )
             )
             return findings, 0

@@ -11,21 +11,42 @@ import base64
 import binascii
 import time
 
-from service.errors import FieldViolation, InvalidArgument, NotFound
+from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from service.models import District
+from service.outbound import OutboundPolicy, OutboundRefused
 from service.store import DistrictStore
 
 
 class DistrictService:
     """Saves and loads district configuration."""
 
-    def __init__(self, store: DistrictStore, *, cache_seconds: float = 2.0) -> None:
+    def __init__(
+        self, store: DistrictStore, policy: OutboundPolicy, *, cache_seconds: float = 2.0
+    ) -> None:
         self._store = store
+        self._policy = policy
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, District]] = {}
 
     async def upsert(self, district: District) -> District:
-        """Save a district (an empty PowerSchool secret keeps the stored one) and return it."""
+        """Save a district (an empty PowerSchool secret keeps the stored one) and return it.
+        A PowerSchool, Clever or ClassLink URL the outbound policy refuses (not https, an
+        address literal that is private, loopback, link-local…) is
+        :class:`FailedPrecondition` ``UPSTREAM_URL_REFUSED``, and nothing is saved."""
+        for name, url in (
+            ("powerschool.base_url", district.powerschool.base_url),
+            ("clever.base_url", district.clever.base_url),
+            ("classlink.endpoint_url", district.classlink.endpoint_url),
+        ):
+            try:
+                if url:
+                    self._policy.check_url(url)
+            except OutboundRefused as exc:
+                raise FailedPrecondition(
+                    f"district.{name}: {exc}",
+                    reason="UPSTREAM_URL_REFUSED",
+                    metadata={"field": f"district.{name}"},
+                ) from None
         await self._store.upsert(district)
         return await self.get(district.district_id, fresh=True)
 

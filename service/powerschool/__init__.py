@@ -14,6 +14,7 @@ from service.powerschool._client import (
 )
 from service.powerschool._errors import (
     PowerSchoolAuthError,
+    PowerSchoolBlocked,
     PowerSchoolError,
     PowerSchoolForbidden,
     PowerSchoolRejected,
@@ -40,6 +41,7 @@ __all__ = [
     "PluginError",
     "PluginGrants",
     "PowerSchoolAuthError",
+    "PowerSchoolBlocked",
     "PowerSchoolClient",
     "PowerSchoolError",
     "PowerSchoolForbidden",

@@ -18,8 +18,10 @@ import aiohttp
 import structlog
 
 from service.metrics import observe_call
+from service.outbound import OutboundError, json_capped
 from service.powerschool._errors import (
     PowerSchoolAuthError,
+    PowerSchoolBlocked,
     PowerSchoolError,
     PowerSchoolForbidden,
     PowerSchoolRejected,
@@ -33,6 +35,8 @@ PAGE_SIZE = 100
 _STUDENT_COLUMNS = "id,dcid,schoolid,student_number,enroll_status"
 MEETING_TEMPLATE_QUERY = "com.pearson.core.attendance.meeting_interval_attendance_template"
 _RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# A page of 100 rows is a few kilobytes; anything near this is not PowerSchool answering.
+MAX_BODY_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,8 @@ class PowerSchoolClient:
             raise PowerSchoolUnavailable(
                 f"PowerSchool token endpoint unreachable: {type(exc).__name__}"
             ) from exc
+        except OutboundError as exc:
+            raise PowerSchoolBlocked(f"PowerSchool not called: {exc}") from exc
         finally:
             elapsed = time.perf_counter() - started
             observe_call("powerschool", "/oauth/access_token", "POST", status, elapsed)
@@ -285,6 +291,8 @@ class PowerSchoolClient:
                 raise PowerSchoolUnavailable(
                     f"PowerSchool unreachable: {type(exc).__name__}"
                 ) from exc
+            except OutboundError as exc:
+                raise PowerSchoolBlocked(f"PowerSchool not called: {exc}") from exc
             finally:
                 elapsed = time.perf_counter() - started
                 observe_call("powerschool", path, method, status, elapsed)
@@ -672,7 +680,7 @@ def _write_result(body: Any) -> WriteResult:
 
 async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:
     try:
-        return await resp.json(content_type=None)
+        return await json_capped(resp, MAX_BODY_BYTES)
     except ValueError:
         return None
 

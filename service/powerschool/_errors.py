@@ -42,3 +42,9 @@ class PowerSchoolForbidden(PowerSchoolError):
 
 class PowerSchoolRejected(PowerSchoolError):
     """400, or a 200 whose body reports ERROR: PowerSchool refused the request as sent."""
+
+
+class PowerSchoolBlocked(PowerSchoolError):
+    """The outbound policy refused the server (not https, or an address that is private,
+    loopback, link-local…) or its answer was larger than allowed: fix the URL or the
+    allowlist; retrying cannot help."""

@@ -6,14 +6,28 @@ from __future__ import annotations
 import hashlib
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
+from service import outbound
+from service.outbound import OutboundPolicy
 from service.powerschool._client import PowerSchoolClient
 
 
 class PowerSchoolPool:
-    """Hands out a :class:`PowerSchoolClient` per (base URL, credentials)."""
+    """Hands out a :class:`PowerSchoolClient` per (base URL, credentials); every call obeys
+    ``policy`` (``resolver``: DNS under the policy instead of the system's)."""
 
-    def __init__(self, *, timeout: float = 10.0, limit: int = 100, limit_per_host: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        policy: OutboundPolicy,
+        timeout: float = 10.0,
+        limit: int = 100,
+        limit_per_host: int = 8,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._policy = policy
+        self._resolver = resolver
         self._timeout = timeout
         self._limit = limit
         self._limit_per_host = limit_per_host
@@ -22,11 +36,12 @@ class PowerSchoolPool:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._limit, limit_per_host=self._limit_per_host, ttl_dns_cache=300
-                ),
-                raise_for_status=False,
+            self._session = outbound.session(
+                self._policy,
+                limit=self._limit,
+                limit_per_host=self._limit_per_host,
+                ttl_dns_cache=300,
+                resolver=self._resolver,
             )
         return self._session
 

@@ -4,6 +4,7 @@ from service.store._database import EmbeddedPostgres, open_pool
 from service.store.attendance import AttendanceStore, Submitted
 from service.store.districts import DistrictStore
 from service.store.figures import DistrictFigures, FiguresStore
+from service.store.sealing import Sealer, SealError, load_keys, reseal
 from service.store.students import StudentStore
 from service.store.sync_jobs import SyncJobStore
 from service.store.sync_state import SyncState, SyncStateStore
@@ -15,11 +16,15 @@ __all__ = [
     "DistrictStore",
     "EmbeddedPostgres",
     "FiguresStore",
+    "SealError",
+    "Sealer",
     "StudentStore",
     "Submitted",
     "SyncJobStore",
     "SyncState",
     "SyncStateStore",
     "WorkerRegistry",
+    "load_keys",
     "open_pool",
+    "reseal",
 ]

@@ -16,6 +16,7 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from service.errors import Unavailable
+from service.store.sealing import Sealer, check_key_ids, reseal
 
 log = structlog.get_logger("store")
 
@@ -49,7 +50,7 @@ class EmbeddedPostgres:
             self._server = None
 
 
-async def _apply_migrations(conn: asyncpg.Connection) -> None:
+async def _apply_migrations(conn: asyncpg.Connection, sealer: Sealer | None) -> None:
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
         await conn.execute(
@@ -70,6 +71,11 @@ async def _apply_migrations(conn: asyncpg.Connection) -> None:
                     path.stem,
                 )
             log.info("migration_applied", migration=path.stem)
+        if sealer is not None:
+            # Under the migration lock: secrets stored before they were sealed are sealed once.
+            if sealed := await reseal(conn, sealer, rekey=False):
+                log.info("plaintext_secrets_sealed", values=sealed)
+            await check_key_ids(conn, sealer)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
@@ -97,8 +103,10 @@ async def _light_reset(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def open_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
-    """Connect, migrate, and return a pool. Retries briefly while the server starts."""
+async def open_pool(dsn: str, *, size: int = 10, sealer: Sealer | None = None) -> asyncpg.Pool:
+    """Connect, migrate, and return a pool. Retries briefly while the server starts. With a
+    ``sealer``, plaintext district secrets are sealed, and a secret sealed under a key the
+    sealer lacks raises :class:`~service.store.sealing.SealError`."""
     for attempt in range(20):
         try:
             conn = await asyncpg.connect(dsn)
@@ -108,7 +116,7 @@ async def open_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
                 raise
             await asyncio.sleep(0.25)
     try:
-        await _apply_migrations(conn)
+        await _apply_migrations(conn, sealer)
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, reset=_light_reset)

@@ -17,6 +17,7 @@ from service.models import (
 )
 from service.store._database import connection
 from service.store._queries import load
+from service.store.sealing import Sealer
 
 _Q = load("districts")
 
@@ -40,10 +41,13 @@ def _school(row: asyncpg.Record) -> School:
 
 
 class DistrictStore:
-    """Reads and writes district configuration."""
+    """Reads and writes district configuration; secrets are sealed before they are written
+    and opened as they are read (a value that does not open raises
+    :class:`~service.store.sealing.SealError`)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
         self._pool = pool
+        self._sealer = sealer
 
     async def get(self, district_id: str) -> District | None:
         """The district with its schools, or None."""
@@ -52,6 +56,10 @@ class DistrictStore:
             if row is None:
                 return None
             schools = await conn.fetch(_Q["get_schools"], district_id)
+
+        def secret(column: str) -> str:
+            return self._sealer.open(district_id, column, row[column] or "")
+
         return District(
             district_id=row["district_id"],
             name=row["name"],
@@ -63,20 +71,20 @@ class DistrictStore:
             powerschool=PowerSchoolConnection(
                 base_url=row["ps_base_url"],
                 client_id=row["ps_client_id"],
-                client_secret=row["ps_client_secret"],
+                client_secret=secret("ps_client_secret"),
             ),
             schools=tuple(_school(s) for s in schools),
             clever=CleverConnection(
                 base_url=row["clever_base_url"],
                 client_id=row["clever_client_id"],
-                client_secret=row["clever_client_secret"],
-                district_token=row["clever_district_token"],
+                client_secret=secret("clever_client_secret"),
+                district_token=secret("clever_district_token"),
                 clever_district_id=row["clever_district_id"],
             ),
             classlink=ClassLinkConnection(
                 endpoint_url=row["classlink_endpoint_url"],
                 client_id=row["classlink_client_id"],
-                client_secret=row["classlink_client_secret"],
+                client_secret=secret("classlink_client_secret"),
             ),
             sync_interval_seconds=row["sync_interval_seconds"],
             max_in_flight=row["max_in_flight"],
@@ -103,6 +111,11 @@ class DistrictStore:
         An empty secret keeps the stored one for the same server and client ID. A new ID mode
         or PowerSchool server forgets every STUDENTS.ID looked up before.
         """
+        d_id = district.district_id
+
+        def seal(column: str, value: str) -> str:
+            return self._sealer.seal(d_id, column, value)
+
         async with connection(self._pool) as conn, conn.transaction():
             before = await conn.fetchrow(_Q["lock_district"], district.district_id)
             await conn.execute(
@@ -116,15 +129,15 @@ class DistrictStore:
                 district.timezone,
                 district.powerschool.base_url,
                 district.powerschool.client_id,
-                district.powerschool.client_secret,
+                seal("ps_client_secret", district.powerschool.client_secret),
                 district.clever.base_url,
                 district.clever.client_id,
-                district.clever.client_secret,
-                district.clever.district_token,
+                seal("clever_client_secret", district.clever.client_secret),
+                seal("clever_district_token", district.clever.district_token),
                 district.clever.clever_district_id,
                 district.classlink.endpoint_url,
                 district.classlink.client_id,
-                district.classlink.client_secret,
+                seal("classlink_client_secret", district.classlink.client_secret),
                 district.sync_interval_seconds,
                 district.max_in_flight,
                 district.max_requests_per_second,
