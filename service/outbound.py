@@ -89,7 +89,8 @@ class OutboundPolicy:
 
     def check_url(self, url: str) -> None:
         """Raise :class:`OutboundRefused` for a URL that may not be called: not https (plain
-        http only to loopback with ``allow_insecure``), or an address literal that
+        http only to loopback or an allowlisted host, with ``allow_insecure``: simulators and
+        local stacks), or an address literal that
         :meth:`check_address` refuses. Host names are judged when they are resolved."""
         parts = urlsplit(url)
         scheme, host = parts.scheme.lower(), (parts.hostname or "").lower().rstrip(".")
@@ -98,10 +99,15 @@ class OutboundPolicy:
         ip = _ip(host)
         if scheme == "http":
             local = host == "localhost" or host.endswith(".localhost")
-            if not (self.allow_insecure and (local or (ip is not None and ip.is_loopback))):
+            listed = host in self._hosts or (
+                ip is not None and any(ip in n for n in self._networks)
+            )
+            if not (
+                self.allow_insecure and (local or listed or (ip is not None and ip.is_loopback))
+            ):
                 raise OutboundRefused(
                     f"{host} is plain http://: only https:// is allowed (http only to "
-                    "loopback, with ALLOW_INSECURE_UPSTREAMS=1)"
+                    "loopback or an UPSTREAM_ALLOWLIST host, with ALLOW_INSECURE_UPSTREAMS=1)"
                 )
         elif scheme != "https":
             raise OutboundRefused(f"{host}: the scheme {scheme!r} is not allowed, only https")

@@ -24,7 +24,7 @@ from writeback.v1 import writeback_pb2_grpc
 
 from service import Server
 from service.models import CleverConnection
-from service.outbound import OutboundPolicy
+from service.outbound import OutboundPolicy, OutboundRefused
 from service.powerschool import PowerSchoolBlocked, PowerSchoolPool
 from service.roster import RosterError
 from service.roster_pool import RosterPool
@@ -134,6 +134,19 @@ async def test_loopback_and_http_need_the_flag(
         await relaxed.client(sim.base_url, sim.client_id, sim.client_secret).authenticate()
     finally:
         await relaxed.close()
+
+
+def test_http_to_an_allowlisted_host_needs_the_flag_too() -> None:
+    """A local stack (compose) reaches its simulators by name over plain http only when both
+    the flag is on and the host is allowlisted."""
+    url = "http://powerschool:8081"
+    for policy in (
+        OutboundPolicy(allowlist=("powerschool",)),
+        OutboundPolicy(allow_insecure=True),
+    ):
+        with pytest.raises(OutboundRefused, match="plain http"):
+            policy.check_url(url)
+    OutboundPolicy(allow_insecure=True, allowlist=("powerschool",)).check_url(url)
 
 
 async def test_an_allowlisted_host_or_network_is_connected_to(
