@@ -22,6 +22,7 @@ from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service import Server, Settings
+from service.config import ConfigError
 from service.logs import configure
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
@@ -138,8 +139,22 @@ def _timestamp(when: datetime) -> object:
     return ts
 
 
+def _settings() -> Settings:
+    """The environment's settings (LOG_LEVEL and LOG_FORMAT included; the demo's own
+    narrative wants warnings only, for humans, unless told otherwise) on a loopback port."""
+    env = dict(os.environ)
+    env["LOG_LEVEL"] = env.get("LOG_LEVEL", "").strip() or "WARNING"
+    env["LOG_FORMAT"] = env.get("LOG_FORMAT", "").strip() or "console"
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        raise SystemExit(f"demo: {exc}") from None
+    return replace(settings, data_dir=Path(".data/demo"), grpc_host="127.0.0.1", grpc_port=0)
+
+
 async def main() -> None:
-    configure("WARNING", "console")
+    settings = _settings()
+    configure(settings.log_level, settings.log_format)
     dataset = demo_dataset(students_per_school=25)
     ps_sim = PowerSchoolSimulator(dataset, district_timezone=TZ)
     await ps_sim.start()
@@ -151,14 +166,7 @@ async def main() -> None:
     classlink = ClassLinkSimulator(people)
     for sim in (clever, wrong, classlink):
         await sim.start()
-    server = Server(
-        Settings(
-            database_url=os.environ.get("DATABASE_URL", ""),
-            data_dir=Path(".data/demo"),
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-        )
-    )
+    server = Server(settings)
     await server.start()
     print(
         f"PowerSchool simulator {ps_sim.base_url}, Clever {clever.base_url}, ClassLink "

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import signal
+import socket
 
 import asyncpg
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
-from service.api import AccessLogInterceptor, WritebackServicer
+from service.api import AccessLogInterceptor, WritebackServicer, reflection
 from service.config import Settings
 from service.domain import (
     AttendanceService,
@@ -29,11 +31,13 @@ from service.domain import (
     SyncScheduler,
     WorkerSettings,
 )
+from service.health import HealthWatch
 from service.logs import configure
 from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
     AttendanceStore,
+    DatabaseProbe,
     DistrictStore,
     EmbeddedPostgres,
     StudentStore,
@@ -45,6 +49,37 @@ from service.store import (
 
 log = structlog.get_logger("service")
 SERVICE_NAME = writeback_pb2.DESCRIPTOR.services_by_name["WritebackService"].full_name
+# The claim loop goes round every DELIVERY_POLL_SECONDS at most; one that has not for this
+# long (or three polls, if longer) is stuck, and this process delivers nothing.
+_LOOP_STALE_AFTER = 10.0
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (say, the port is in use), or None. Asked
+    before gRPC binds, whose own failure is an unstructured line on stderr."""
+    if port == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    for family, kind, proto, _, sockaddr in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC does: a connection of an earlier run in TIME_WAIT does not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                in_use = exc.errno == errno.EADDRINUSE
+                return "the port is in use" if in_use else exc.strerror or "bind refused"
+    return None
+
+
+class StartupError(Exception):
+    """The service cannot start (database unreachable, port taken); the message says why
+    and never carries the database URL."""
 
 
 class Server:
@@ -66,14 +101,29 @@ class Server:
         self._sync_jobs: SyncJobs | None = None
         self.worker: DeliveryWorker | None = None
         self._health = health.aio.HealthServicer()
+        self._probe: DatabaseProbe | None = None
+        self._watch: HealthWatch | None = None
 
     async def start(self) -> int:
-        """Open the database (embedded if no URL), migrate, and serve; returns the port."""
+        """Open the database (embedded if no URL), migrate, and serve; returns the port.
+        Raises :class:`StartupError` (having closed whatever it opened) if the database
+        cannot be reached or the port is taken."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _start(self) -> int:
         dsn = self.settings.database_url
         if not dsn:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             dsn = await asyncio.to_thread(self._embedded.start)
-        self._pool = await open_pool(dsn, size=self.settings.db_pool_size)
+        try:
+            self._pool = await open_pool(dsn, size=self.settings.db_pool_size)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The class only: a driver's message may carry connection details.
+            raise StartupError(f"cannot reach the database ({type(exc).__name__})") from None
 
         district_store = DistrictStore(self._pool)
         student_store = StudentStore(self._pool)
@@ -114,7 +164,12 @@ class Server:
             districts, self._powerschool, self._rosters, load_plugin(), sync_state
         )
 
-        server = grpc.aio.server(interceptors=[AccessLogInterceptor()])
+        server = grpc.aio.server(
+            interceptors=[AccessLogInterceptor()],
+            # grpcio turns SO_REUSEPORT on by default: a second process on the same port
+            # would start silently and take half the connections.
+            options=[("grpc.so_reuseport", int(self.settings.grpc_reuse_port))],
+        )
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
             WritebackServicer(
                 districts=districts,
@@ -128,17 +183,23 @@ class Server:
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        reflection.enable(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
         )
-        self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
-        if not self.port:
-            raise SystemExit(f"cannot bind gRPC port {self.settings.grpc_port}")
+        host, port = self.settings.grpc_host, self.settings.grpc_port
+        address = f"{host}:{port}"
+        problem = None if self.settings.grpc_reuse_port else _cannot_listen(host, port)
+        bound = 0
+        if problem is None:
+            with contextlib.suppress(RuntimeError):  # grpcio raises, or returns 0
+                bound = server.add_insecure_port(address)
+            problem = None if bound else "gRPC could not bind it"
+        if problem is not None:
+            raise StartupError(
+                f"cannot listen on {address}: {problem} (GRPC_REUSE_PORT=true lets several"
+                " processes share a port)"
+            )
+        self.port = bound
         await server.start()
         self._grpc = server
         self.worker.start()
@@ -150,21 +211,41 @@ class Server:
                 full_sync_interval=self.settings.full_sync_interval,
             )
             self._scheduler.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("service_started", port=self.port, embedded_postgres=self._embedded is not None)
-        return self.port
+        self._probe = DatabaseProbe(dsn)
+        worker, stale = self.worker, max(_LOOP_STALE_AFTER, 3 * settings.delivery_poll_seconds)
+        self._watch = HealthWatch(
+            self._health,
+            [SERVICE_NAME],
+            database=self._probe.reachable,
+            delivery=lambda: worker.loop_alive(stale),
+        )
+        await self._watch.start()
+        log.info("service_started", port=bound, embedded_postgres=self._embedded is not None)
+        return bound
 
     async def wait(self) -> None:
         """Block until the gRPC server stops."""
         if self._grpc is not None:
             await self._grpc.wait_for_termination()
 
-    async def stop(self) -> None:
-        """Report NOT_SERVING; let in-flight RPCs and deliveries finish within the shutdown
-        grace, hand unfinished deliveries to the other processes; then close everything."""
-        if self._grpc is not None:
-            await self._health.enter_graceful_shutdown()
+    async def stop(self, *, drain: float = 0.0) -> None:
+        """Report NOT_SERVING at once and keep serving for ``drain`` seconds, so load
+        balancers see the health change and stop sending; then stop accepting, let in-flight
+        RPCs and deliveries finish within the shutdown grace, hand unfinished deliveries to
+        the other processes, and close everything."""
+        if self._watch is not None:
+            await self._watch.draining()
+        if self._grpc is not None and drain > 0:
+            log.info("service_draining", drain_s=drain)
+            await asyncio.sleep(drain)
+        await self._close()
+        log.info("service_stopped")
+
+    async def _close(self) -> None:
+        """Stop and close whatever has been started, in dependency order."""
+        if self._watch is not None:
+            await self._watch.stop()
+            self._watch = None
         stopping = []
         if self._grpc is not None:
             stopping.append(self._grpc.stop(self.settings.shutdown_grace))
@@ -180,24 +261,36 @@ class Server:
             self._sync_jobs = None
         await self._rosters.close()
         await self._powerschool.close()
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
-        log.info("service_stopped")
 
 
 async def serve(settings: Settings | None = None) -> None:
-    """Run the service until SIGINT or SIGTERM."""
+    """Run the service until SIGINT or SIGTERM, then drain and stop (see
+    :meth:`Server.stop`). A start that fails is one ``startup_failed`` log line and
+    ``SystemExit(1)``."""
     settings = settings or Settings.from_env()
     configure(settings.log_level, settings.log_format)
     server = Server(settings)
-    await server.start()
+    try:
+        await server.start()
+    except StartupError as exc:
+        # What is wrong, in one line: a traceback would only bury it.
+        log.error("startup_failed", error=str(exc))  # noqa: TRY400
+        raise SystemExit(1) from None
+    except Exception:
+        log.exception("startup_failed", error="unexpected error")
+        raise SystemExit(1) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await server.stop()
+    await server.stop(drain=settings.shutdown_drain)

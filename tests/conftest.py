@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+
+# Before grpc is imported (as the service's package does): tests start subprocesses while
+# gRPC is busy, and its fork handlers would print "skipping fork() handlers" each time.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import shutil
 import tempfile
 import uuid

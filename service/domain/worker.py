@@ -92,6 +92,7 @@ class DeliveryWorker:
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._next_heartbeat = 0.0
+        self._loop_beat: float | None = None  # monotonic; when the claim loop last went round
         self._tasks: dict[asyncio.Task[None], DeliveryJob] = {}
         self._leases: dict[str, _Lease] = {}  # by token
         self._loops: list[asyncio.Task[None]] = []
@@ -102,6 +103,7 @@ class DeliveryWorker:
 
     def start(self) -> None:
         """Start claiming jobs and renewing leases."""
+        self._loop_beat = time.monotonic()  # starting counts: the loop gets its first round
         self._loops = [
             asyncio.create_task(self._run_loop(), name="delivery-worker"),
             asyncio.create_task(self._renew_loop(), name="delivery-leases"),
@@ -130,6 +132,13 @@ class DeliveryWorker:
                 handed = await self._records.hand_over([job for _, job in unfinished])
                 log.info("deliveries_handed_over", jobs=handed)
             await self._workers.leave(self.owner)
+
+    def loop_alive(self, stale_after: float) -> bool:
+        """True while the claim loop runs and went round within the last ``stale_after``
+        seconds (it goes round at least every ``poll`` seconds unless it is stuck)."""
+        running = bool(self._loops) and not self._loops[0].done()
+        beat = self._loop_beat
+        return running and beat is not None and time.monotonic() - beat <= stale_after
 
     def wake(self, _district_id: str = "") -> None:
         """Look for due jobs now."""
@@ -168,6 +177,7 @@ class DeliveryWorker:
     async def _run_loop(self) -> None:
         async with self._records.listening(self.wake):
             while True:
+                self._loop_beat = time.monotonic()
                 try:
                     await self._heartbeat()
                     await self._dispatch()

@@ -3,6 +3,7 @@
 from service.store._database import EmbeddedPostgres, open_pool
 from service.store.attendance import AttendanceStore, Submitted
 from service.store.districts import DistrictStore
+from service.store.health import DatabaseProbe
 from service.store.students import StudentStore
 from service.store.sync_jobs import SyncJobStore
 from service.store.sync_state import SyncState, SyncStateStore
@@ -10,6 +11,7 @@ from service.store.workers import WorkerRegistry
 
 __all__ = [
     "AttendanceStore",
+    "DatabaseProbe",
     "DistrictStore",
     "EmbeddedPostgres",
     "StudentStore",

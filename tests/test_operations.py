@@ -1,0 +1,298 @@
+"""What on-call and load balancers rely on: health that follows Postgres and the delivery
+loop, a drain on SIGTERM, one port per process unless sharing is asked for, startup failures
+as one JSON line, and reflection (v1 and v1alpha) that describes the error details."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from writeback.v1 import writeback_pb2 as pb
+from writeback.v1 import writeback_pb2_grpc
+
+from service import Server
+from service.store import EmbeddedPostgres
+from tests.helpers import fast_settings
+from tests.test_process import free_port
+
+SERVICE = "writeback.v1.WritebackService"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def within(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
+    """Seconds until ``check()`` holds; fails the test after ``seconds``."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds} s")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def statuses(channel: grpc.aio.Channel) -> set[int]:
+    """The health of the whole server ("") and of the writeback service."""
+    health = health_pb2_grpc.HealthStub(channel)
+    return {
+        (await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)).status
+        for name in ("", SERVICE)
+    }
+
+
+def json_lines(stderr: bytes) -> list[dict[str, Any]]:
+    """Every stderr line, each of which must be a JSON object."""
+    return [json.loads(line) for line in stderr.decode().splitlines()]
+
+
+async def test_health_follows_postgres_down_and_back(tmp_path: Path) -> None:
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    srv = Server(fast_settings(await asyncio.to_thread(pg.start), run_scheduler=False))
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            assert await statuses(channel) == {SERVING}
+            await asyncio.to_thread(pg.stop)
+
+            async def not_serving() -> bool:
+                return await statuses(channel) == {NOT_SERVING}
+
+            assert await within(5, not_serving) < 5
+            await asyncio.to_thread(pg.start)
+
+            async def serving() -> bool:
+                return await statuses(channel) == {SERVING}
+
+            await within(10, serving)
+    finally:
+        await srv.stop()
+        await asyncio.to_thread(pg.stop)
+
+
+async def test_health_is_not_serving_when_the_delivery_loop_has_stopped(
+    own_database: str,
+) -> None:
+    srv = Server(fast_settings(own_database, run_scheduler=False))
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            assert await statuses(channel) == {SERVING}
+            assert srv.worker is not None
+            await srv.worker.stop()  # as if the loop had died: this process delivers nothing
+
+            async def not_serving() -> bool:
+                return await statuses(channel) == {NOT_SERVING}
+
+            await within(3, not_serving)
+    finally:
+        await srv.stop()
+
+
+async def start_service(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        env={**os.environ, "LOG_FORMAT": "json", "GRPC_HOST": "127.0.0.1", **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_sigterm_drains_then_exits_zero(own_database: str) -> None:
+    """SIGTERM: health NOT_SERVING at once, RPCs (on open and new connections) still
+    answered for SHUTDOWN_DRAIN_SECONDS, then a clean exit."""
+    port = free_port()
+    drain = 3.0
+    proc = await start_service(
+        {
+            "DATABASE_URL": own_database,
+            "GRPC_PORT": str(port),
+            "SHUTDOWN_DRAIN_SECONDS": str(drain),
+            "SYNC_SCHEDULER": "false",
+        }
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+            assert await statuses(channel) == {SERVING}
+            stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+
+            async def not_serving() -> bool:
+                return await statuses(channel) == {NOT_SERVING}
+
+            assert await within(1, not_serving) < 1
+            answered = 0
+            while time.monotonic() - signalled < drain - 0.5:
+                await stub.ListDistricts(pb.ListDistrictsRequest(), timeout=2)
+                async with grpc.aio.insecure_channel(target) as fresh:
+                    await writeback_pb2_grpc.WritebackServiceStub(fresh).ListDistricts(
+                        pb.ListDistrictsRequest(), timeout=2
+                    )
+                answered += 1
+                await asyncio.sleep(0.2)
+            assert answered >= 5
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+        exited = time.monotonic() - signalled
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    assert exited >= drain
+    events = [line["event"] for line in json_lines(stderr) if line["event"] != "rpc"]
+    assert events[-3:] == ["health_not_serving", "service_draining", "service_stopped"]
+    assert not any("fork" in line.decode() for line in stderr.splitlines())
+
+
+async def wait_for_start(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    """The process's first line that says it started or failed."""
+    assert proc.stderr is not None
+    while line := await asyncio.wait_for(proc.stderr.readline(), timeout=30):
+        event = json.loads(line)
+        if event["event"] in ("service_started", "startup_failed"):
+            return dict(event)
+    raise AssertionError("the process ended without a word")
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), timeout=30)
+
+
+async def test_a_second_instance_on_a_port_in_use_fails_clearly(own_database: str) -> None:
+    port = free_port()
+    env = {
+        "DATABASE_URL": own_database,
+        "GRPC_PORT": str(port),
+        "SYNC_SCHEDULER": "false",
+        "SHUTDOWN_DRAIN_SECONDS": "0",
+    }
+    first = await start_service(env)
+    try:
+        assert (await wait_for_start(first))["event"] == "service_started"
+        second = await start_service(env)
+        stdout, stderr = await asyncio.wait_for(second.communicate(), timeout=30)
+        assert second.returncode != 0
+        lines = json_lines(stderr)
+        assert [(line["event"], line["level"]) for line in lines] == [("startup_failed", "error")]
+        assert f"127.0.0.1:{port}" in lines[0]["error"]
+        assert "the port is in use" in lines[0]["error"]
+        assert stdout == b""
+    finally:
+        await stop(first)
+
+
+async def test_grpc_reuse_port_lets_two_processes_share_a_port(own_database: str) -> None:
+    port = free_port()
+    env = {
+        "DATABASE_URL": own_database,
+        "GRPC_PORT": str(port),
+        "SYNC_SCHEDULER": "false",
+        "SHUTDOWN_DRAIN_SECONDS": "0",
+        "GRPC_REUSE_PORT": "true",
+    }
+    first = await start_service(env)
+    second = None
+    try:
+        assert (await wait_for_start(first))["event"] == "service_started"
+        second = await start_service(env)
+        started = await wait_for_start(second)
+        assert (started["event"], started["port"]) == ("service_started", port)
+    finally:
+        await stop(first)
+        if second is not None:
+            await stop(second)
+
+
+async def test_an_unreachable_database_is_one_json_line_and_a_failed_exit() -> None:
+    port = free_port()
+    proc = await start_service(
+        {
+            "DATABASE_URL": f"postgresql://writeback:S3CRET@127.0.0.1:{free_port()}/wb",
+            "GRPC_PORT": str(port),
+        }
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode != 0
+    lines = json_lines(stderr)
+    assert [(line["event"], line["level"]) for line in lines] == [("startup_failed", "error")]
+    assert "cannot reach the database" in lines[0]["error"]
+    assert b"S3CRET" not in stderr
+    assert stdout == b""
+
+
+class _V1ReflectionStub:
+    """grpc.reflection.v1's one method: the same messages as v1alpha under the v1 name."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.ServerReflectionInfo = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+
+
+def decode_not_found_by_reflection(target: str, version: str) -> dict[str, Any]:
+    """Ask for an unknown district and decode the error's details using only what the
+    server's reflection (``version``) describes: nothing compiled in for google.rpc."""
+    with grpc.insecure_channel(target) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        if version == "v1":
+            # grpcio-reflection's client speaks v1alpha only; same messages, v1 method name.
+            database._stub = _V1ReflectionStub(channel)
+        services = set(database.get_services())
+        pool = descriptor_pool.DescriptorPool(database)
+
+        def message(name: str) -> Any:
+            return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))()
+
+        stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetDistrict(pb.GetDistrictRequest(district_id="nobody"))
+        trailers = dict(err.value.trailing_metadata())  # type: ignore[attr-defined]
+        status = message("google.rpc.Status")
+        status.ParseFromString(trailers["grpc-status-details-bin"])
+        details = {}
+        for detail in status.details:
+            decoded = message(detail.type_url.split("/")[-1])
+            decoded.ParseFromString(detail.value)
+            details[decoded.DESCRIPTOR.full_name] = decoded
+        for name in ("google.rpc.BadRequest", "google.rpc.RetryInfo"):
+            pool.FindMessageTypeByName(name)
+        return {"services": services, "code": status.code, "details": details}
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_alone_decodes_error_details(server: Server, version: str) -> None:
+    got = await asyncio.to_thread(
+        decode_not_found_by_reflection, f"127.0.0.1:{server.port}", version
+    )
+    assert {
+        SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= got["services"]
+    assert got["code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    info = got["details"]["google.rpc.ErrorInfo"]
+    assert info.reason
+    assert info.domain
