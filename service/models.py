@@ -310,6 +310,8 @@ class DeliveryJob:
     created_at: datetime
     lease_token: str
     """This claim's fencing token: outcomes are only accepted with it."""
+    request_id: str | None = None
+    """The request that queued (or last re-queued) the job, for its log lines."""
 
 
 @dataclass(frozen=True)

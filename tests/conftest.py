@@ -46,7 +46,8 @@ class LogCapture(io.StringIO):
 @pytest.fixture(scope="session")
 def logs() -> LogCapture:
     capture = LogCapture()
-    configure("INFO", "json", stream=capture)
+    # DEBUG: tests follow each HTTP call, which is logged at debug.
+    configure("DEBUG", "json", stream=capture)
     return capture
 
 

@@ -8,8 +8,10 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ from writeback.v1 import writeback_pb2_grpc
 
 from service import Server
 from service.store import EmbeddedPostgres
-from tests.helpers import fast_settings
+from tests.conftest import LogCapture
+from tests.helpers import World, fast_settings, local, ts
 from tests.test_process import free_port
 
 SERVICE = "writeback.v1.WritebackService"
@@ -296,3 +299,73 @@ async def test_reflection_alone_decodes_error_details(server: Server, version: s
     info = got["details"]["google.rpc.ErrorInfo"]
     assert info.reason
     assert info.domain
+
+
+def lines_of(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def test_a_check_in_is_followed_by_its_request_id_from_rpc_to_outcome(
+    world: World, logs: LogCapture
+) -> None:
+    await world.setup()
+    student = world.student()
+    await world.resolve(sis_id=str(student.dcid))
+    request_id = f"front-desk-{uuid.uuid4().hex[:8]}"
+    mark = logs.tell()
+    world.sim.faults.queue.append((503, None))  # the first delivery call fails: one retry
+    call = world.stub.SubmitAttendance(
+        pb.SubmitAttendanceRequest(
+            district_id=world.district_id,
+            idempotency_key=uuid.uuid4().hex,
+            student=pb.StudentKey(sis_id=str(student.dcid)),
+            event=pb.ATTENDANCE_EVENT_LATE_CHECK_IN,
+            occurred_at=ts(local(world.school_day(), 8, 20)),
+            reason="Bus late",
+            wait_for_writeback=True,
+        ),
+        metadata=(("x-request-id", request_id),),
+        timeout=20,
+    )
+    response = await call
+    assert dict(await call.initial_metadata())["x-request-id"] == request_id
+    assert response.record.state == pb.ATTENDANCE_STATE_WRITTEN
+    record_id = response.record.record_id
+
+    ours = [line for line in lines_of(logs.since(mark)) if line.get("request_id") == request_id]
+    instance = f"{socket.gethostname()}:{os.getpid()}"
+    assert all(line["instance"] == instance for line in ours)
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for line in ours:
+        by_event.setdefault(line["event"], []).append(line)
+    [rpc] = by_event["rpc"]
+    assert (rpc["rpc"], rpc["level"]) == ("/writeback.v1.WritebackService/SubmitAttendance", "info")
+    [retry] = by_event["attendance_delivery_retry"]
+    [outcome] = by_event["attendance_delivery"]
+    for line, level, attempt in ((retry, "warning", 1), (outcome, "info", 2)):
+        assert line["level"] == level
+        assert (line["record_id"], line["district_id"], line["attempt"]) == (
+            record_id,
+            world.district_id,
+            attempt,
+        )
+    assert outcome["state"] == "written"
+    delivery_calls = [c for c in by_event["powerschool_call"] if c.get("record_id") == record_id]
+    assert delivery_calls
+    assert {c["level"] for c in delivery_calls} == {"debug"}
+
+
+async def test_a_request_without_an_id_gets_one_back(
+    stub: writeback_pb2_grpc.WritebackServiceStub, logs: LogCapture
+) -> None:
+    mark = logs.tell()
+    call = stub.ListDistricts(pb.ListDistrictsRequest())
+    await call
+    request_id = dict(await call.initial_metadata())["x-request-id"]
+    assert len(request_id) == 32
+    [line] = [
+        line
+        for line in lines_of(logs.since(mark))
+        if line["event"] == "rpc" and line.get("request_id") == request_id
+    ]
+    assert line["rpc"].endswith("/ListDistricts")

@@ -153,7 +153,7 @@ class ClassLinkClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RosterUnavailable(f"ClassLink unreachable: {type(exc).__name__}") from exc
         finally:
-            log.info(
+            log.debug(
                 "classlink_call",
                 endpoint=f"{API_PATH}{path}",
                 http_status=status,

@@ -194,7 +194,7 @@ class CleverClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RosterUnavailable(f"Clever unreachable: {type(exc).__name__}") from exc
         finally:
-            log.info(
+            log.debug(
                 "clever_call",
                 endpoint=urlsplit(url).path,
                 http_status=status,

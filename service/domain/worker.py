@@ -287,7 +287,11 @@ class DeliveryWorker:
 
     async def _deliver(self, job: DeliveryJob, lease: _Lease, probe: str | None) -> None:
         structlog.contextvars.bind_contextvars(
-            district_id=job.district_id, record_id=job.record_id, job=job.kind.value
+            district_id=job.district_id,
+            record_id=job.record_id,
+            job=job.kind.value,
+            attempt=job.attempts,
+            request_id=job.request_id,
         )
         try:
             record = await self._records.get(job.district_id, job.record_id)
@@ -368,7 +372,7 @@ class DeliveryWorker:
             return
         assert outcome.failure is not None
         if base_url is not None and self._politeness.failed(base_url, outcome.failure):
-            log.warning("powerschool_breaker_opened")
+            log.warning("powerschool_breaker_opened", base_url=base_url)
         age = (datetime.now(UTC) - (job.first_attempt_at or job.created_at)).total_seconds()
         if rules.gives_up(age, self.settings.max_age):
             message = rules.give_up_message(job.attempts, age, outcome.message)
@@ -377,7 +381,7 @@ class DeliveryWorker:
                 AttendanceState.FAILED,
                 attempt=_attempt(job, AttemptOutcome.FAILED, outcome, message),
             )
-            log.warning("attendance_delivery_gave_up", attempts=job.attempts)
+            log.error("attendance_delivery_gave_up", attempts=job.attempts)
             return
         delay = self.settings.backoff.delay(
             job.attempts,
@@ -390,7 +394,7 @@ class DeliveryWorker:
             datetime.now(UTC) + timedelta(seconds=delay),
             _attempt(job, AttemptOutcome.RETRY, outcome),
         )
-        log.info(
+        log.warning(
             "attendance_delivery_retry",
             attempt=job.attempts,
             delay_s=round(delay, 2),
@@ -402,7 +406,7 @@ class DeliveryWorker:
         for district_id, district in list(self._known.items()):
             if district.powerschool.base_url == base_url:
                 await self._records.release_district(district_id)
-        log.info("powerschool_back")
+        log.warning("powerschool_back", base_url=base_url)
 
 
 def _attempt(

@@ -189,7 +189,7 @@ class PowerSchoolClient:
                 f"PowerSchool token endpoint unreachable: {type(exc).__name__}"
             ) from exc
         finally:
-            log.info(
+            log.debug(
                 "powerschool_call",
                 endpoint="/oauth/access_token",
                 http_status=status,
@@ -249,7 +249,7 @@ class PowerSchoolClient:
                     f"PowerSchool unreachable: {type(exc).__name__}"
                 ) from exc
             finally:
-                log.info(
+                log.debug(
                     "powerschool_call",
                     endpoint=path,
                     method=method,
