@@ -17,6 +17,10 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+# Before grpc is imported, which reads it: the demo forks (embedded Postgres) while gRPC is
+# busy, and gRPC's fork handlers (for fork without exec) would print a warning each time.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import grpc
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc

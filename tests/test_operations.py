@@ -34,6 +34,7 @@ from tests.helpers import World, fast_settings, local, ts
 from tests.test_process import free_port
 
 SERVICE = "writeback.v1.WritebackService"
+DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -369,3 +370,26 @@ async def test_a_request_without_an_id_gets_one_back(
         if line["event"] == "rpc" and line.get("request_id") == request_id
     ]
     assert line["rpc"].endswith("/ListDistricts")
+
+
+async def test_make_demo_honours_log_level_and_format(own_database: str) -> None:
+    """The demo's own default is warnings only, for humans; LOG_LEVEL and LOG_FORMAT win."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(DEMO),
+        env={
+            **os.environ,
+            "DATABASE_URL": own_database,
+            "LOG_LEVEL": "DEBUG",
+            "LOG_FORMAT": "json",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert b"ATTENDANCE_STATE_WRITTEN" in stdout
+    lines = json_lines(stderr)  # every line JSON: no console lines, no gRPC warnings
+    levels = {line["level"] for line in lines}
+    assert {"debug", "info"} <= levels
+    assert any(line["event"] == "attendance_delivery" for line in lines)
