@@ -14,6 +14,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
+from service import tracing
 from service.api import AccessLogInterceptor, WritebackServicer, reflection
 from service.config import Settings
 from service.domain import (
@@ -278,6 +279,7 @@ async def serve(settings: Settings | None = None) -> None:
     ``SystemExit(1)``."""
     settings = settings or Settings.from_env()
     configure(settings.log_level, settings.log_format)
+    tracing.configure(settings.otlp_endpoint)
     server = Server(settings)
     try:
         await server.start()
@@ -294,3 +296,4 @@ async def serve(settings: Settings | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(drain=settings.shutdown_drain)
+    tracing.shutdown()

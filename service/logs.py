@@ -2,7 +2,8 @@
 
 Request-scoped fields (method, district, request_id) come from structlog's contextvars,
 so every line logged while handling an RPC carries them; a delivery binds its record,
-district, attempt and the request_id of the RPC that queued it.
+district, attempt and the request_id of the RPC that queued it. A line logged inside a
+trace carries its ``trace_id``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 from typing import TextIO
 
 import structlog
+
+from service.tracing import current_trace_id
 
 _HOST = socket.gethostname()
 # Keys that must never reach a log line even if a caller binds them by mistake.
@@ -47,6 +50,15 @@ def _instance(
     return event_dict
 
 
+def _trace_id(
+    _logger: object, _name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        event_dict.setdefault("trace_id", trace_id)
+    return event_dict
+
+
 def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure structlog (and stdlib logging) process-wide; lines go to ``stream``
     (standard error by default), each naming this process (``instance``: host and pid)."""
@@ -60,6 +72,7 @@ def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = No
         processors=[
             structlog.contextvars.merge_contextvars,
             _instance,
+            _trace_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,

@@ -29,6 +29,8 @@ FAST = {
     "delivery_backoff_cap": 2.0,
     "breaker_cooldown": 0.5,
     "breaker_max_cooldown": 2.0,
+    # Processes stop at once; tests/test_operations.py measures the drain itself.
+    "shutdown_drain": 0.0,
 }
 
 

@@ -37,6 +37,7 @@ VALID = {
     "SHUTDOWN_GRACE_SECONDS": ("0", 0.0),
     "SHUTDOWN_DRAIN_SECONDS": ("0", 0.0),
     "GRPC_REUSE_PORT": ("1", True),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("http://collector:4317", "http://collector:4317"),
     "ROSTER_PAGE_SIZE": ("250", 250),
     "SYNC_POLL_SECONDS": ("5", 5.0),
     "FULL_SYNC_INTERVAL": ("3600", 3600.0),

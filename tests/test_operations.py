@@ -24,11 +24,13 @@ from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service import Server
 from service.store import EmbeddedPostgres
+from simulators.powerschool import PowerSchoolSimulator
 from tests.conftest import LogCapture
 from tests.helpers import World, fast_settings, local, ts
 from tests.test_process import free_port
@@ -393,3 +395,107 @@ async def test_make_demo_honours_log_level_and_format(own_database: str) -> None
     levels = {line["level"] for line in lines}
     assert {"debug", "info"} <= levels
     assert any(line["event"] == "attendance_delivery" for line in lines)
+
+
+def check_in(world: World, minute: int) -> pb.SubmitAttendanceRequest:
+    return pb.SubmitAttendanceRequest(
+        district_id=world.district_id,
+        idempotency_key=uuid.uuid4().hex,
+        student=pb.StudentKey(sis_id=str(world.student(index=minute % 5).dcid)),
+        event=pb.ATTENDANCE_EVENT_LATE_CHECK_IN,
+        occurred_at=ts(local(world.school_day(), 8, minute)),
+        reason="Bus late",
+        wait_for_writeback=True,
+    )
+
+
+async def test_a_callers_trace_id_reaches_every_line_of_the_delivery(
+    world: World, logs: LogCapture
+) -> None:
+    """No collector configured: nothing is recorded, but the caller's trace context is kept
+    with the job and its trace_id is on the RPC's and the delivery's lines."""
+    await world.setup()
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    mark = logs.tell()
+    response = await world.stub.SubmitAttendance(
+        check_in(world, 25),
+        metadata=(("traceparent", f"00-{trace_id}-{parent}-01"),),
+        timeout=20,
+    )
+    assert response.record.state == pb.ATTENDANCE_STATE_WRITTEN
+    ours = [
+        line
+        for line in lines_of(logs.since(mark))
+        if line.get("record_id") == response.record.record_id or line["event"] == "rpc"
+    ]
+    events = {line["event"]: line for line in ours if line.get("trace_id") == trace_id}
+    assert {"rpc", "attendance_delivery", "powerschool_call"} <= set(events)
+
+
+class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP trace receiver: keeps every span exported to it."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+
+    async def Export(self, request: Any, context: Any) -> Any:  # noqa: N802  (the proto names it)
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                self.spans.extend(scope.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def test_traces_are_exported_when_a_collector_is_configured(
+    own_database: str, sim: PowerSchoolSimulator
+) -> None:
+    collector = _Collector()
+    receiver = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)
+    otlp_port = receiver.add_insecure_port("127.0.0.1:0")
+    await receiver.start()
+    port = free_port()
+    proc = await start_service(
+        {
+            "DATABASE_URL": own_database,
+            "GRPC_PORT": str(port),
+            "SYNC_SCHEDULER": "false",
+            "SHUTDOWN_DRAIN_SECONDS": "0",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+        }
+    )
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+            world = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
+            await world.setup()
+            response = await world.stub.SubmitAttendance(
+                check_in(world, 30),
+                metadata=(("traceparent", f"00-{trace_id}-{parent}-01"),),
+                timeout=20,
+            )
+            assert response.record.state == pb.ATTENDANCE_STATE_WRITTEN
+        proc.send_signal(signal.SIGTERM)  # spans still buffered are sent on the way out
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await receiver.stop(None)
+    assert proc.returncode == 0
+    ours = [s for s in collector.spans if s.trace_id.hex() == trace_id]
+    by_name = {s.name: s for s in ours}
+    rpc = by_name["writeback.v1.WritebackService/SubmitAttendance"]
+    delivery = by_name["attendance_delivery"]
+    assert rpc.parent_span_id.hex() == parent
+    assert delivery.parent_span_id == rpc.span_id
+    writes = [
+        s for s in ours if s.name.startswith("PowerSchool") and s.parent_span_id == delivery.span_id
+    ]
+    assert writes, [s.name for s in ours]
+    delivered = [
+        line
+        for line in json_lines(stderr)
+        if line["event"] == "attendance_delivery" and line.get("trace_id") == trace_id
+    ]
+    assert len(delivered) == 1

@@ -1,6 +1,7 @@
 """Cross-cutting RPC concerns: one access-log line per RPC with request-scoped context
 (the request id, the caller's ``x-request-id`` or a new one, is echoed in the response's
-initial metadata and kept with any delivery the RPC queues),
+initial metadata and kept with any delivery the RPC queues), a trace span continuing the
+caller's ``traceparent``,
 domain errors turned into rich statuses, and a last-resort INTERNAL for bugs (never
 UNKNOWN, never a traceback to the caller)."""
 
@@ -16,6 +17,7 @@ import grpc
 import structlog
 from grpc.aio import AbortError, ServicerContext
 
+from service import tracing
 from service.api.errors import internal_status, to_status
 from service.errors import DomainError
 from service.request_context import reset_request_id, set_request_id
@@ -47,6 +49,13 @@ def _request_id(context: _Context) -> str:
 
 def _wrap(method: str, behavior: _Handler) -> _Handler:
     async def handle(request: Any, context: _Context) -> Any:
+        if method.startswith(_PROBES):  # a span a second per load balancer says nothing
+            return await logged(request, context)
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        with tracing.server_span(method.lstrip("/"), metadata):
+            return await logged(request, context)
+
+    async def logged(request: Any, context: _Context) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context)
         structlog.contextvars.clear_contextvars()

@@ -48,10 +48,11 @@ def enable(service_names: list[str], server: grpc.aio.Server) -> None:
     """Serve reflection for ``service_names`` (and both reflection services themselves)
     under v1 and v1alpha."""
     pool = descriptor_pool.Default()
+    v1 = _v1_file()
     try:
-        pool.FindFileByName(_v1_file().name)
-    except KeyError:
-        pool.Add(_v1_file())
+        pool.FindFileByName(v1.name)
+    except KeyError:  # not yet added by an earlier server in this process
+        pool.Add(v1)
     for name in DETAIL_FILES:  # fails at start, not at a client's first question
         pool.FindFileByName(name)
     names = [*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME]

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from service import tracing
 from service.domain import rules
 from service.domain.delivery import Deliverer, LeaseLost, Outcome
 from service.domain.districts import DistrictService
@@ -286,6 +287,20 @@ class DeliveryWorker:
         return district
 
     async def _deliver(self, job: DeliveryJob, lease: _Lease, probe: str | None) -> None:
+        # A child of the span of the RPC that queued the job, however much later it runs.
+        with tracing.continued(
+            "attendance_delivery",
+            job.traceparent,
+            {
+                "writeback.district_id": job.district_id,
+                "writeback.record_id": job.record_id,
+                "writeback.job": job.kind.value,
+                "writeback.attempt": job.attempts,
+            },
+        ):
+            await self._run_attempt(job, lease, probe)
+
+    async def _run_attempt(self, job: DeliveryJob, lease: _Lease, probe: str | None) -> None:
         structlog.contextvars.bind_contextvars(
             district_id=job.district_id,
             record_id=job.record_id,

@@ -36,6 +36,7 @@ from service.request_context import current_request_id
 from service.store import notifications
 from service.store._database import connection
 from service.store._queries import load
+from service.tracing import current_traceparent
 
 _Q = load("attendance")
 CHANNEL = "writeback_jobs"
@@ -120,6 +121,7 @@ def _job(row: asyncpg.Record) -> DeliveryJob:
         created_at=row["created_at"],
         lease_token=str(row["lease_token"]),
         request_id=row["request_id"],
+        traceparent=row["traceparent"],
     )
 
 
@@ -150,7 +152,8 @@ def _replayed(row: asyncpg.Record) -> Submitted:
 
 class AttendanceStore:
     """Stores records, keys and jobs; hands jobs to workers. A job queued or re-queued while
-    a request is handled keeps that request's id (:mod:`service.request_context`)."""
+    a request is handled keeps that request's id (:mod:`service.request_context`) and trace
+    context (:mod:`service.tracing`)."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
@@ -248,6 +251,7 @@ class AttendanceStore:
                     record.district_id,
                     JobKind.WRITE.value,
                     current_request_id(),
+                    current_traceparent(),
                 )
                 await conn.execute(_Q["notify"], record.district_id)
         return Submitted(_record(row))
@@ -279,6 +283,7 @@ class AttendanceStore:
                     record.district_id,
                     JobKind.CANCEL.value,
                     current_request_id(),
+                    current_traceparent(),
                 )
                 await conn.execute(_Q["notify"], record.district_id)
         return _record(_must(row))
@@ -439,6 +444,7 @@ class AttendanceStore:
                     district_id,
                     row["cancel_requested"],
                     current_request_id(),
+                    current_traceparent(),
                 )
                 await conn.execute(_Q["notify"], district_id)
         return None if row is None else _record(row)
@@ -447,7 +453,12 @@ class AttendanceStore:
         """Queue every FAILED record with an attendance date in [first, last]."""
         async with connection(self._pool) as conn, conn.transaction():
             rows = await conn.fetch(
-                _Q["retry_failed"], district_id, first, last, current_request_id()
+                _Q["retry_failed"],
+                district_id,
+                first,
+                last,
+                current_request_id(),
+                current_traceparent(),
             )
             await conn.execute(_Q["notify"], district_id)
         return len(rows)
