@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _TRACER_NAME = "writeback"
@@ -76,13 +76,21 @@ def continued(
         yield span
 
 
-@contextmanager
-def client_span(name: str, attributes: Mapping[str, str]) -> Iterator[Span]:
-    """A span for one outbound call, a child of whatever is current."""
-    with _tracer().start_as_current_span(
-        name, kind=SpanKind.CLIENT, attributes=dict(attributes)
-    ) as span:
-        yield span
+def start_client_span(name: str, method: str, path: str) -> Span:
+    """A span for one outbound HTTP call, a child of whatever is current; end it with
+    :func:`end_client_span`."""
+    return _tracer().start_span(
+        name, kind=SpanKind.CLIENT, attributes={"http.request.method": method, "url.path": path}
+    )
+
+
+def end_client_span(span: Span, http_status: int | None) -> None:
+    """End an outbound call's span with its answer (None: no answer came)."""
+    if http_status is not None:
+        span.set_attribute("http.response.status_code", http_status)
+    if http_status is None or http_status >= 500:
+        span.set_status(StatusCode.ERROR)
+    span.end()
 
 
 def current_traceparent() -> str | None:

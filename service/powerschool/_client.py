@@ -158,49 +158,46 @@ class PowerSchoolClient:
     async def _fetch_token(self) -> str:
         started = time.perf_counter()
         status: int | None = None
-        with tracing.client_span(
-            "PowerSchool POST", {"http.request.method": "POST", "url.path": "/oauth/access_token"}
-        ) as span:
-            try:
-                async with self._session.post(
-                    f"{self.base_url}/oauth/access_token",
-                    data={"grant_type": "client_credentials"},
-                    headers={
-                        "Authorization": f"Basic {self._basic}",
-                        "Accept": "application/json",
-                        "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8",
-                    },
-                    timeout=self._timeout,
-                ) as resp:
-                    status = resp.status
-                    body = await _json_or_none(resp)
-                    if resp.status in _RETRYABLE_STATUSES or (resp.status >= 500):
-                        raise PowerSchoolUnavailable(
-                            f"PowerSchool token endpoint answered {resp.status}",
-                            status=resp.status,
-                            retry_after=_retry_after(resp),
-                        )
-                    token = body.get("access_token") if isinstance(body, dict) else None
-                    if resp.status >= 300 or not token:
-                        raise PowerSchoolAuthError(
-                            "PowerSchool refused the plugin's client ID/secret "
-                            f"(HTTP {resp.status}); check the district's PowerSchool credentials",
-                            status=resp.status,
-                        )
-                    expires_in = _int_or_none(body.get("expires_in")) or 3600
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise PowerSchoolUnavailable(
-                    f"PowerSchool token endpoint unreachable: {type(exc).__name__}"
-                ) from exc
-            finally:
-                if status is not None:
-                    span.set_attribute("http.response.status_code", status)
-                log.debug(
-                    "powerschool_call",
-                    endpoint="/oauth/access_token",
-                    http_status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                )
+        span = tracing.start_client_span("PowerSchool POST", "POST", "/oauth/access_token")
+        try:
+            async with self._session.post(
+                f"{self.base_url}/oauth/access_token",
+                data={"grant_type": "client_credentials"},
+                headers={
+                    "Authorization": f"Basic {self._basic}",
+                    "Accept": "application/json",
+                    "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8",
+                },
+                timeout=self._timeout,
+            ) as resp:
+                status = resp.status
+                body = await _json_or_none(resp)
+                if resp.status in _RETRYABLE_STATUSES or (resp.status >= 500):
+                    raise PowerSchoolUnavailable(
+                        f"PowerSchool token endpoint answered {resp.status}",
+                        status=resp.status,
+                        retry_after=_retry_after(resp),
+                    )
+                token = body.get("access_token") if isinstance(body, dict) else None
+                if resp.status >= 300 or not token:
+                    raise PowerSchoolAuthError(
+                        "PowerSchool refused the plugin's client ID/secret "
+                        f"(HTTP {resp.status}); check the district's PowerSchool credentials",
+                        status=resp.status,
+                    )
+                expires_in = _int_or_none(body.get("expires_in")) or 3600
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PowerSchoolUnavailable(
+                f"PowerSchool token endpoint unreachable: {type(exc).__name__}"
+            ) from exc
+        finally:
+            tracing.end_client_span(span, status)
+            log.debug(
+                "powerschool_call",
+                endpoint="/oauth/access_token",
+                http_status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
         # Refresh well before expiry so a long request never starts with a dying token.
         self._token_expires = time.monotonic() + max(expires_in * 0.9, 1.0)
         return str(token)
@@ -231,42 +228,39 @@ class PowerSchoolClient:
         for attempt in range(2):
             started = time.perf_counter()
             status: int | None = None
-            with tracing.client_span(
-                f"PowerSchool {method}", {"http.request.method": method, "url.path": path}
-            ) as span:
-                try:
-                    async with self._session.request(
-                        method,
-                        f"{self.base_url}{path}",
-                        params=params,
-                        json=json,
-                        headers={
-                            "Authorization": f"Bearer {token}",
-                            "Accept": "application/json",
-                        },
-                        timeout=self._timeout,
-                    ) as resp:
-                        status = resp.status
-                        body = await _json_or_none(resp)
-                        if resp.status == 401 and attempt == 0:
-                            token = await self._get_token(stale=token)
-                            continue
-                        _raise_for(resp, body, path, empty_ok=method == "DELETE")
-                        return body
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise PowerSchoolUnavailable(
-                        f"PowerSchool unreachable: {type(exc).__name__}"
-                    ) from exc
-                finally:
-                    if status is not None:
-                        span.set_attribute("http.response.status_code", status)
-                    log.debug(
-                        "powerschool_call",
-                        endpoint=path,
-                        method=method,
-                        http_status=status,
-                        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                    )
+            span = tracing.start_client_span(f"PowerSchool {method}", method, path)
+            try:
+                async with self._session.request(
+                    method,
+                    f"{self.base_url}{path}",
+                    params=params,
+                    json=json,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Accept": "application/json",
+                    },
+                    timeout=self._timeout,
+                ) as resp:
+                    status = resp.status
+                    body = await _json_or_none(resp)
+                    if resp.status == 401 and attempt == 0:
+                        token = await self._get_token(stale=token)
+                        continue
+                    _raise_for(resp, body, path, empty_ok=method == "DELETE")
+                    return body
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise PowerSchoolUnavailable(
+                    f"PowerSchool unreachable: {type(exc).__name__}"
+                ) from exc
+            finally:
+                tracing.end_client_span(span, status)
+                log.debug(
+                    "powerschool_call",
+                    endpoint=path,
+                    method=method,
+                    http_status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def authenticate(self) -> None:
