@@ -17,11 +17,16 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+# Before grpc is imported, which reads it: the demo forks (embedded Postgres) while gRPC is
+# busy, and gRPC's fork handlers (for fork without exec) would print a warning each time.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import grpc
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service import Server, Settings
+from service.config import ConfigError
 from service.logs import configure
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
@@ -138,8 +143,31 @@ def _timestamp(when: datetime) -> object:
     return ts
 
 
+def _settings() -> Settings:
+    """The environment's settings (LOG_LEVEL and LOG_FORMAT included; the demo's own
+    narrative wants warnings only, for humans, unless told otherwise) on a loopback port."""
+    env = dict(os.environ)
+    env["LOG_LEVEL"] = env.get("LOG_LEVEL", "").strip() or "WARNING"
+    env["LOG_FORMAT"] = env.get("LOG_FORMAT", "").strip() or "console"
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        raise SystemExit(f"demo: {exc}") from None
+    return replace(
+        settings,
+        data_dir=Path(".data/demo"),
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        # The simulators answer plain http on loopback.
+        allow_insecure_upstreams=True,
+        # Beside a running service, the demo must not take its metrics port.
+        metrics_port=0,
+    )
+
+
 async def main() -> None:
-    configure("WARNING", "console")
+    settings = _settings()
+    configure(settings.log_level, settings.log_format)
     dataset = demo_dataset(students_per_school=25)
     ps_sim = PowerSchoolSimulator(dataset, district_timezone=TZ)
     await ps_sim.start()
@@ -151,20 +179,7 @@ async def main() -> None:
     classlink = ClassLinkSimulator(people)
     for sim in (clever, wrong, classlink):
         await sim.start()
-    server = Server(
-        Settings(
-            database_url=os.environ.get("DATABASE_URL", ""),
-            data_dir=Path(".data/demo"),
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            # The embedded database keeps its key in .data/demo/secret-key; an external one
-            # needs the key in the environment like the service.
-            secret_key=os.environ.get("WRITEBACK_SECRET_KEY", ""),
-            secret_key_file=os.environ.get("WRITEBACK_SECRET_KEY_FILE", ""),
-            # The simulators answer plain http on loopback.
-            allow_insecure_upstreams=True,
-        )
-    )
+    server = Server(settings)
     await server.start()
     print(
         f"PowerSchool simulator {ps_sim.base_url}, Clever {clever.base_url}, ClassLink "

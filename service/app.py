@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import signal
+import socket
 
 import asyncpg
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
-from service.api import AccessLogInterceptor, MetricsInterceptor, WritebackServicer
+from service import tracing
+from service.api import AccessLogInterceptor, MetricsInterceptor, WritebackServicer, reflection
 from service.config import Settings, parse_allowlist
 from service.domain import (
     AttendanceService,
@@ -29,6 +32,7 @@ from service.domain import (
     SyncScheduler,
     WorkerSettings,
 )
+from service.health import HealthWatch
 from service.logs import configure
 from service.metrics import DomainMetrics, MetricsServer
 from service.outbound import OutboundPolicy
@@ -36,6 +40,7 @@ from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
     AttendanceStore,
+    DatabaseProbe,
     DistrictFigures,
     DistrictStore,
     EmbeddedPostgres,
@@ -55,6 +60,37 @@ log = structlog.get_logger("service")
 SERVICE_NAME = writeback_pb2.DESCRIPTOR.services_by_name["WritebackService"].full_name
 # A scrape waits at most this long for Postgres' figures (queue, roster schedule).
 _METRICS_QUERY_TIMEOUT = 2.0
+# The claim loop goes round every DELIVERY_POLL_SECONDS at most; one that has not for this
+# long (or three polls, if longer) is stuck, and this process delivers nothing.
+_LOOP_STALE_AFTER = 10.0
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (say, the port is in use), or None. Asked
+    before gRPC binds, whose own failure is an unstructured line on stderr."""
+    if port == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    for family, kind, proto, _, sockaddr in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC does: a connection of an earlier run in TIME_WAIT does not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                in_use = exc.errno == errno.EADDRINUSE
+                return "the port is in use" if in_use else exc.strerror or "bind refused"
+    return None
+
+
+class StartupError(Exception):
+    """The service cannot start (database unreachable, port taken); the message says why
+    and never carries the database URL."""
 
 
 class Server:
@@ -82,9 +118,20 @@ class Server:
         self.worker: DeliveryWorker | None = None
         self._health = health.aio.HealthServicer()
         self._metrics: MetricsServer | None = None
+        self._probe: DatabaseProbe | None = None
+        self._watch: HealthWatch | None = None
 
     async def start(self) -> int:
-        """Open the database (embedded if no URL), migrate, and serve; returns the port."""
+        """Open the database (embedded if no URL), migrate, and serve; returns the port.
+        Raises :class:`StartupError` (having closed whatever it opened) if the secret key,
+        the metrics port, the database or the gRPC port is not usable."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _start(self) -> int:
         sealer = _sealer(self.settings)
         if self.settings.metrics_port:
             # First, so a taken port stops the start before a database is opened.
@@ -96,7 +143,10 @@ class Server:
         try:
             self._pool = await open_pool(dsn, size=self.settings.db_pool_size, sealer=sealer)
         except SealError as exc:
-            raise SystemExit(f"writeback: {exc.message}") from None
+            raise StartupError(exc.message) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The class only: a driver's message may carry connection details.
+            raise StartupError(f"cannot reach the database ({type(exc).__name__})") from None
         if self._metrics is not None:
             self._metrics.record_pool()
 
@@ -142,8 +192,7 @@ class Server:
             districts, self._powerschool, self._rosters, load_plugin(), sync_state
         )
 
-        server = grpc.aio.server(interceptors=[MetricsInterceptor(), AccessLogInterceptor()])
-        writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
+        bound = await self._serve_grpc(
             WritebackServicer(
                 districts=districts,
                 resolver=resolver,
@@ -152,23 +201,8 @@ class Server:
                 sync_jobs=self._sync_jobs,
                 doctor=doctor,
                 checker=checker,
-            ),
-            server,
+            )
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-        )
-        self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
-        if not self.port:
-            raise SystemExit(f"cannot bind gRPC port {self.settings.grpc_port}")
-        await server.start()
-        self._grpc = server
         self.worker.start()
         if self.settings.run_scheduler:
             self._scheduler = SyncScheduler(
@@ -178,10 +212,49 @@ class Server:
                 full_sync_interval=self.settings.full_sync_interval,
             )
             self._scheduler.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("service_started", port=self.port, embedded_postgres=self._embedded is not None)
-        return self.port
+        self._probe = DatabaseProbe(dsn)
+        worker, stale = self.worker, max(_LOOP_STALE_AFTER, 3 * settings.delivery_poll_seconds)
+        self._watch = HealthWatch(
+            self._health,
+            [SERVICE_NAME],
+            database=self._probe.reachable,
+            delivery=lambda: worker.loop_alive(stale),
+        )
+        await self._watch.start()
+        log.info("service_started", port=bound, embedded_postgres=self._embedded is not None)
+        return bound
+
+    async def _serve_grpc(self, servicer: WritebackServicer) -> int:
+        """Serve the API, health and reflection; returns the bound port, or
+        :class:`StartupError` when the port cannot be listened on."""
+        server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(), AccessLogInterceptor()],
+            # grpcio turns SO_REUSEPORT on by default: a second process on the same port
+            # would start silently and take half the connections.
+            options=[("grpc.so_reuseport", int(self.settings.grpc_reuse_port))],
+        )
+        writeback_pb2_grpc.add_WritebackServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
+        )
+        host, port = self.settings.grpc_host, self.settings.grpc_port
+        address = f"{host}:{port}"
+        problem = None if self.settings.grpc_reuse_port else _cannot_listen(host, port)
+        bound = 0
+        if problem is None:
+            with contextlib.suppress(RuntimeError):  # grpcio raises, or returns 0
+                bound = server.add_insecure_port(address)
+            problem = None if bound else "gRPC could not bind it"
+        if problem is not None:
+            raise StartupError(
+                f"cannot listen on {address}: {problem} (GRPC_REUSE_PORT=true lets several"
+                " processes share a port)"
+            )
+        self.port = bound
+        await server.start()
+        self._grpc = server
+        return bound
 
     async def _serve_metrics(self) -> None:
         async def figures() -> list[DistrictFigures]:
@@ -201,18 +274,34 @@ class Server:
             pool=pool,
             timeout=_METRICS_QUERY_TIMEOUT,
         )
-        await self._metrics.start()
+        try:
+            await self._metrics.start()
+        except SystemExit as exc:  # the port is taken: said in the one startup_failed line
+            raise StartupError(str(exc.code)) from None
 
     async def wait(self) -> None:
         """Block until the gRPC server stops."""
         if self._grpc is not None:
             await self._grpc.wait_for_termination()
 
-    async def stop(self) -> None:
-        """Report NOT_SERVING; let in-flight RPCs and deliveries finish within the shutdown
-        grace, hand unfinished deliveries to the other processes; then close everything."""
-        if self._grpc is not None:
-            await self._health.enter_graceful_shutdown()
+    async def stop(self, *, drain: float = 0.0) -> None:
+        """Report NOT_SERVING at once and keep serving for ``drain`` seconds, so load
+        balancers see the health change and stop sending; then stop accepting, let in-flight
+        RPCs and deliveries finish within the shutdown grace, hand unfinished deliveries to
+        the other processes, and close everything."""
+        if self._watch is not None:
+            await self._watch.draining()
+        if self._grpc is not None and drain > 0:
+            log.info("service_draining", drain_s=drain)
+            await asyncio.sleep(drain)
+        await self._close()
+        log.info("service_stopped")
+
+    async def _close(self) -> None:
+        """Stop and close whatever has been started, in dependency order."""
+        if self._watch is not None:
+            await self._watch.stop()
+            self._watch = None
         stopping = []
         if self._grpc is not None:
             stopping.append(self._grpc.stop(self.settings.shutdown_grace))
@@ -231,22 +320,25 @@ class Server:
         if self._metrics is not None:
             await self._metrics.stop()
             self._metrics = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
-        log.info("service_stopped")
 
 
 def _sealer(settings: Settings) -> Sealer:
-    """The sealer for district secrets, or SystemExit saying which key to configure."""
+    """The sealer for district secrets, or :class:`StartupError` saying which key to
+    configure."""
     embedded = None if settings.database_url else settings.data_dir
     try:
         return Sealer(load_keys(settings.secret_key, settings.secret_key_file, embedded))
     except ValueError as exc:
-        raise SystemExit(f"writeback: {exc}") from None
+        raise StartupError(str(exc)) from None
 
 
 async def rekey(settings: Settings) -> int:
@@ -274,14 +366,26 @@ async def rekey(settings: Settings) -> int:
 
 
 async def serve(settings: Settings | None = None) -> None:
-    """Run the service until SIGINT or SIGTERM."""
+    """Run the service until SIGINT or SIGTERM, then drain and stop (see
+    :meth:`Server.stop`). A start that fails is one ``startup_failed`` log line and
+    ``SystemExit(1)``."""
     settings = settings or Settings.from_env()
     configure(settings.log_level, settings.log_format)
+    tracing.configure(settings.otlp_endpoint)
     server = Server(settings)
-    await server.start()
+    try:
+        await server.start()
+    except StartupError as exc:
+        # What is wrong, in one line: a traceback would only bury it.
+        log.error("startup_failed", error=str(exc))  # noqa: TRY400
+        raise SystemExit(1) from None
+    except Exception:
+        log.exception("startup_failed", error="unexpected error")
+        raise SystemExit(1) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await server.stop()
+    await server.stop(drain=settings.shutdown_drain)
+    tracing.shutdown()

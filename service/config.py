@@ -144,6 +144,12 @@ def _allowlist(text: str) -> str:
     return ",".join(parse_allowlist(text))
 
 
+def _http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("not an http(s) URL")
+    return text
+
+
 def _env(
     name: str,
     default: T,
@@ -184,6 +190,11 @@ class Settings:
         "POWERSCHOOL_CONNECTIONS_PER_HOST", 32, _integer(1)
     )
     shutdown_grace: float = _env("SHUTDOWN_GRACE_SECONDS", 10.0, _seconds(zero_ok=True))
+    shutdown_drain: float = _env("SHUTDOWN_DRAIN_SECONDS", 5.0, _seconds(zero_ok=True))
+    grpc_reuse_port: bool = _env("GRPC_REUSE_PORT", False, (_boolean, "true or false"))
+    otlp_endpoint: str = _env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "", (_http_url, "an http:// or https:// URL")
+    )
     roster_page_size: int = _env("ROSTER_PAGE_SIZE", 1000, _integer(1, 10_000))
     sync_poll_seconds: float = _env("SYNC_POLL_SECONDS", 30.0, _seconds())
     full_sync_interval: float = _env("FULL_SYNC_INTERVAL", 86_400.0, _seconds())

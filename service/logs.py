@@ -1,17 +1,24 @@
 """structlog configuration: JSON lines for machines, console for humans.
 
 Request-scoped fields (method, district, request_id) come from structlog's contextvars,
-so every line logged while handling an RPC carries them.
+so every line logged while handling an RPC carries them; a delivery binds its record,
+district, attempt and the request_id of the RPC that queued it. A line logged inside a
+trace carries its ``trace_id``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from typing import TextIO
 
 import structlog
 
+from service.tracing import current_trace_id
+
+_HOST = socket.gethostname()
 # Keys that must never reach a log line even if a caller binds them by mistake.
 _REDACTED_KEYS = frozenset(
     {
@@ -35,9 +42,26 @@ def _redact(
     return event_dict
 
 
+def _instance(
+    _logger: object, _name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    # Read per line, not once: a forked child must not log under its parent's pid.
+    event_dict.setdefault("instance", f"{_HOST}:{os.getpid()}")
+    return event_dict
+
+
+def _trace_id(
+    _logger: object, _name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        event_dict.setdefault("trace_id", trace_id)
+    return event_dict
+
+
 def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure structlog (and stdlib logging) process-wide; lines go to ``stream``
-    (standard error by default)."""
+    (standard error by default), each naming this process (``instance``: host and pid)."""
     stream = stream or sys.stderr
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
@@ -47,6 +71,8 @@ def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = No
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _instance,
+            _trace_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,

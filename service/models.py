@@ -339,6 +339,10 @@ class DeliveryJob:
     created_at: datetime
     lease_token: str
     """This claim's fencing token: outcomes are only accepted with it."""
+    request_id: str | None = None
+    """The request that queued (or last re-queued) the job, for its log lines."""
+    traceparent: str | None = None
+    """That request's W3C trace context, which the delivery continues."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+
+# Before grpc is imported (as the service's package does): tests start subprocesses while
+# gRPC is busy, and its fork handlers would print "skipping fork() handlers" each time.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import shutil
 import tempfile
 import uuid
@@ -49,7 +54,8 @@ class LogCapture(io.StringIO):
 @pytest.fixture(scope="session")
 def logs() -> LogCapture:
     capture = LogCapture()
-    configure("INFO", "json", stream=capture)
+    # DEBUG: tests follow each HTTP call, which is logged at debug.
+    configure("DEBUG", "json", stream=capture)
     return capture
 
 

@@ -36,6 +36,8 @@ FAST = {
     "secret_key": TEST_SECRET_KEY,
     # The simulators listen on plain http on loopback.
     "allow_insecure_upstreams": True,
+    # Processes stop at once; tests/test_operations.py measures the drain itself.
+    "shutdown_drain": 0.0,
 }
 
 

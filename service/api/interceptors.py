@@ -1,4 +1,7 @@
-"""Cross-cutting RPC concerns: one access-log line per RPC with request-scoped context,
+"""Cross-cutting RPC concerns: one access-log line per RPC with request-scoped context
+(the request id, the caller's ``x-request-id`` or a new one, is echoed in the response's
+initial metadata and kept with any delivery the RPC queues), a trace span continuing the
+caller's ``traceparent``,
 domain errors turned into rich statuses, and a last-resort INTERNAL for bugs (never
 UNKNOWN, never a traceback to the caller); and Prometheus RED metrics for every RPC."""
 
@@ -15,11 +18,14 @@ import grpc
 import structlog
 from grpc.aio import AbortError, ServicerContext
 
+from service import tracing
 from service.api.errors import internal_status, to_status
 from service.errors import DomainError
 from service.metrics import rpc_handled, rpc_started
+from service.request_context import reset_request_id, set_request_id
 
 log = structlog.get_logger("rpc")
+_REQUEST_ID_KEY = "x-request-id"
 _PROBES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 if TYPE_CHECKING:  # the stubs make these generic; the runtime classes are not
@@ -36,21 +42,33 @@ def _district_of(request: Any) -> str | None:
 
 
 def _request_id(context: _Context) -> str:
+    """The caller's ``x-request-id`` (up to 128 characters), or a new one."""
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and len(value) <= 128:
+        if key == _REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
             return value
     return uuid.uuid4().hex
 
 
 def _wrap(method: str, behavior: _Handler) -> _Handler:
     async def handle(request: Any, context: _Context) -> Any:
+        if method.startswith(_PROBES):  # a span a second per load balancer says nothing
+            return await logged(request, context)
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        with tracing.server_span(method.lstrip("/"), metadata):
+            return await logged(request, context)
+
+    async def logged(request: Any, context: _Context) -> Any:
         started = time.perf_counter()
+        request_id = _request_id(context)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
-            rpc=method, district_id=_district_of(request), request_id=_request_id(context)
+            rpc=method, district_id=_district_of(request), request_id=request_id
         )
+        token = set_request_id(request_id)
         code = grpc.StatusCode.OK
         try:
+            # In the headers, so failed calls carry it too (an abort replaces trailers).
+            await context.send_initial_metadata(((_REQUEST_ID_KEY, request_id),))
             return await behavior(request, context)
         except AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -75,6 +93,7 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
+            reset_request_id(token)
 
     return handle
 

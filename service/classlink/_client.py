@@ -161,7 +161,7 @@ class ClassLinkClient:
         finally:
             elapsed = time.perf_counter() - started
             observe_call("classlink", f"{API_PATH}{path}", "GET", status, elapsed)
-            log.info(
+            log.debug(
                 "classlink_call",
                 endpoint=f"{API_PATH}{path}",
                 http_status=status,

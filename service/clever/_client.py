@@ -202,7 +202,7 @@ class CleverClient:
         finally:
             elapsed = time.perf_counter() - started
             observe_call("clever", urlsplit(url).path, "GET", status, elapsed)
-            log.info(
+            log.debug(
                 "clever_call",
                 endpoint=urlsplit(url).path,
                 http_status=status,

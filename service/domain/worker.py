@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from service import tracing
 from service.domain import rules
 from service.domain.delivery import Deliverer, LeaseLost, Outcome
 from service.domain.districts import DistrictService
@@ -95,6 +96,7 @@ class DeliveryWorker:
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._next_heartbeat = 0.0
+        self._loop_beat: float | None = None  # monotonic; when the claim loop last went round
         self._tasks: dict[asyncio.Task[None], DeliveryJob] = {}
         self._leases: dict[str, _Lease] = {}  # by token
         self._loops: list[asyncio.Task[None]] = []
@@ -105,6 +107,7 @@ class DeliveryWorker:
 
     def start(self) -> None:
         """Start claiming jobs and renewing leases."""
+        self._loop_beat = time.monotonic()  # starting counts: the loop gets its first round
         self._loops = [
             asyncio.create_task(self._run_loop(), name="delivery-worker"),
             asyncio.create_task(self._renew_loop(), name="delivery-leases"),
@@ -133,6 +136,13 @@ class DeliveryWorker:
                 handed = await self._records.hand_over([job for _, job in unfinished])
                 log.info("deliveries_handed_over", jobs=handed)
             await self._workers.leave(self.owner)
+
+    def loop_alive(self, stale_after: float) -> bool:
+        """True while the claim loop runs and went round within the last ``stale_after``
+        seconds (it goes round at least every ``poll`` seconds unless it is stuck)."""
+        running = bool(self._loops) and not self._loops[0].done()
+        beat = self._loop_beat
+        return running and beat is not None and time.monotonic() - beat <= stale_after
 
     def wake(self, _district_id: str = "") -> None:
         """Look for due jobs now."""
@@ -171,6 +181,7 @@ class DeliveryWorker:
     async def _run_loop(self) -> None:
         async with self._records.listening(self.wake):
             while True:
+                self._loop_beat = time.monotonic()
                 try:
                     await self._heartbeat()
                     await self._dispatch()
@@ -279,8 +290,26 @@ class DeliveryWorker:
         return district
 
     async def _deliver(self, job: DeliveryJob, lease: _Lease, probe: str | None) -> None:
+        # A child of the span of the RPC that queued the job, however much later it runs.
+        with tracing.continued(
+            "attendance_delivery",
+            job.traceparent,
+            {
+                "writeback.district_id": job.district_id,
+                "writeback.record_id": job.record_id,
+                "writeback.job": job.kind.value,
+                "writeback.attempt": job.attempts,
+            },
+        ):
+            await self._run_attempt(job, lease, probe)
+
+    async def _run_attempt(self, job: DeliveryJob, lease: _Lease, probe: str | None) -> None:
         structlog.contextvars.bind_contextvars(
-            district_id=job.district_id, record_id=job.record_id, job=job.kind.value
+            district_id=job.district_id,
+            record_id=job.record_id,
+            job=job.kind.value,
+            attempt=job.attempts,
+            request_id=job.request_id,
         )
         try:
             record = await self._records.get(job.district_id, job.record_id)
@@ -363,7 +392,7 @@ class DeliveryWorker:
             return
         assert outcome.failure is not None
         if base_url is not None and self._politeness.failed(base_url, outcome.failure):
-            log.warning("powerschool_breaker_opened")
+            log.warning("powerschool_breaker_opened", base_url=base_url)
         age = (datetime.now(UTC) - (job.first_attempt_at or job.created_at)).total_seconds()
         if rules.gives_up(age, self.settings.max_age):
             message = rules.give_up_message(job.attempts, age, outcome.message)
@@ -373,7 +402,7 @@ class DeliveryWorker:
                 attempt=_attempt(job, AttemptOutcome.FAILED, outcome, message),
             ):
                 self._observer.delivery_attempt(job.district_id, AttemptOutcome.FAILED.value)
-            log.warning("attendance_delivery_gave_up", attempts=job.attempts)
+            log.error("attendance_delivery_gave_up", attempts=job.attempts)
             return
         delay = self.settings.backoff.delay(
             job.attempts,
@@ -387,7 +416,7 @@ class DeliveryWorker:
             _attempt(job, AttemptOutcome.RETRY, outcome),
         ):
             self._observer.delivery_attempt(job.district_id, AttemptOutcome.RETRY.value)
-        log.info(
+        log.warning(
             "attendance_delivery_retry",
             attempt=job.attempts,
             delay_s=round(delay, 2),
@@ -399,7 +428,7 @@ class DeliveryWorker:
         for district_id, district in list(self._known.items()):
             if district.powerschool.base_url == base_url:
                 await self._records.release_district(district_id)
-        log.info("powerschool_back")
+        log.warning("powerschool_back", base_url=base_url)
 
 
 def _attempt(

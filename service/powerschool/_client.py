@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from service import tracing
 from service.metrics import observe_call
 from service.outbound import OutboundError, json_capped
 from service.powerschool._errors import (
@@ -196,6 +197,7 @@ class PowerSchoolClient:
     async def _fetch_token(self) -> str:
         started = time.perf_counter()
         status: int | None = None
+        span = tracing.start_client_span("PowerSchool POST", "POST", "/oauth/access_token")
         try:
             async with self._session.post(
                 f"{self.base_url}/oauth/access_token",
@@ -232,7 +234,8 @@ class PowerSchoolClient:
         finally:
             elapsed = time.perf_counter() - started
             observe_call("powerschool", "/oauth/access_token", "POST", status, elapsed)
-            log.info(
+            tracing.end_client_span(span, status)
+            log.debug(
                 "powerschool_call",
                 endpoint="/oauth/access_token",
                 http_status=status,
@@ -268,6 +271,7 @@ class PowerSchoolClient:
         for attempt in range(2):
             started = time.perf_counter()
             status: int | None = None
+            span = tracing.start_client_span(f"PowerSchool {method}", method, path)
             try:
                 async with self._session.request(
                     method,
@@ -296,7 +300,8 @@ class PowerSchoolClient:
             finally:
                 elapsed = time.perf_counter() - started
                 observe_call("powerschool", path, method, status, elapsed)
-                log.info(
+                tracing.end_client_span(span, status)
+                log.debug(
                     "powerschool_call",
                     endpoint=path,
                     method=method,

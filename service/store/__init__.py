@@ -4,6 +4,7 @@ from service.store._database import EmbeddedPostgres, open_pool
 from service.store.attendance import AttendanceStore, Submitted
 from service.store.districts import DistrictStore
 from service.store.figures import DistrictFigures, FiguresStore
+from service.store.health import DatabaseProbe
 from service.store.sealing import Sealer, SealError, load_keys, reseal
 from service.store.students import StudentStore
 from service.store.sync_jobs import SyncJobStore
@@ -12,6 +13,7 @@ from service.store.workers import WorkerRegistry
 
 __all__ = [
     "AttendanceStore",
+    "DatabaseProbe",
     "DistrictFigures",
     "DistrictStore",
     "EmbeddedPostgres",

@@ -33,9 +33,11 @@ from service.models import (
     RecordFilter,
     Replaced,
 )
+from service.request_context import current_request_id
 from service.store import notifications
 from service.store._database import connection
 from service.store._queries import load
+from service.tracing import current_traceparent
 
 _Q = load("attendance")
 CHANNEL = "writeback_jobs"
@@ -148,6 +150,8 @@ def _job(row: asyncpg.Record) -> DeliveryJob:
         first_attempt_at=row["first_attempt_at"],
         created_at=row["created_at"],
         lease_token=str(row["lease_token"]),
+        request_id=row["request_id"],
+        traceparent=row["traceparent"],
     )
 
 
@@ -177,7 +181,9 @@ def _replayed(row: asyncpg.Record) -> Submitted:
 
 
 class AttendanceStore:
-    """Stores records, keys and jobs; hands jobs to workers."""
+    """Stores records, keys and jobs; hands jobs to workers. A job queued or re-queued while
+    a request is handled keeps that request's id (:mod:`service.request_context`) and trace
+    context (:mod:`service.tracing`)."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
@@ -270,7 +276,12 @@ class AttendanceStore:
             row = _must(found)
             if record.state is AttendanceState.PENDING:
                 await conn.execute(
-                    _Q["upsert_job"], row["record_id"], record.district_id, JobKind.WRITE.value
+                    _Q["upsert_job"],
+                    row["record_id"],
+                    record.district_id,
+                    JobKind.WRITE.value,
+                    current_request_id(),
+                    current_traceparent(),
                 )
                 await conn.execute(_Q["notify"], record.district_id)
         return Submitted(_record(row))
@@ -296,7 +307,14 @@ class AttendanceStore:
                 row = await conn.fetchrow(_Q["cancel_at_once"], rid, reason, done)
             else:
                 row = await conn.fetchrow(_Q["request_cancel"], rid, reason)
-                await conn.execute(_Q["upsert_job"], rid, record.district_id, JobKind.CANCEL.value)
+                await conn.execute(
+                    _Q["upsert_job"],
+                    rid,
+                    record.district_id,
+                    JobKind.CANCEL.value,
+                    current_request_id(),
+                    current_traceparent(),
+                )
                 await conn.execute(_Q["notify"], record.district_id)
         return _record(_must(row))
 
@@ -491,7 +509,12 @@ class AttendanceStore:
             row = await conn.fetchrow(_Q["retry_one"], district_id, uuid.UUID(record_id))
             if row is not None:
                 await conn.execute(
-                    _Q["retry_job"], row["record_id"], district_id, row["cancel_requested"]
+                    _Q["retry_job"],
+                    row["record_id"],
+                    district_id,
+                    row["cancel_requested"],
+                    current_request_id(),
+                    current_traceparent(),
                 )
                 await conn.execute(_Q["notify"], district_id)
         return None if row is None else _record(row)
@@ -499,7 +522,14 @@ class AttendanceStore:
     async def retry_failed(self, district_id: str, first: date, last: date) -> int:
         """Queue every FAILED record with an attendance date in [first, last]."""
         async with connection(self._pool) as conn, conn.transaction():
-            rows = await conn.fetch(_Q["retry_failed"], district_id, first, last)
+            rows = await conn.fetch(
+                _Q["retry_failed"],
+                district_id,
+                first,
+                last,
+                current_request_id(),
+                current_traceparent(),
+            )
             await conn.execute(_Q["notify"], district_id)
         return len(rows)
 

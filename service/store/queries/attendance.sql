@@ -51,9 +51,12 @@ UPDATE idempotency_keys SET record_id = $3 WHERE district_id = $1 AND idempotenc
 -- A fresh job, or a reset one. Clearing the lease token fences off an attempt still in flight
 -- (its outcome is discarded), and the reset job waits until that attempt's lease is over, so
 -- its PowerSchool call cannot land after the new attempt's read.
-INSERT INTO delivery_jobs (record_id, district_id, kind) VALUES ($1, $2, $3)
+INSERT INTO delivery_jobs (record_id, district_id, kind, request_id, traceparent)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (record_id) DO UPDATE SET
     kind = EXCLUDED.kind,
+    request_id = EXCLUDED.request_id,
+    traceparent = EXCLUDED.traceparent,
     run_at = GREATEST(now(), COALESCE(delivery_jobs.lease_until, now())),
     lease_owner = NULL, lease_until = NULL, lease_token = NULL,
     attempts = 0, first_attempt_at = NULL;
@@ -232,9 +235,11 @@ RETURNING *;
 
 -- name: retry_job
 -- Due now, as whatever it was: a failed cancel is retried as a cancel, not as a write.
-INSERT INTO delivery_jobs (record_id, district_id, kind)
-VALUES ($1, $2, CASE WHEN $3 THEN 'cancel' ELSE 'write' END)
+INSERT INTO delivery_jobs (record_id, district_id, kind, request_id, traceparent)
+VALUES ($1, $2, CASE WHEN $3 THEN 'cancel' ELSE 'write' END, $4, $5)
 ON CONFLICT (record_id) DO UPDATE SET
+    request_id = EXCLUDED.request_id,
+    traceparent = EXCLUDED.traceparent,
     run_at = GREATEST(now(), COALESCE(delivery_jobs.lease_until, now())),
     attempts = 0, first_attempt_at = NULL;
 
@@ -244,10 +249,11 @@ WITH again AS (
     WHERE district_id = $1 AND state = 'failed' AND att_date BETWEEN $2 AND $3
     RETURNING record_id, district_id, cancel_requested
 )
-INSERT INTO delivery_jobs (record_id, district_id, kind)
-SELECT record_id, district_id, CASE WHEN cancel_requested THEN 'cancel' ELSE 'write' END
+INSERT INTO delivery_jobs (record_id, district_id, kind, request_id, traceparent)
+SELECT record_id, district_id, CASE WHEN cancel_requested THEN 'cancel' ELSE 'write' END, $4, $5
 FROM again
-ON CONFLICT (record_id) DO UPDATE SET run_at = now(), attempts = 0, first_attempt_at = NULL
+ON CONFLICT (record_id) DO UPDATE SET run_at = now(), attempts = 0, first_attempt_at = NULL,
+    request_id = EXCLUDED.request_id, traceparent = EXCLUDED.traceparent
 RETURNING record_id;
 
 -- name: stats

@@ -1,0 +1,3 @@
+-- name: ping
+-- The cheapest round trip that proves the server accepts queries.
+SELECT 1;
