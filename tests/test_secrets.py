@@ -18,6 +18,7 @@ from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service import Server
+from service.app import StartupError
 from simulators.powerschool import PowerSchoolSimulator
 from tests.conftest import LogCapture
 from tests.helpers import World, failure, fast_settings
@@ -159,7 +160,7 @@ async def test_plaintext_is_sealed_at_start_and_keys_rotate_with_rekey(
     assert await plaintext_hits(own_database, needles) == []
 
     # A service with only the new key refuses to start while secrets need the old one.
-    with pytest.raises(SystemExit, match="not configured"):
+    with pytest.raises(StartupError, match="not configured"):
         await Server(fast_settings(own_database, secret_key=KEY_B)).start()
     # New key first, old key still listed: rekey re-seals all four values, then none.
     assert await rekey(own_database, f"{KEY_B},{KEY_A}") == (
