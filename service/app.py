@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -12,11 +14,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
-from service.api import AccessLogInterceptor, MetricsInterceptor, WritebackServicer
+from service.api import (
+    AccessLogInterceptor,
+    AuthInterceptor,
+    MetricsInterceptor,
+    WritebackServicer,
+)
 from service.config import Settings
 from service.domain import (
     AttendanceService,
+    Audit,
     Backoff,
+    Callers,
     ConnectionChecker,
     Deliverer,
     DeliveryWorker,
@@ -31,10 +40,13 @@ from service.domain import (
 )
 from service.logs import configure
 from service.metrics import DomainMetrics, MetricsServer
+from service.models import Caller, CallerRole
 from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
     AttendanceStore,
+    AuditStore,
+    CallerStore,
     DistrictFigures,
     DistrictStore,
     EmbeddedPostgres,
@@ -50,6 +62,10 @@ log = structlog.get_logger("service")
 SERVICE_NAME = writeback_pb2.DESCRIPTOR.services_by_name["WritebackService"].full_name
 # A scrape waits at most this long for Postgres' figures (queue, roster schedule).
 _METRICS_QUERY_TIMEOUT = 2.0
+# The file `make run` leaves in the data directory for the CLI and the demo.
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105  (a file name)
+# The author of what the service does by itself, in the audit trail.
+_SERVICE_ACTOR = Caller(caller_id="", name="service", role=CallerRole.ADMIN, all_districts=True)
 
 
 class Server:
@@ -128,7 +144,26 @@ class Server:
             districts, self._powerschool, self._rosters, load_plugin(), sync_state
         )
 
-        server = grpc.aio.server(interceptors=[MetricsInterceptor(), AccessLogInterceptor()])
+        audit = Audit(AuditStore(self._pool))
+        callers = Callers(
+            CallerStore(self._pool), bootstrap_token=self.settings.bootstrap_admin_token
+        )
+        if self.settings.auth == "off":
+            log.warning(
+                "auth_off",
+                message="AUTH=off: every caller is an admin on every district; not for production",
+            )
+        elif self._embedded is not None:
+            await _local_admin_token(callers, audit, self.settings.data_dir / ADMIN_TOKEN_FILE)
+
+        server = grpc.aio.server(
+            interceptors=[
+                MetricsInterceptor(),
+                AccessLogInterceptor(),
+                # Inside the access log: its refusals are logged and mapped to statuses.
+                AuthInterceptor(None if self.settings.auth == "off" else callers),
+            ]
+        )
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
             WritebackServicer(
                 districts=districts,
@@ -138,6 +173,8 @@ class Server:
                 sync_jobs=self._sync_jobs,
                 doctor=doctor,
                 checker=checker,
+                callers=callers,
+                audit=audit,
             ),
             server,
         )
@@ -150,7 +187,7 @@ class Server:
             ],
             server,
         )
-        self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        self.port = _bind(server, self.settings)
         if not self.port:
             raise SystemExit(f"cannot bind gRPC port {self.settings.grpc_port}")
         await server.start()
@@ -166,7 +203,14 @@ class Server:
             self._scheduler.start()
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("service_started", port=self.port, embedded_postgres=self._embedded is not None)
+        log.info(
+            "service_started",
+            port=self.port,
+            embedded_postgres=self._embedded is not None,
+            tls=self.settings.tls_cert is not None,
+            client_certificates=self.settings.tls_client_ca is not None,
+            auth=self.settings.auth,
+        )
         return self.port
 
     async def _serve_metrics(self) -> None:
@@ -224,6 +268,45 @@ class Server:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
         log.info("service_stopped")
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if settings.tls_cert is None or settings.tls_key is None:
+        return server.add_insecure_port(address)
+    ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    credentials = grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=ca,
+        # With a client CA, a client without a certificate it signed fails the handshake.
+        require_client_auth=ca is not None,
+    )
+    return server.add_secure_port(address, credentials)
+
+
+async def _local_admin_token(callers: Callers, audit: Audit, path: Path) -> None:
+    """Keep a working admin token in ``path`` (mode 0600) for the CLI and the demo on the
+    embedded database: made at the first start, and again if the file is lost or its caller
+    was revoked or the database was reset."""
+    # Small local file reads at start, before the port opens: nothing else waits on the loop.
+    if path.is_file() and await callers.verifies(path.read_text().strip()):  # noqa: ASYNC240
+        return
+    caller, token = await callers.create(
+        name=f"local-admin-{os.urandom(4).hex()}",
+        role=CallerRole.ADMIN,
+        district_ids=(),
+        all_districts=True,
+        created_by=_SERVICE_ACTOR.name,
+    )
+    await audit.caller_created(_SERVICE_ACTOR, caller)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".new")
+    # Created 0600 from the start: the token is never readable by others, not even briefly.
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    os.replace(scratch, path)
+    log.info("local_admin_token_written", path=str(path), caller=caller.name)
 
 
 async def serve(settings: Settings | None = None) -> None:

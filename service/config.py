@@ -88,10 +88,24 @@ def _text(text: str) -> str:
     return text
 
 
+def _bootstrap_token(text: str) -> str:
+    # A short or guessable bootstrap token would be the weakest way into every district.
+    if len(text) < 32 or any(c.isspace() for c in text):
+        raise ValueError("too short")
+    return text
+
+
 def _postgres_url(text: str) -> str:
     if not text.startswith(("postgresql://", "postgres://")):
         raise ValueError("not a PostgreSQL URL")
     return text
+
+
+def _file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError("no such file")
+    return path
 
 
 def _env(
@@ -147,6 +161,22 @@ class Settings:
     breaker_threshold: int = _env("BREAKER_THRESHOLD", 5, _integer(1))
     breaker_cooldown: float = _env("BREAKER_COOLDOWN", 2.0, _seconds())
     breaker_max_cooldown: float = _env("BREAKER_MAX_COOLDOWN", 30.0, _seconds())
+    auth: str = _env("AUTH", "on", _choice(("on", "off"), upper=False))
+    bootstrap_admin_token: str = _env(
+        "WRITEBACK_BOOTSTRAP_ADMIN_TOKEN",
+        "",
+        (_bootstrap_token, "at least 32 characters, no spaces"),
+        secret=True,
+    )
+    tls_cert: Path | None = _env(  # noqa: RUF009  (the default is None)
+        "GRPC_TLS_CERT", None, (_file, "a PEM certificate file")
+    )
+    tls_key: Path | None = _env(  # noqa: RUF009
+        "GRPC_TLS_KEY", None, (_file, "a PEM private key file")
+    )
+    tls_client_ca: Path | None = _env(  # noqa: RUF009
+        "GRPC_TLS_CLIENT_CA", None, (_file, "a PEM file of CA certificates")
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -192,11 +222,30 @@ def _inconsistencies(s: Settings, bad: set[str]) -> list[str]:
             s.powerschool_connections,
         ),
     ]
-    return [
+    problems = [
         f"{low}={low_value:g} must not exceed {high}={high_value:g}"
         for low, low_value, high, high_value in pairs
         if low_value > high_value and not {low, high} & bad
     ]
+    tls = {"GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CLIENT_CA"}
+    if (s.tls_cert is None) != (s.tls_key is None) and not tls & bad:
+        problems.append("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together")
+    if s.tls_client_ca is not None and s.tls_cert is None and not tls & bad:
+        problems.append("GRPC_TLS_CLIENT_CA needs GRPC_TLS_CERT and GRPC_TLS_KEY (a TLS port)")
+    identities = {"WRITEBACK_BOOTSTRAP_ADMIN_TOKEN", "GRPC_TLS_CLIENT_CA", "DATABASE_URL"}
+    if (
+        s.auth == "on"
+        and s.database_url
+        and not s.bootstrap_admin_token
+        and s.tls_client_ca is None
+        and not identities & bad
+    ):
+        problems.append(
+            "with DATABASE_URL set, AUTH=on needs an identity source: "
+            "WRITEBACK_BOOTSTRAP_ADMIN_TOKEN or GRPC_TLS_CLIENT_CA "
+            "(or AUTH=off, not for production)"
+        )
+    return problems
 
 
 def variables() -> list[EnvVar]:

@@ -24,11 +24,14 @@ from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from simulators.roster import roster_from_powerschool
-from tests.helpers import World, fast_settings
+from tests.helpers import TEST_ADMIN_TOKEN, World, authed_channel, fast_settings
 
 # `python -m service` processes the tests start inherit this: on a shared host they would
 # all want the default metrics port. A test that wants metrics sets METRICS_PORT itself.
 os.environ.setdefault("METRICS_PORT", "0")
+# ... and this identity: the services' bootstrap admin, and the CLI's token.
+os.environ.setdefault("WRITEBACK_BOOTSTRAP_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+os.environ.setdefault("WRITEBACK_TOKEN", TEST_ADMIN_TOKEN)
 
 
 class LogCapture(io.StringIO):
@@ -89,7 +92,7 @@ async def server(database_url: str, logs: LogCapture) -> AsyncIterator[Server]:
 
 @pytest.fixture(scope="session")
 async def channel(server: Server) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    async with authed_channel(f"127.0.0.1:{server.port}") as ch:
         yield ch
 
 

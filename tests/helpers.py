@@ -18,6 +18,9 @@ from service import Settings
 from simulators.powerschool import PowerSchoolSimulator, PSStudent, recent_school_day
 
 TZ = "America/Chicago"
+# The bootstrap admin of every service the tests start (in-process by fast_settings,
+# `python -m service` by the environment conftest sets).
+TEST_ADMIN_TOKEN = "test-bootstrap-admin-token-0123456789abcdef"
 
 # Production patience scaled down so tests see retries, breakers and timeouts in seconds.
 FAST = {
@@ -31,12 +34,33 @@ FAST = {
     "breaker_max_cooldown": 2.0,
     # Tests share the host: no test server takes the fixed metrics port unless it asks.
     "metrics_port": 0,
+    "bootstrap_admin_token": TEST_ADMIN_TOKEN,
 }
 
 
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
     """Service settings for tests (see FAST)."""
     return Settings(database_url=database_url, **{**FAST, **overrides})
+
+
+class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Sends ``authorization: Bearer <token>`` with every call that does not carry its own."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        metadata = list(client_call_details.metadata or ())
+        if not any(key == "authorization" for key, _ in metadata):
+            metadata.append(self._header)
+        return await continuation(client_call_details._replace(metadata=metadata), request)
+
+
+def authed_channel(target: str, token: str = TEST_ADMIN_TOKEN) -> grpc.aio.Channel:
+    """An insecure channel whose calls carry ``token`` (the test admin's by default)."""
+    return grpc.aio.insecure_channel(target, interceptors=[BearerToken(token)])
 
 
 def roster_id_of(s: PSStudent) -> str:

@@ -18,7 +18,7 @@ from writeback.v1 import writeback_pb2_grpc
 from service import Server
 from service.config import ConfigError, Settings, variables
 from simulators.powerschool import PowerSchoolSimulator
-from tests.helpers import World, fast_settings
+from tests.helpers import World, authed_channel, fast_settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -220,7 +220,7 @@ async def test_shutdown_grace_lets_rpcs_in_flight_finish(
     await srv.start()
     stopped = False
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{srv.port}") as channel:
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
             await world.setup()
             sim.faults.latency = 0.6
