@@ -46,6 +46,23 @@ def student_key(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):
+    """A channel interceptor for code that uses the generated stubs directly: sends
+    ``authorization: Bearer <token>`` with every call that does not carry its own."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        """Add the header, unless the call has an ``authorization`` of its own."""
+        metadata = list(client_call_details.metadata or ())
+        if not any(key == "authorization" for key, _ in metadata):
+            metadata.append(self._header)
+        return await continuation(client_call_details._replace(metadata=metadata), request)
+
+
 def tls_credentials(
     *, ca: bytes | None = None, cert: bytes | None = None, key: bytes | None = None
 ) -> grpc.ChannelCredentials:

@@ -207,8 +207,8 @@ class Server:
             "service_started",
             port=self.port,
             embedded_postgres=self._embedded is not None,
-            tls=self.settings.tls_cert is not None,
-            client_certificates=self.settings.tls_client_ca is not None,
+            tls=bool(self.settings.tls_cert),
+            client_certificates=bool(self.settings.tls_client_ca),
             auth=self.settings.auth,
         )
         return self.port
@@ -272,11 +272,11 @@ class Server:
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     address = f"{settings.grpc_host}:{settings.grpc_port}"
-    if settings.tls_cert is None or settings.tls_key is None:
+    if not (settings.tls_cert and settings.tls_key):
         return server.add_insecure_port(address)
-    ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
     credentials = grpc.ssl_server_credentials(
-        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
         root_certificates=ca,
         # With a client CA, a client without a certificate it signed fails the handshake.
         require_client_auth=ca is not None,

@@ -101,11 +101,10 @@ def _postgres_url(text: str) -> str:
     return text
 
 
-def _file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
+def _file(text: str) -> str:
+    if not Path(text).is_file():
         raise ValueError("no such file")
-    return path
+    return text
 
 
 def _env(
@@ -168,15 +167,9 @@ class Settings:
         (_bootstrap_token, "at least 32 characters, no spaces"),
         secret=True,
     )
-    tls_cert: Path | None = _env(  # noqa: RUF009  (the default is None)
-        "GRPC_TLS_CERT", None, (_file, "a PEM certificate file")
-    )
-    tls_key: Path | None = _env(  # noqa: RUF009
-        "GRPC_TLS_KEY", None, (_file, "a PEM private key file")
-    )
-    tls_client_ca: Path | None = _env(  # noqa: RUF009
-        "GRPC_TLS_CLIENT_CA", None, (_file, "a PEM file of CA certificates")
-    )
+    tls_cert: str = _env("GRPC_TLS_CERT", "", (_file, "a PEM certificate file"))
+    tls_key: str = _env("GRPC_TLS_KEY", "", (_file, "a PEM private key file"))
+    tls_client_ca: str = _env("GRPC_TLS_CLIENT_CA", "", (_file, "a PEM file of CA certificates"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -228,16 +221,16 @@ def _inconsistencies(s: Settings, bad: set[str]) -> list[str]:
         if low_value > high_value and not {low, high} & bad
     ]
     tls = {"GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CLIENT_CA"}
-    if (s.tls_cert is None) != (s.tls_key is None) and not tls & bad:
+    if bool(s.tls_cert) != bool(s.tls_key) and not tls & bad:
         problems.append("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together")
-    if s.tls_client_ca is not None and s.tls_cert is None and not tls & bad:
+    if s.tls_client_ca and not s.tls_cert and not tls & bad:
         problems.append("GRPC_TLS_CLIENT_CA needs GRPC_TLS_CERT and GRPC_TLS_KEY (a TLS port)")
     identities = {"WRITEBACK_BOOTSTRAP_ADMIN_TOKEN", "GRPC_TLS_CLIENT_CA", "DATABASE_URL"}
     if (
         s.auth == "on"
         and s.database_url
         and not s.bootstrap_admin_token
-        and s.tls_client_ca is None
+        and not s.tls_client_ca
         and not identities & bad
     ):
         problems.append(

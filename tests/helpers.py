@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
-from clients import WritebackError
+from clients import BearerToken, WritebackError
 from service import Settings
 from simulators.powerschool import PowerSchoolSimulator, PSStudent, recent_school_day
 
@@ -41,21 +41,6 @@ FAST = {
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
     """Service settings for tests (see FAST)."""
     return Settings(database_url=database_url, **{**FAST, **overrides})
-
-
-class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Sends ``authorization: Bearer <token>`` with every call that does not carry its own."""
-
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
-
-    async def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        metadata = list(client_call_details.metadata or ())
-        if not any(key == "authorization" for key, _ in metadata):
-            metadata.append(self._header)
-        return await continuation(client_call_details._replace(metadata=metadata), request)
 
 
 def authed_channel(target: str, token: str = TEST_ADMIN_TOKEN) -> grpc.aio.Channel:
