@@ -372,6 +372,20 @@ async def test_mtls_names_the_caller_and_refuses_an_untrusted_certificate(
         async with grpc.aio.secure_channel(target, credentials("kiosk-1")) as ch:
             listed = await Stub(ch).ListDistricts(pb.ListDistrictsRequest())
             assert [d.district_id for d in listed.districts] == [world.district_id]
+        # The CLI, too, with no token: the certificate names it.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "clients", "--target", target,
+            "--tls-ca", str(tmp_path / "trusted-ca.crt"),
+            "--tls-cert", str(tmp_path / "kiosk-1.crt"),
+            "--tls-key", str(tmp_path / "kiosk-1.key"),
+            "district", "list",
+            env={k: v for k, v in os.environ.items() if k != "WRITEBACK_TOKEN"}
+            | {"WRITEBACK_DATA_DIR": str(tmp_path / "no-data")},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert [d["district_id"] for d in json.loads(out)["districts"]] == [world.district_id]
         # Trusted, but naming no caller.
         async with grpc.aio.secure_channel(target, credentials("stranger")) as ch:
             await refused(
@@ -485,11 +499,33 @@ async def test_the_embedded_database_leaves_an_admin_token_the_cli_picks_up(
         assert "UNAUTHENTICATED" in err
     finally:
         await _stop(proc)
-    # A second start keeps the same token.
+    # A second start keeps the same token; the CLI manages callers with it.
     proc = await _embedded_service(data_dir, port)
     try:
         assert (data_dir / "admin-token").read_text().strip() == token
-        code, _, err = await _cli(port, data_dir, "caller", "list")
+        code, out, err = await _cli(
+            port, data_dir, "caller", "create", "kiosk", "--role", "writer", "--district", "d1"
+        )
+        assert code == 0, err
+        kiosk = json.loads(out)
+        assert kiosk["token"].startswith(kiosk["caller"]["token_prefix"] + ".")
+        code, out, err = await _cli(port, data_dir, "caller", "list")
+        assert code == 0, err
+        assert kiosk["token"] not in out
+        assert "kiosk" in {c["name"] for c in json.loads(out)["callers"]}
+        code, out, err = await _cli(
+            port, data_dir, "caller", "revoke", kiosk["caller"]["caller_id"]
+        )
+        assert code == 0, err
+        assert json.loads(out)["revoked_at"]
+    finally:
+        await _stop(proc)
+    # A lost token file is made again, with a new token.
+    token_file.unlink()
+    proc = await _embedded_service(data_dir, port)
+    try:
+        assert token_file.read_text().strip() != token
+        code, _, err = await _cli(port, data_dir, "district", "list")
         assert code == 0, err
     finally:
         await _stop(proc)
@@ -546,9 +582,32 @@ async def test_the_audit_log_shows_who_changed_what_and_never_a_secret(
     assert events.events[0].target == record.record_id
     # The record failed on the code TX (unknown to PowerSchool), so the retry queued it.
     assert events.events[1].details == {"retried": "1", "date_from": day, "date_to": day}
+    # Alice's whole log is her district's; the CLI prints it.
+    code, out, err = await _cli_as(server, alice.token, "audit", "--limit", "2")
+    assert code == 0, err
+    printed = json.loads(out)
+    assert [e["action"] for e in printed["events"]] == [
+        "attendance_cancelled",
+        "attendance_retried",
+    ]
+    assert printed["next_page_token"]
+    code, out, err = await _cli_as(server, alice.token, "audit")
+    assert code == 0, err
+    assert {e["district_id"] for e in json.loads(out)["events"]} == {world.district_id}
     # The caller's creation is in the whole log, which only an all-districts admin reads.
     everything = await stub.ListAuditEvents(pb.ListAuditEventsRequest(page_size=500))
     assert any(
         e.action == "caller_created" and e.target == alice.caller.caller_id
         for e in everything.events
     )
+
+
+async def _cli_as(server: Server, token: str, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients", "--target", f"127.0.0.1:{server.port}", *args,
+        env={**os.environ, "WRITEBACK_TOKEN": token},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
