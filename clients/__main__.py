@@ -366,6 +366,92 @@ async def _check(client: WritebackClient, args: argparse.Namespace) -> Exit:
     return Exit.FAILED if blocking else Exit.DONE
 
 
+# --- callers and audit --------------------------------------------------------------------
+
+_ROLES = {
+    "admin": pb.CALLER_ROLE_ADMIN,
+    "operator": pb.CALLER_ROLE_OPERATOR,
+    "writer": pb.CALLER_ROLE_WRITER,
+    "reader": pb.CALLER_ROLE_READER,
+}
+
+
+def _caller_create_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="who (a certificate's CN or first SAN names it by this)")
+    parser.add_argument("--role", choices=sorted(_ROLES), required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--district", action="append", dest="districts", help="a district it may touch (repeat)"
+    )
+    where.add_argument("--all-districts", action="store_true")
+    parser.add_argument(
+        "--certificate-only", action="store_true", help="no token: it calls with a certificate"
+    )
+
+
+@command(
+    "caller create",
+    "create a caller; prints its token, shown this once only",
+    _caller_create_args,
+)
+async def _caller_create(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    emit(
+        await client.create_caller(
+            args.name,
+            _ROLES[args.role],
+            district_ids=args.districts or (),
+            all_districts=args.all_districts,
+            certificate_only=args.certificate_only,
+        )
+    )
+    return Exit.DONE
+
+
+def _caller_list_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--include-revoked", action="store_true")
+
+
+@command("caller list", "every caller (never a token)", _caller_list_args)
+async def _caller_list(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    callers = await client.list_callers(include_revoked=args.include_revoked)
+    emit(pb.ListCallersResponse(callers=callers))
+    return Exit.DONE
+
+
+def _caller_revoke_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("caller_id")
+
+
+@command("caller revoke", "revoke a caller's token and certificate name", _caller_revoke_args)
+async def _caller_revoke(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    emit(await client.revoke_caller(args.caller_id))
+    return Exit.DONE
+
+
+def _audit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--district", default="", help="one district's events")
+    parser.add_argument("--limit", type=int, default=100, help="newest events shown (default 100)")
+
+
+@command("audit", "who changed settings, secrets, callers; manual retries and cancels", _audit_args)
+async def _audit(client: WritebackClient, args: argparse.Namespace) -> Exit:
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    shown = pb.ListAuditEventsResponse()
+    token = ""
+    while len(shown.events) < args.limit:
+        page = await client.list_audit_events(
+            args.district, page_size=min(args.limit - len(shown.events), 500), page_token=token
+        )
+        shown.events.extend(page.events)
+        token = page.next_page_token
+        if not token:
+            break
+    shown.next_page_token = token
+    emit(shown)
+    return Exit.DONE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status (see the module docstring)."""
     return run(argv, __doc__)

@@ -16,14 +16,16 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from writeback.v1 import writeback_pb2 as pb
 
-from clients._client import WritebackClient
+from clients._client import WritebackClient, tls_credentials
 from clients._errors import WritebackError
 
 
@@ -78,6 +80,15 @@ def parser(description: str | None) -> argparse.ArgumentParser:
         help="service address (env WRITEBACK_TARGET, default localhost:50051)",
     )
     top.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    top.add_argument(
+        "--token",
+        default=os.environ.get("WRITEBACK_TOKEN") or None,
+        help="bearer token (env WRITEBACK_TOKEN; prefer the variable: a command line is "
+        "visible to other users); default: the local admin token $WRITEBACK_DATA_DIR/admin-token",
+    )
+    top.add_argument("--tls-ca", type=Path, help="PEM CA certificates: connect over TLS")
+    top.add_argument("--tls-cert", type=Path, help="PEM client certificate for mTLS")
+    top.add_argument("--tls-key", type=Path, help="PEM key of the client certificate")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict[str, Any] = {}  # argparse's subparsers action is private (no public type)
     for cmd in _COMMANDS.values():
@@ -181,7 +192,35 @@ def run(argv: Sequence[str] | None, description: str | None) -> int:
         return Exit.FAILED
 
 
+def local_token() -> str | None:
+    """The admin token the service leaves in its data directory on the embedded database
+    (``$WRITEBACK_DATA_DIR/admin-token``, ``.data/admin-token`` by default), if readable."""
+    path = Path(os.environ.get("WRITEBACK_DATA_DIR") or ".data") / "admin-token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _tls(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    if not (args.tls_ca or args.tls_cert or args.tls_key):
+        return None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    try:
+        return tls_credentials(
+            ca=args.tls_ca.read_bytes() if args.tls_ca else None,
+            cert=args.tls_cert.read_bytes() if args.tls_cert else None,
+            key=args.tls_key.read_bytes() if args.tls_key else None,
+        )
+    except OSError as err:
+        raise UsageError(f"cannot read {err.filename}: {err.strerror}") from None
+
+
 async def _call(args: argparse.Namespace) -> Exit:
-    async with WritebackClient(args.target, timeout=args.timeout) as client:
+    token = args.token or local_token()
+    async with WritebackClient(
+        args.target, timeout=args.timeout, token=token, tls=_tls(args)
+    ) as client:
         outcome: Exit = await args.run(client, args)
         return outcome

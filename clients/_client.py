@@ -46,16 +46,55 @@ def student_key(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):
+    """A channel interceptor for code that uses the generated stubs directly: sends
+    ``authorization: Bearer <token>`` with every call that does not carry its own."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        """Add the header, unless the call has an ``authorization`` of its own."""
+        metadata = list(client_call_details.metadata or ())
+        if not any(key == "authorization" for key, _ in metadata):
+            metadata.append(self._header)
+        return await continuation(client_call_details._replace(metadata=metadata), request)
+
+
+def tls_credentials(
+    *, ca: bytes | None = None, cert: bytes | None = None, key: bytes | None = None
+) -> grpc.ChannelCredentials:
+    """TLS channel credentials: ``ca`` the PEM CA certificates that sign the service's
+    certificate (None: the system's), ``cert`` and ``key`` the client certificate for mTLS."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+
+
 class WritebackClient:
     """Calls the service with a per-call deadline; failures raise :class:`WritebackError`.
 
     Use as ``async with WritebackClient("localhost:50051") as client: ...``.
     """
 
-    def __init__(self, target: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 10.0,
+        token: str | None = None,
+        tls: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """``token``: a bearer token sent with every call; ``tls``: channel credentials
+        (:func:`tls_credentials`) for a service whose port is TLS."""
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = (
+            grpc.aio.secure_channel(target, tls) if tls else grpc.aio.insecure_channel(target)
+        )
         self._stub = writeback_pb2_grpc.WritebackServiceStub(self._channel)
 
     async def __aenter__(self) -> WritebackClient:
@@ -70,7 +109,7 @@ class WritebackClient:
 
     async def _call(self, method: Callable[..., Awaitable[Resp]], request: Any) -> Resp:
         try:
-            return await method(request, timeout=self.timeout)
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise WritebackError.from_rpc_error(err) from None
 
@@ -230,4 +269,50 @@ class WritebackClient:
         return await self._call(
             self._stub.DiagnoseMapping,
             pb.DiagnoseMappingRequest(district_id=district_id, sample_size=sample_size),
+        )
+
+    async def create_caller(
+        self,
+        name: str,
+        role: pb.CallerRole.ValueType,
+        *,
+        district_ids: Sequence[str] = (),
+        all_districts: bool = False,
+        certificate_only: bool = False,
+    ) -> pb.CreateCallerResponse:
+        """Create a caller; the answer holds its token, shown this once."""
+        return await self._call(
+            self._stub.CreateCaller,
+            pb.CreateCallerRequest(
+                name=name,
+                role=role,
+                district_ids=district_ids,
+                all_districts=all_districts,
+                certificate_only=certificate_only,
+            ),
+        )
+
+    async def revoke_caller(self, caller_id: str) -> pb.Caller:
+        """Revoke a caller; its token stops working within seconds on every replica."""
+        response = await self._call(
+            self._stub.RevokeCaller, pb.RevokeCallerRequest(caller_id=caller_id)
+        )
+        return response.caller
+
+    async def list_callers(self, *, include_revoked: bool = False) -> list[pb.Caller]:
+        """Every caller (without tokens)."""
+        response = await self._call(
+            self._stub.ListCallers, pb.ListCallersRequest(include_revoked=include_revoked)
+        )
+        return list(response.callers)
+
+    async def list_audit_events(
+        self, district_id: str = "", *, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListAuditEventsResponse:
+        """One page of audit events, newest first; pass ``next_page_token`` back for more."""
+        return await self._call(
+            self._stub.ListAuditEvents,
+            pb.ListAuditEventsRequest(
+                district_id=district_id, page_size=page_size, page_token=page_token
+            ),
         )

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import resource
+import secrets
 import socket
 import subprocess
 import sys
@@ -36,12 +37,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
+from clients import BearerToken
 from service import Server, Settings
 from service.logs import configure
 from service.store import EmbeddedPostgres
 from service.store.sealing import new_key_text
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset, recent_school_day
 from simulators.roster import school_roster_id
+
+# The benchmark's own admin: every service it starts takes it as the bootstrap token.
+TOKEN = secrets.token_urlsafe(32)
 
 ROOT = Path(__file__).resolve().parent.parent
 TZ = "America/Chicago"
@@ -132,12 +137,15 @@ async def service_figures(database_url: str, seconds: float) -> dict[str, float]
             grpc_port=0,
             data_dir=Path(tempfile.mkdtemp()),
             **_BENCH_UPSTREAMS,
+            bootstrap_admin_token=TOKEN,
         )
     )
     await server.start()
     out: dict[str, float] = {}
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.port}", interceptors=[BearerToken(TOKEN)]
+        ) as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             did = f"bench-{uuid.uuid4().hex[:6]}"
             await stub.UpsertDistrict(
@@ -286,11 +294,14 @@ async def sync_child(source: str, database_url: str, ps_url: str, roster_url: st
             grpc_port=0,
             run_scheduler=False,
             **_BENCH_UPSTREAMS,
+            bootstrap_admin_token=TOKEN,
         )
     )
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.port}", interceptors=[BearerToken(TOKEN)]
+        ) as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             did = f"sync-{source}-{uuid.uuid4().hex[:6]}"
             roster = (

@@ -25,6 +25,7 @@ import grpc
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
+from clients import BearerToken
 from service import Server, Settings
 from service.config import ConfigError
 from service.logs import configure
@@ -181,12 +182,18 @@ async def main() -> None:
         await sim.start()
     server = Server(settings)
     await server.start()
+    # On the embedded database the service has left its local admin token in the data dir.
+    token = settings.bootstrap_admin_token or (
+        (settings.data_dir / "admin-token").read_text().strip()
+    )
     print(
         f"PowerSchool simulator {ps_sim.base_url}, Clever {clever.base_url}, ClassLink "
         f"{classlink.base_url}; service on 127.0.0.1:{server.port}"
     )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.port}", interceptors=[BearerToken(token)]
+        ) as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             suffix = uuid.uuid4().hex[:4]
             for index, (title, sim, source, roster) in enumerate(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -34,12 +35,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
+from clients import BearerToken
 from service.store import EmbeddedPostgres
 from service.store.sealing import new_key_text
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset, recent_school_day
 from simulators.roster import school_roster_id
 
 TZ = "America/Chicago"
+# The measured service's bootstrap admin, made for this run.
+TOKEN = secrets.token_urlsafe(32)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -76,7 +80,9 @@ def memory_mb(pid: int, key: str) -> float:
 async def load(port: int, sim_url: str, sim: PowerSchoolSimulator) -> tuple[int, float]:
     """Import, resolve, submit and deliver; returns (records, seconds from first submit to
     an empty queue)."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=[BearerToken(TOKEN)]
+    ) as channel:
         stub = writeback_pb2_grpc.WritebackServiceStub(channel)
         did = f"footprint-{uuid.uuid4().hex[:6]}"
         schools = [
@@ -176,6 +182,7 @@ def main(args: argparse.Namespace) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "GRPC_HOST": "127.0.0.1"}
     env |= {"GRPC_PORT": str(port), "LOG_LEVEL": "WARNING", "ALLOW_INSECURE_UPSTREAMS": "1"}
     env.setdefault("WRITEBACK_SECRET_KEY", new_key_text())
+    env["WRITEBACK_BOOTSTRAP_ADMIN_TOKEN"] = TOKEN
     service = subprocess.Popen([sys.executable, "-m", "service"], env=env)
     try:
         _wait_port(sim_port)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import signal
 import socket
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -15,11 +17,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
 from service import tracing
-from service.api import AccessLogInterceptor, MetricsInterceptor, WritebackServicer, reflection
+from service.api import (
+    AccessLogInterceptor,
+    AuthInterceptor,
+    MetricsInterceptor,
+    WritebackServicer,
+    reflection,
+)
 from service.config import Settings, parse_allowlist
 from service.domain import (
     AttendanceService,
+    Audit,
     Backoff,
+    Callers,
     ConnectionChecker,
     Deliverer,
     DeliveryWorker,
@@ -35,11 +45,14 @@ from service.domain import (
 from service.health import HealthWatch
 from service.logs import configure
 from service.metrics import DomainMetrics, MetricsServer
+from service.models import Caller, CallerRole
 from service.outbound import OutboundPolicy
 from service.powerschool import PowerSchoolPool, load_plugin
 from service.roster_pool import RosterPool
 from service.store import (
     AttendanceStore,
+    AuditStore,
+    CallerStore,
     DatabaseProbe,
     DistrictFigures,
     DistrictStore,
@@ -91,6 +104,12 @@ def _cannot_listen(host: str, port: int) -> str | None:
 class StartupError(Exception):
     """The service cannot start (database unreachable, port taken); the message says why
     and never carries the database URL."""
+
+
+# The file `make run` leaves in the data directory for the CLI and the demo.
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105  (a file name)
+# The author of what the service does by itself, in the audit trail.
+_SERVICE_ACTOR = Caller(caller_id="", name="service", role=CallerRole.ADMIN, all_districts=True)
 
 
 class Server:
@@ -192,6 +211,18 @@ class Server:
             districts, self._powerschool, self._rosters, load_plugin(), sync_state
         )
 
+        audit = Audit(AuditStore(self._pool))
+        callers = Callers(
+            CallerStore(self._pool), bootstrap_token=self.settings.bootstrap_admin_token
+        )
+        if self.settings.auth == "off":
+            log.warning(
+                "auth_off",
+                message="AUTH=off: every caller is an admin on every district; not for production",
+            )
+        elif self._embedded is not None:
+            await _local_admin_token(callers, audit, self.settings.data_dir / ADMIN_TOKEN_FILE)
+
         bound = await self._serve_grpc(
             WritebackServicer(
                 districts=districts,
@@ -201,7 +232,10 @@ class Server:
                 sync_jobs=self._sync_jobs,
                 doctor=doctor,
                 checker=checker,
-            )
+                callers=callers,
+                audit=audit,
+            ),
+            callers=None if self.settings.auth == "off" else callers,
         )
         self.worker.start()
         if self.settings.run_scheduler:
@@ -221,14 +255,26 @@ class Server:
             delivery=lambda: worker.loop_alive(stale),
         )
         await self._watch.start()
-        log.info("service_started", port=bound, embedded_postgres=self._embedded is not None)
+        log.info(
+            "service_started",
+            port=bound,
+            embedded_postgres=self._embedded is not None,
+            tls=bool(self.settings.tls_cert),
+            client_certificates=bool(self.settings.tls_client_ca),
+            auth=self.settings.auth,
+        )
         return bound
 
-    async def _serve_grpc(self, servicer: WritebackServicer) -> int:
+    async def _serve_grpc(self, servicer: WritebackServicer, *, callers: Callers | None) -> int:
         """Serve the API, health and reflection; returns the bound port, or
         :class:`StartupError` when the port cannot be listened on."""
         server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(), AccessLogInterceptor()],
+            interceptors=[
+                MetricsInterceptor(),
+                AccessLogInterceptor(),
+                # Inside the access log: its refusals are logged and mapped to statuses.
+                AuthInterceptor(callers),
+            ],
             # grpcio turns SO_REUSEPORT on by default: a second process on the same port
             # would start silently and take half the connections.
             options=[("grpc.so_reuseport", int(self.settings.grpc_reuse_port))],
@@ -244,7 +290,7 @@ class Server:
         bound = 0
         if problem is None:
             with contextlib.suppress(RuntimeError):  # grpcio raises, or returns 0
-                bound = server.add_insecure_port(address)
+                bound = _bind(server, self.settings)
             problem = None if bound else "gRPC could not bind it"
         if problem is not None:
             raise StartupError(
@@ -363,6 +409,45 @@ async def rekey(settings: Settings) -> int:
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if not (settings.tls_cert and settings.tls_key):
+        return server.add_insecure_port(address)
+    ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    credentials = grpc.ssl_server_credentials(
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+        root_certificates=ca,
+        # With a client CA, a client without a certificate it signed fails the handshake.
+        require_client_auth=ca is not None,
+    )
+    return server.add_secure_port(address, credentials)
+
+
+async def _local_admin_token(callers: Callers, audit: Audit, path: Path) -> None:
+    """Keep a working admin token in ``path`` (mode 0600) for the CLI and the demo on the
+    embedded database: made at the first start, and again if the file is lost or its caller
+    was revoked or the database was reset."""
+    # Small local file reads at start, before the port opens: nothing else waits on the loop.
+    if path.is_file() and await callers.verifies(path.read_text().strip()):  # noqa: ASYNC240
+        return
+    caller, token = await callers.create(
+        name=f"local-admin-{os.urandom(4).hex()}",
+        role=CallerRole.ADMIN,
+        district_ids=(),
+        all_districts=True,
+        created_by=_SERVICE_ACTOR.name,
+    )
+    await audit.caller_created(_SERVICE_ACTOR, caller)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".new")
+    # Created 0600 from the start: the token is never readable by others, not even briefly.
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    os.replace(scratch, path)
+    log.info("local_admin_token_written", path=str(path), caller=caller.name)
 
 
 async def serve(settings: Settings | None = None) -> None:

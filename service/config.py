@@ -91,6 +91,13 @@ def _text(text: str) -> str:
     return text
 
 
+def _bootstrap_token(text: str) -> str:
+    # A short or guessable bootstrap token would be the weakest way into every district.
+    if len(text) < 32 or any(c.isspace() for c in text):
+        raise ValueError("too short")
+    return text
+
+
 def _postgres_url(text: str) -> str:
     if not text.startswith(("postgresql://", "postgres://")):
         raise ValueError("not a PostgreSQL URL")
@@ -147,6 +154,12 @@ def _allowlist(text: str) -> str:
 def _http_url(text: str) -> str:
     if not text.startswith(("http://", "https://")):
         raise ValueError("not an http(s) URL")
+    return text
+
+
+def _file(text: str) -> str:
+    if not Path(text).is_file():
+        raise ValueError("no such file")
     return text
 
 
@@ -222,6 +235,16 @@ class Settings:
     upstream_allowlist: str = _env(
         "UPSTREAM_ALLOWLIST", "", (_allowlist, "comma-separated host names or CIDRs")
     )
+    auth: str = _env("AUTH", "on", _choice(("on", "off"), upper=False))
+    bootstrap_admin_token: str = _env(
+        "WRITEBACK_BOOTSTRAP_ADMIN_TOKEN",
+        "",
+        (_bootstrap_token, "at least 32 characters, no spaces"),
+        secret=True,
+    )
+    tls_cert: str = _env("GRPC_TLS_CERT", "", (_file, "a PEM certificate file"))
+    tls_key: str = _env("GRPC_TLS_KEY", "", (_file, "a PEM private key file"))
+    tls_client_ca: str = _env("GRPC_TLS_CLIENT_CA", "", (_file, "a PEM file of CA certificates"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -267,11 +290,30 @@ def _inconsistencies(s: Settings, bad: set[str]) -> list[str]:
             s.powerschool_connections,
         ),
     ]
-    return [
+    problems = [
         f"{low}={low_value:g} must not exceed {high}={high_value:g}"
         for low, low_value, high, high_value in pairs
         if low_value > high_value and not {low, high} & bad
     ]
+    tls = {"GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CLIENT_CA"}
+    if bool(s.tls_cert) != bool(s.tls_key) and not tls & bad:
+        problems.append("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together")
+    if s.tls_client_ca and not s.tls_cert and not tls & bad:
+        problems.append("GRPC_TLS_CLIENT_CA needs GRPC_TLS_CERT and GRPC_TLS_KEY (a TLS port)")
+    identities = {"WRITEBACK_BOOTSTRAP_ADMIN_TOKEN", "GRPC_TLS_CLIENT_CA", "DATABASE_URL"}
+    if (
+        s.auth == "on"
+        and s.database_url
+        and not s.bootstrap_admin_token
+        and not s.tls_client_ca
+        and not identities & bad
+    ):
+        problems.append(
+            "with DATABASE_URL set, AUTH=on needs an identity source: "
+            "WRITEBACK_BOOTSTRAP_ADMIN_TOKEN or GRPC_TLS_CLIENT_CA "
+            "(or AUTH=off, not for production)"
+        )
+    return problems
 
 
 def variables() -> list[EnvVar]:

@@ -41,6 +41,16 @@ class NotFound(DomainError):
     """The district, student or record does not exist."""
 
 
+class Unauthenticated(DomainError):
+    """The call carries no valid identity (no token, an unknown or revoked one, or a
+    certificate naming no caller)."""
+
+
+class PermissionDenied(DomainError):
+    """The caller is identified but its role or districts do not cover the call. Says the
+    same whether the district it named exists or not."""
+
+
 class FailedPrecondition(DomainError):
     """The district or school is not configured for what was asked."""
 

@@ -493,3 +493,48 @@ class ConnectionReport:
 
     findings: tuple[Finding, ...]
     schools_checked: int
+
+
+class CallerRole(enum.IntEnum):
+    """What a caller may do; each role may do everything the roles below it may."""
+
+    READER = 1
+    WRITER = 2
+    OPERATOR = 3
+    ADMIN = 4
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An identified caller: its role, and the districts it may touch (``all_districts``, or
+    exactly ``district_ids``). ``caller_id`` is "" for callers with no stored row (the
+    bootstrap admin, everyone under AUTH=off). Holds no token."""
+
+    caller_id: str
+    name: str
+    role: CallerRole
+    all_districts: bool = False
+    district_ids: frozenset[str] = frozenset()
+    token_prefix: str = ""
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def may_touch(self, district_id: str) -> bool:
+        """True when the district is within the caller's districts."""
+        return self.all_districts or district_id in self.district_ids
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One recorded change: who, when, what (``changed_fields`` names fields, never a secret's
+    value; ``details`` is small context such as a record's state or a retry's date range)."""
+
+    event_id: int
+    at: datetime
+    caller_id: str
+    caller_name: str
+    action: str
+    district_id: str = ""
+    target: str = ""
+    changed_fields: tuple[str, ...] = ()
+    details: dict[str, str] = field(default_factory=dict)

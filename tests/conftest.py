@@ -29,7 +29,7 @@ from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from simulators.roster import roster_from_powerschool
-from tests.helpers import TEST_SECRET_KEY, World, fast_settings
+from tests.helpers import TEST_ADMIN_TOKEN, TEST_SECRET_KEY, World, authed_channel, fast_settings
 
 # `python -m service` processes the tests start inherit this: on a shared host they would
 # all want the default metrics port. A test that wants metrics sets METRICS_PORT itself.
@@ -38,6 +38,9 @@ os.environ.setdefault("METRICS_PORT", "0")
 # simulators over plain http on loopback.
 os.environ.setdefault("WRITEBACK_SECRET_KEY", TEST_SECRET_KEY)
 os.environ.setdefault("ALLOW_INSECURE_UPSTREAMS", "1")
+# ... and this identity: the services' bootstrap admin, and the CLI's token.
+os.environ.setdefault("WRITEBACK_BOOTSTRAP_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+os.environ.setdefault("WRITEBACK_TOKEN", TEST_ADMIN_TOKEN)
 
 
 class LogCapture(io.StringIO):
@@ -99,7 +102,7 @@ async def server(database_url: str, logs: LogCapture) -> AsyncIterator[Server]:
 
 @pytest.fixture(scope="session")
 async def channel(server: Server) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    async with authed_channel(f"127.0.0.1:{server.port}") as ch:
         yield ch
 
 

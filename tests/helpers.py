@@ -13,13 +13,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
-from clients import WritebackError
+from clients import BearerToken, WritebackError
 from service import Settings
 from simulators.powerschool import PowerSchoolSimulator, PSStudent, recent_school_day
 
 TZ = "America/Chicago"
 # The suite's key for district secrets (conftest also exports it to the processes tests start).
 TEST_SECRET_KEY = "dGVzdC1vbmx5LXdyaXRlYmFjay1zZWNyZXQta2V5ISE="
+# The bootstrap admin of every service the tests start (in-process by fast_settings,
+# `python -m service` by the environment conftest sets).
+TEST_ADMIN_TOKEN = "test-bootstrap-admin-token-0123456789abcdef"
 
 # Production patience scaled down so tests see retries, breakers and timeouts in seconds.
 FAST = {
@@ -38,12 +41,18 @@ FAST = {
     "allow_insecure_upstreams": True,
     # Processes stop at once; tests/test_operations.py measures the drain itself.
     "shutdown_drain": 0.0,
+    "bootstrap_admin_token": TEST_ADMIN_TOKEN,
 }
 
 
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
     """Service settings for tests (see FAST)."""
     return Settings(database_url=database_url, **{**FAST, **overrides})
+
+
+def authed_channel(target: str, token: str = TEST_ADMIN_TOKEN) -> grpc.aio.Channel:
+    """An insecure channel whose calls carry ``token`` (the test admin's by default)."""
+    return grpc.aio.insecure_channel(target, interceptors=[BearerToken(token)])
 
 
 def roster_id_of(s: PSStudent) -> str:

@@ -22,7 +22,7 @@ from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, PSStudent, demo_dataset
 from simulators.roster import roster_from_powerschool
 from tests.conftest import LogCapture
-from tests.helpers import World, fast_settings
+from tests.helpers import World, authed_channel, fast_settings
 from tests.test_roster_clients import QUICK
 from tests.test_roster_sync import clever_district, sync
 
@@ -99,7 +99,7 @@ class TestScheduledFullSync:
         srv = Server(fast_settings(own_database, sync_poll_seconds=0.2, full_sync_interval=2.0))
         await srv.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            async with authed_channel(f"127.0.0.1:{srv.port}") as ch:
                 here = World(
                     writeback_pb2_grpc.WritebackServiceStub(ch), world.sim, world.district_id
                 )

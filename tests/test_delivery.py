@@ -14,7 +14,7 @@ from writeback.v1 import writeback_pb2 as pb
 
 from service import Server
 from simulators.powerschool import PowerSchoolSimulator, PSStudent
-from tests.helpers import World, failure, fast_settings, local
+from tests.helpers import World, authed_channel, failure, fast_settings, local
 
 WRITES = "/ws/attendance/daily_time"
 
@@ -240,7 +240,7 @@ class TestFailures:
         srv = Server(fast_settings(database_url, delivery_max_age_hours=1 / 3600))
         await srv.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            async with authed_channel(f"127.0.0.1:{srv.port}") as channel:
                 from writeback.v1 import writeback_pb2_grpc  # noqa: PLC0415
 
                 other = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
@@ -434,7 +434,7 @@ class TestSharedLimits:
         await second.start()
         try:
             await asyncio.sleep(2.5)  # both workers have heartbeated and know they are two
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            async with authed_channel(f"127.0.0.1:{second.port}") as channel:
                 from writeback.v1 import writeback_pb2_grpc  # noqa: PLC0415
 
                 other = World(writeback_pb2_grpc.WritebackServiceStub(channel), world.sim)

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
-import grpc
 import pytest
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
@@ -26,7 +25,7 @@ from writeback.v1 import writeback_pb2_grpc
 from service import Server
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from tests.conftest import LogCapture
-from tests.helpers import FAST, World, fast_settings, local, ts
+from tests.helpers import FAST, World, authed_channel, fast_settings, local, ts
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +141,7 @@ class ServiceProcess:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "service", env=self.env, stderr=out
             )
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{self.port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
 
     async def kill(self) -> None:
@@ -191,7 +190,7 @@ async def test_sigkill_mid_delivery_then_restart_writes_each_once(
     second = ServiceProcess(database_url, tmp_path / "second.log")
     await first.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{first.port}") as channel:
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), big_sim)
             await prepare(world)
             big_sim.faults.latency = 0.05
@@ -205,7 +204,7 @@ async def test_sigkill_mid_delivery_then_restart_writes_each_once(
         await first.kill()
         assert written_at_kill < 500, "delivery finished before the kill; nothing was tested"
         await second.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{second.port}") as channel:
             world = World(
                 writeback_pb2_grpc.WritebackServiceStub(channel), big_sim, world.district_id
             )
@@ -228,7 +227,7 @@ async def test_three_processes_share_the_work_without_duplicates(
 ) -> None:
     procs = [ServiceProcess(database_url, tmp_path / f"p{i}.log") for i in range(3)]
     await asyncio.gather(*(p.start() for p in procs))
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in procs]
+    channels = [authed_channel(f"127.0.0.1:{p.port}") for p in procs]
     try:
         stubs = [writeback_pb2_grpc.WritebackServiceStub(c) for c in channels]
         world = World(stubs[0], big_sim)
@@ -258,7 +257,7 @@ async def test_slow_writes_outlive_the_lease_and_are_still_written_once(
     slow = {"DELIVERY_LEASE_SECONDS": "2", "POWERSCHOOL_TIMEOUT": "15"}
     procs = [ServiceProcess(own_database, tmp_path / f"p{i}.log", **slow) for i in range(2)]
     await asyncio.gather(*(p.start() for p in procs))
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in procs]
+    channels = [authed_channel(f"127.0.0.1:{p.port}") for p in procs]
     try:
         stubs = [writeback_pb2_grpc.WritebackServiceStub(c) for c in channels]
         world = World(stubs[0], big_sim)
@@ -301,7 +300,7 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
     second = ServiceProcess(own_database, tmp_path / "second.log", **common)
     await first.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{first.port}") as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             worlds = [World(stub, big_sim), World(stub, big_sim)]
             for world in worlds:
@@ -324,7 +323,7 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
         first.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(first.proc.wait(), timeout=30)
         exited = time.monotonic()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{second.port}") as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
 
             async def all_written() -> bool:
@@ -360,7 +359,7 @@ async def test_an_attempt_that_lost_its_lease_does_not_write(
     await simulator.start()
     mark = logs.tell()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{server.port}") as channel:
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), simulator)
             await world.setup()
             simulator.faults.latency = 3.0

@@ -33,7 +33,7 @@ from service.metrics import MetricsServer, endpoint_template
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
-from tests.helpers import World, fast_settings, local
+from tests.helpers import World, authed_channel, fast_settings, local
 from tests.test_roster_sync import classlink_district, clever_district
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ async def metered(own_database: str) -> AsyncIterator[Metered]:
     srv = Server(fast_settings(own_database, metrics_port=port))
     await srv.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{srv.port}") as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             yield Metered(srv, stub, f"http://127.0.0.1:{port}/metrics")
     finally:
@@ -227,7 +227,7 @@ async def test_status_codes_are_counted_as_callers_see_them(metered: Metered) ->
 
 async def test_health_and_reflection_are_counted_too(metered: Metered) -> None:
     before = await scrape(metered.url)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{metered.server.port}") as channel:
+    async with authed_channel(f"127.0.0.1:{metered.server.port}") as channel:
         await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
         await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
@@ -315,7 +315,7 @@ async def test_python_m_service_serves_metrics_only_when_asked(
         sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.DEVNULL
     )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        async with authed_channel(f"127.0.0.1:{grpc_port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
         if metrics:
             assert listening_ports(proc.pid) == {grpc_port, metrics_port}
@@ -335,7 +335,7 @@ async def start_service(env: dict[str, str], grpc_port: int) -> asyncio.subproce
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+    async with authed_channel(f"127.0.0.1:{grpc_port}") as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
     return proc
 
@@ -368,7 +368,7 @@ async def test_processes_sharing_a_multiprocess_dir_share_the_port_and_report_to
     method = {"grpc_service": "writeback.v1.WritebackService", "grpc_method": "ListDistricts"}
     try:
         for port, calls in zip(ports, (3, 5), strict=True):
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with authed_channel(f"127.0.0.1:{port}") as channel:
                 stub = writeback_pb2_grpc.WritebackServiceStub(channel)
                 for _ in range(calls):
                     await stub.ListDistricts(pb.ListDistrictsRequest())

@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
@@ -19,7 +18,7 @@ from service import Server
 from service.store import EmbeddedPostgres
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from tests.conftest import LogCapture
-from tests.helpers import World, fast_settings, local, ts
+from tests.helpers import World, authed_channel, fast_settings, local, ts
 from tests.test_delivery_slow import WRITES, until, write_counts
 
 pytestmark = pytest.mark.slow
@@ -59,7 +58,7 @@ async def test_delivery_and_notifications_come_back_after_a_postgres_restart(
     await front.worker.stop()
     mark = logs.tell()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{front.port}") as channel:
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
             await world.setup(max_in_flight=4)
             students = world.students[:RECORDS]

@@ -19,7 +19,7 @@ from writeback.v1 import writeback_pb2_grpc
 
 from service import Server
 from service.store import EmbeddedPostgres
-from tests.helpers import failure, fast_settings
+from tests.helpers import authed_channel, failure, fast_settings
 
 
 def free_port() -> int:
@@ -35,7 +35,7 @@ async def test_serves_health_and_reflection_and_stops_on_sigterm(database_url: s
         sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with authed_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
             health = health_pb2_grpc.HealthStub(channel)
             for service in ("", "writeback.v1.WritebackService"):
@@ -67,7 +67,7 @@ async def test_database_outage_is_unavailable_and_recovers(tmp_path: Path) -> No
     srv = Server(fast_settings(pg.start(), run_scheduler=False))
     await srv.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{srv.port}") as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             request = pb.GetDistrictRequest(district_id="nobody")
             with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -10,7 +10,7 @@ from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service import Server
-from tests.helpers import World, failure, fast_settings, roster_id_of
+from tests.helpers import World, authed_channel, failure, fast_settings, roster_id_of
 
 STUDENTS_TABLE = "/ws/schema/table/students"
 
@@ -48,7 +48,7 @@ class TestDcidMode:
         fresh = Server(fast_settings(database_url))
         await fresh.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{fresh.port}") as ch:
+            async with authed_channel(f"127.0.0.1:{fresh.port}") as ch:
                 other = World(
                     writeback_pb2_grpc.WritebackServiceStub(ch),
                     world.sim,

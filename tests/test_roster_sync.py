@@ -20,7 +20,7 @@ from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, PSStudent
 from simulators.roster import roster_from_powerschool, school_roster_id
 from tests.conftest import LogCapture
-from tests.helpers import World, failure, fast_settings
+from tests.helpers import World, authed_channel, failure, fast_settings
 
 DCID_MAP = "/ws/schema/query/com.pearson.core.student.student_dcid_id_map"
 
@@ -339,7 +339,7 @@ class TestSchedule:
         srv = Server(fast_settings(database_url, sync_poll_seconds=0.2))
         await srv.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            async with authed_channel(f"127.0.0.1:{srv.port}") as ch:
                 other = World(
                     writeback_pb2_grpc.WritebackServiceStub(ch), world.sim, world.district_id
                 )

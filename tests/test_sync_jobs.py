@@ -26,7 +26,7 @@ from service import Server
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator
 from simulators.roster import school_roster_id
-from tests.helpers import TZ, World, failure, fast_settings
+from tests.helpers import TZ, World, authed_channel, failure, fast_settings
 from tests.test_roster_sync import clever_district
 
 PAGE = 4  # students per roster page on this module's server: several pages per sync
@@ -43,7 +43,7 @@ async def paged(database_url: str) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def stub(paged: Server) -> AsyncIterator[writeback_pb2_grpc.WritebackServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{paged.port}") as channel:
+    async with authed_channel(f"127.0.0.1:{paged.port}") as channel:
         yield writeback_pb2_grpc.WritebackServiceStub(channel)
 
 
@@ -186,7 +186,7 @@ class TestJobs:
         other = Server(fast_settings(database_url, run_scheduler=False))
         await other.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{other.port}") as channel:
+            async with authed_channel(f"127.0.0.1:{other.port}") as channel:
                 there = World(
                     writeback_pb2_grpc.WritebackServiceStub(channel), world.sim, world.district_id
                 )
@@ -345,7 +345,7 @@ async def test_hundred_thousand_students_sync_from_the_cli_with_the_defaults(
         for port in (ps_port, clever_port, grpc_port):
             await until(listening(port), 60)
         did = f"big-{uuid.uuid4().hex[:8]}"
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        async with authed_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             await stub.UpsertDistrict(
                 pb.UpsertDistrictRequest(
@@ -406,7 +406,7 @@ async def test_a_killed_process_sync_shows_interrupted(
     proc = await start_process("service", env=env)
     try:
         await until(listening(port), 60)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with authed_channel(f"127.0.0.1:{port}") as channel:
             there = World(
                 writeback_pb2_grpc.WritebackServiceStub(channel), world.sim, world.district_id
             )

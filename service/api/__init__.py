@@ -1,6 +1,7 @@
 """gRPC layer: the servicer, request validation, status mapping and interceptors."""
 
+from service.api.auth import AuthInterceptor
 from service.api.handlers import WritebackServicer
 from service.api.interceptors import AccessLogInterceptor, MetricsInterceptor
 
-__all__ = ["AccessLogInterceptor", "MetricsInterceptor", "WritebackServicer"]
+__all__ = ["AccessLogInterceptor", "AuthInterceptor", "MetricsInterceptor", "WritebackServicer"]

@@ -17,6 +17,9 @@ from service.models import (
     AttendanceMode,
     AttendanceRecord,
     AttendanceState,
+    AuditEvent,
+    Caller,
+    CallerRole,
     ClassLinkConnection,
     CleverConnection,
     ConnectionReport,
@@ -419,4 +422,42 @@ def stats_to_pb(stats: DeliveryStats) -> pb.DeliveryStats:
         written_last_hour=stats.written_last_hour,
         breaker_state=_BREAKER_PB[stats.breaker_state],
         paused_until=timestamp(stats.paused_until),
+    )
+
+
+CALLER_ROLE: dict[CallerRole, pb.CallerRole.ValueType] = {
+    CallerRole.READER: pb.CALLER_ROLE_READER,
+    CallerRole.WRITER: pb.CALLER_ROLE_WRITER,
+    CallerRole.OPERATOR: pb.CALLER_ROLE_OPERATOR,
+    CallerRole.ADMIN: pb.CALLER_ROLE_ADMIN,
+}
+CALLER_ROLE_FROM_PB = {v: k for k, v in CALLER_ROLE.items()}
+
+
+def caller_to_pb(caller: Caller) -> pb.Caller:
+    """A caller as the API shows it (it has no token to show)."""
+    return pb.Caller(
+        caller_id=caller.caller_id,
+        name=caller.name,
+        role=CALLER_ROLE[caller.role],
+        district_ids=sorted(caller.district_ids),
+        all_districts=caller.all_districts,
+        token_prefix=f"wb_{caller.token_prefix}" if caller.token_prefix else "",
+        created_at=timestamp(caller.created_at),
+        revoked_at=timestamp(caller.revoked_at),
+    )
+
+
+def audit_event_to_pb(event: AuditEvent) -> pb.AuditEvent:
+    """An audit event as the API shows it."""
+    return pb.AuditEvent(
+        event_id=event.event_id,
+        at=timestamp(event.at),
+        caller_id=event.caller_id,
+        caller_name=event.caller_name,
+        action=event.action,
+        district_id=event.district_id,
+        target=event.target,
+        changed_fields=list(event.changed_fields),
+        details=event.details,
     )

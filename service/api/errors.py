@@ -15,7 +15,9 @@ from service.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     StillRunning,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -28,6 +30,8 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Unavailable, code_pb2.UNAVAILABLE),
     (StillRunning, code_pb2.DEADLINE_EXCEEDED),
+    (Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (PermissionDenied, code_pb2.PERMISSION_DENIED),
 ]
 
 

@@ -12,8 +12,11 @@ from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from service.api import _convert, validation
+from service.api.auth import current_caller
 from service.domain import (
     AttendanceService,
+    Audit,
+    Callers,
     ConnectionChecker,
     DistrictService,
     MappingDoctor,
@@ -21,7 +24,8 @@ from service.domain import (
     StudentResolver,
     SyncJobs,
 )
-from service.models import AttendanceRequest
+from service.errors import NotFound
+from service.models import AttendanceRequest, District
 
 if TYPE_CHECKING:  # the stubs make it generic; the runtime class is not
     _Context = ServicerContext[Any, Any]
@@ -40,6 +44,8 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         sync_jobs: SyncJobs,
         doctor: MappingDoctor,
         checker: ConnectionChecker,
+        callers: Callers,
+        audit: Audit,
     ) -> None:
         self._districts = districts
         self._resolver = resolver
@@ -48,13 +54,17 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         self._sync_jobs = sync_jobs
         self._doctor = doctor
         self._checker = checker
+        self._callers = callers
+        self._audit = audit
 
     async def UpsertDistrict(
         self, request: pb.UpsertDistrictRequest, context: _Context
     ) -> pb.UpsertDistrictResponse:
         """Create or replace a district."""
         validation.check_district(request.district)
+        before = await self._existing(request.district.district_id)
         saved = await self._districts.upsert(_convert.district_from_pb(request.district))
+        await self._audit.district_saved(current_caller(), before, saved)
         return pb.UpsertDistrictResponse(district=_convert.district_to_pb(saved))
 
     async def GetDistrict(
@@ -71,8 +81,11 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
     ) -> pb.ListDistrictsResponse:
         """A page of districts without their secrets."""
         validation.check_list_districts(request)
+        caller = current_caller()
         districts, token = await self._districts.page(
-            page_size=request.page_size or 100, page_token=request.page_token
+            page_size=request.page_size or 100,
+            page_token=request.page_token,
+            only=None if caller.all_districts else caller.district_ids,
         )
         return pb.ListDistrictsResponse(
             districts=[_convert.district_to_pb(d) for d in districts], next_page_token=token
@@ -179,6 +192,9 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         record = await self._attendance.cancel(
             request.district_id, request.record_id, request.reason, wait=wait
         )
+        await self._audit.attendance_cancelled(
+            current_caller(), request.district_id, request.record_id, request.reason
+        )
         return pb.CancelAttendanceResponse(record=_convert.record_to_pb(record))
 
     async def ListAttendance(
@@ -202,6 +218,14 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         """Queue records for delivery again."""
         first, last = validation.check_retry(request)
         count = await self._attendance.retry(request.district_id, request.record_id, first, last)
+        await self._audit.attendance_retried(
+            current_caller(),
+            request.district_id,
+            request.record_id,
+            first=first,
+            last=last,
+            count=count,
+        )
         return pb.RetryAttendanceResponse(retried=count)
 
     async def GetDeliveryStats(
@@ -211,6 +235,64 @@ class WritebackServicer(writeback_pb2_grpc.WritebackServiceServicer):
         validation.check_district_id(request.district_id)
         stats = await self._attendance.stats(request.district_id)
         return pb.GetDeliveryStatsResponse(stats=_convert.stats_to_pb(stats))
+
+    async def CreateCaller(
+        self, request: pb.CreateCallerRequest, context: _Context
+    ) -> pb.CreateCallerResponse:
+        """Create a caller; its token is in this answer and nowhere else, ever."""
+        validation.check_create_caller(request)
+        actor = current_caller()
+        caller, token = await self._callers.create(
+            name=request.name,
+            role=_convert.CALLER_ROLE_FROM_PB[request.role],
+            district_ids=list(request.district_ids),
+            all_districts=request.all_districts,
+            created_by=actor.name,
+            with_token=not request.certificate_only,
+        )
+        await self._audit.caller_created(actor, caller)
+        return pb.CreateCallerResponse(caller=_convert.caller_to_pb(caller), token=token)
+
+    async def RevokeCaller(
+        self, request: pb.RevokeCallerRequest, context: _Context
+    ) -> pb.RevokeCallerResponse:
+        """Revoke a caller's token and certificate name."""
+        validation.check_caller_id(request.caller_id)
+        caller = await self._callers.revoke(request.caller_id)
+        await self._audit.caller_revoked(current_caller(), caller)
+        return pb.RevokeCallerResponse(caller=_convert.caller_to_pb(caller))
+
+    async def ListCallers(
+        self, request: pb.ListCallersRequest, context: _Context
+    ) -> pb.ListCallersResponse:
+        """Every caller, without tokens."""
+        callers = await self._callers.list(include_revoked=request.include_revoked)
+        return pb.ListCallersResponse(callers=[_convert.caller_to_pb(c) for c in callers])
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: _Context
+    ) -> pb.ListAuditEventsResponse:
+        """A page of audit events, newest first, within the caller's districts."""
+        before = validation.check_list_audit(request)
+        caller = current_caller()
+        page_size = request.page_size or 100
+        events = await self._audit.page(
+            district_id=request.district_id,
+            visible=None if caller.all_districts else caller.district_ids,
+            page_size=page_size + 1,
+            before=before,
+        )
+        token = str(events[page_size - 1].event_id) if len(events) > page_size else ""
+        return pb.ListAuditEventsResponse(
+            events=[_convert.audit_event_to_pb(e) for e in events[:page_size]],
+            next_page_token=token,
+        )
+
+    async def _existing(self, district_id: str) -> District | None:
+        try:
+            return await self._districts.get(district_id, fresh=True)
+        except NotFound:
+            return None
 
 
 # Without a deadline, a waiting caller gets at most this long; answers leave this much early.

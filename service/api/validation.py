@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from writeback.v1 import writeback_pb2 as pb
 
-from service.api._convert import EVENT, ROSTER_SOURCE, STATE
+from service.api._convert import CALLER_ROLE_FROM_PB, EVENT, ROSTER_SOURCE, STATE
 from service.errors import FieldViolation, InvalidArgument
 from service.models import KeyKind, RecordFilter, StudentKey
 
@@ -387,3 +387,53 @@ def check_retry(msg: pb.RetryAttendanceRequest) -> tuple[date | None, date | Non
         c.fail("date_to", "must not be before date_from")
     c.done()
     return first, last
+
+
+_CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
+
+
+def check_create_caller(msg: pb.CreateCallerRequest) -> None:
+    """Validate a CreateCaller request: a name, a role, and districts or all of them."""
+    c = Checker()
+    if not _CALLER_NAME.fullmatch(msg.name):
+        c.fail("name", "must be 1-100 letters, digits, '.', '_', '@' or '-'")
+    if msg.role not in CALLER_ROLE_FROM_PB:
+        c.fail("role", "must be CALLER_ROLE_ADMIN, _OPERATOR, _WRITER or _READER")
+    if msg.all_districts and msg.district_ids:
+        c.fail("district_ids", "give district_ids or all_districts, not both")
+    elif not msg.all_districts and not msg.district_ids:
+        c.fail("district_ids", "give at least one district, or set all_districts")
+    if len(msg.district_ids) > 1000:
+        c.fail("district_ids", "at most 1000 districts")
+    else:
+        for i, district_id in enumerate(msg.district_ids):
+            c.district_id(f"district_ids[{i}]", district_id)
+    c.done()
+
+
+def check_caller_id(caller_id: str) -> None:
+    """Validate a request naming a caller by its ID."""
+    c = Checker()
+    try:
+        uuid.UUID(caller_id)
+    except ValueError:
+        c.fail("caller_id", "must be a caller ID (a UUID) as CreateCaller or ListCallers shows")
+    c.done()
+
+
+def check_list_audit(msg: pb.ListAuditEventsRequest) -> int:
+    """Validate a ListAuditEvents request; returns the event ID the page starts below (0:
+    the newest)."""
+    c = Checker()
+    if msg.district_id:
+        c.district_id("district_id", msg.district_id)
+    if not 0 <= msg.page_size <= 500:
+        c.fail("page_size", "must be between 0 (default 100) and 500")
+    before = 0
+    if msg.page_token:
+        if msg.page_token.isdigit() and len(msg.page_token) < 19:
+            before = int(msg.page_token)
+        else:
+            c.fail("page_token", "is not a token returned by ListAuditEvents")
+    c.done()
+    return before

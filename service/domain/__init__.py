@@ -2,6 +2,8 @@
 delivery. Knows nothing of gRPC or HTTP; talks to the store and PowerSchool adapters."""
 
 from service.domain.attendance import AttendanceService
+from service.domain.audit import Audit
+from service.domain.callers import Callers
 from service.domain.connection_check import ConnectionChecker
 from service.domain.delivery import Deliverer
 from service.domain.diagnose import MappingDoctor
@@ -15,7 +17,9 @@ from service.domain.worker import DeliveryWorker, WorkerSettings
 
 __all__ = [
     "AttendanceService",
+    "Audit",
     "Backoff",
+    "Callers",
     "ConnectionChecker",
     "Deliverer",
     "DeliveryWorker",

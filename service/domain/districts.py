@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Collection
 
 from service.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from service.models import District
@@ -62,10 +63,13 @@ class DistrictService:
         self._cache[district_id] = (time.monotonic() + self._cache_seconds, district)
         return district
 
-    async def page(self, *, page_size: int, page_token: str) -> tuple[list[District], str]:
-        """A page of districts by district_id, and the next page's token ("" at the end)."""
+    async def page(
+        self, *, page_size: int, page_token: str, only: Collection[str] | None = None
+    ) -> tuple[list[District], str]:
+        """A page of districts by district_id (among ``only``, unless None), and the next
+        page's token ("" at the end)."""
         after = _decode_token(page_token)
-        districts = await self._store.page(after=after, limit=page_size + 1)
+        districts = await self._store.page(after=after, limit=page_size + 1, only=only)
         if len(districts) <= page_size:
             return districts, ""
         shown = districts[:page_size]

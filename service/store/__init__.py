@@ -2,6 +2,8 @@
 
 from service.store._database import EmbeddedPostgres, open_pool
 from service.store.attendance import AttendanceStore, Submitted
+from service.store.audit import AuditStore
+from service.store.callers import CallerStore
 from service.store.districts import DistrictStore
 from service.store.figures import DistrictFigures, FiguresStore
 from service.store.health import DatabaseProbe
@@ -13,6 +15,8 @@ from service.store.workers import WorkerRegistry
 
 __all__ = [
     "AttendanceStore",
+    "AuditStore",
+    "CallerStore",
     "DatabaseProbe",
     "DistrictFigures",
     "DistrictStore",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import asyncpg
 
 from service.models import (
@@ -95,10 +97,15 @@ class DistrictStore:
             last_sync_error=row["last_sync_error"],
         )
 
-    async def page(self, *, after: str, limit: int) -> list[District]:
-        """Up to ``limit`` districts with their schools, by district_id, those after ``after``."""
+    async def page(
+        self, *, after: str, limit: int, only: Collection[str] | None = None
+    ) -> list[District]:
+        """Up to ``limit`` districts with their schools, by district_id, those after ``after``
+        (and among ``only``, unless None)."""
         async with connection(self._pool) as conn:
-            rows = await conn.fetch(_Q["list_district_ids"], after, limit)
+            rows = await conn.fetch(
+                _Q["list_district_ids"], after, limit, None if only is None else sorted(only)
+            )
         ids = [r["district_id"] for r in rows]
         # Each through get(), so a listed district is exactly what GetDistrict shows; an admin's
         # page is small, and one read per district keeps a single way to build a District.

@@ -425,6 +425,36 @@ BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 3
 """One probe delivery is testing whether PowerSchool is back."""
 Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
 
+class _CallerRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CallerRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallerRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CALLER_ROLE_UNSPECIFIED: _CallerRole.ValueType  # 0
+    CALLER_ROLE_READER: _CallerRole.ValueType  # 1
+    """Get and list districts and attendance."""
+    CALLER_ROLE_WRITER: _CallerRole.ValueType  # 2
+    """Resolve students and submit attendance."""
+    CALLER_ROLE_OPERATOR: _CallerRole.ValueType  # 3
+    """Retry, cancel, sync, import students, check, diagnose, stats."""
+    CALLER_ROLE_ADMIN: _CallerRole.ValueType  # 4
+    """District settings and secrets, callers, the audit log."""
+
+class CallerRole(_CallerRole, metaclass=_CallerRoleEnumTypeWrapper):
+    """What a caller may do; each role may do everything the roles below it may."""
+
+CALLER_ROLE_UNSPECIFIED: CallerRole.ValueType  # 0
+CALLER_ROLE_READER: CallerRole.ValueType  # 1
+"""Get and list districts and attendance."""
+CALLER_ROLE_WRITER: CallerRole.ValueType  # 2
+"""Resolve students and submit attendance."""
+CALLER_ROLE_OPERATOR: CallerRole.ValueType  # 3
+"""Retry, cancel, sync, import students, check, diagnose, stats."""
+CALLER_ROLE_ADMIN: CallerRole.ValueType  # 4
+"""District settings and secrets, callers, the audit log."""
+Global___CallerRole: _TypeAlias = CallerRole  # noqa: Y015
+
 @_typing.final
 class PowerSchoolConnection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1980,3 +2010,320 @@ class GetDeliveryStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDeliveryStatsResponse: _TypeAlias = GetDeliveryStatsResponse  # noqa: Y015
+
+@_typing.final
+class Caller(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    DISTRICT_IDS_FIELD_NUMBER: _builtins.int
+    ALL_DISTRICTS_FIELD_NUMBER: _builtins.int
+    TOKEN_PREFIX_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    caller_id: _builtins.str
+    name: _builtins.str
+    """A certificate's subject CN or first SAN names its caller by this."""
+    role: Global___CallerRole.ValueType
+    all_districts: _builtins.bool
+    token_prefix: _builtins.str
+    """The token's public part (wb_<prefix>.…), to tell tokens apart; empty for a
+    certificate-only caller.
+    """
+    @_builtins.property
+    def district_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The caller's districts, unless all_districts."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset while the caller is live."""
+
+    def __init__(
+        self,
+        *,
+        caller_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        role: Global___CallerRole.ValueType = ...,
+        district_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all_districts: _builtins.bool = ...,
+        token_prefix: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_districts", b"all_districts", "caller_id", b"caller_id", "created_at", b"created_at", "district_ids", b"district_ids", "name", b"name", "revoked_at", b"revoked_at", "role", b"role", "token_prefix", b"token_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Caller: _TypeAlias = Caller  # noqa: Y015
+
+@_typing.final
+class CreateCallerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    DISTRICT_IDS_FIELD_NUMBER: _builtins.int
+    ALL_DISTRICTS_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_ONLY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """1-100 characters: letters, digits, and . _ @ -"""
+    role: Global___CallerRole.ValueType
+    all_districts: _builtins.bool
+    certificate_only: _builtins.bool
+    """A caller that authenticates only by client certificate: no token is made."""
+    @_builtins.property
+    def district_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required unless all_districts."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: Global___CallerRole.ValueType = ...,
+        district_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all_districts: _builtins.bool = ...,
+        certificate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_districts", b"all_districts", "certificate_only", b"certificate_only", "district_ids", b"district_ids", "name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCallerRequest: _TypeAlias = CreateCallerRequest  # noqa: Y015
+
+@_typing.final
+class CreateCallerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The bearer token, shown only here: send it as `authorization: Bearer <token>`."""
+    @_builtins.property
+    def caller(self) -> Global___Caller: ...
+    def __init__(
+        self,
+        *,
+        caller: Global___Caller | None = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCallerResponse: _TypeAlias = CreateCallerResponse  # noqa: Y015
+
+@_typing.final
+class RevokeCallerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_ID_FIELD_NUMBER: _builtins.int
+    caller_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        caller_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_id", b"caller_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeCallerRequest: _TypeAlias = RevokeCallerRequest  # noqa: Y015
+
+@_typing.final
+class RevokeCallerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def caller(self) -> Global___Caller: ...
+    def __init__(
+        self,
+        *,
+        caller: Global___Caller | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeCallerResponse: _TypeAlias = RevokeCallerResponse  # noqa: Y015
+
+@_typing.final
+class ListCallersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_REVOKED_FIELD_NUMBER: _builtins.int
+    include_revoked: _builtins.bool
+    def __init__(
+        self,
+        *,
+        include_revoked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_revoked", b"include_revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCallersRequest: _TypeAlias = ListCallersRequest  # noqa: Y015
+
+@_typing.final
+class ListCallersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def callers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Caller]: ...
+    def __init__(
+        self,
+        *,
+        callers: _abc.Iterable[Global___Caller] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callers", b"callers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCallersResponse: _TypeAlias = ListCallersResponse  # noqa: Y015
+
+@_typing.final
+class AuditEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    CALLER_ID_FIELD_NUMBER: _builtins.int
+    CALLER_NAME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.int
+    caller_id: _builtins.str
+    """Who: empty caller_id for the bootstrap admin and under AUTH=off."""
+    caller_name: _builtins.str
+    action: _builtins.str
+    """district_created, district_updated, caller_created, caller_revoked,
+    attendance_retried, attendance_cancelled.
+    """
+    district_id: _builtins.str
+    target: _builtins.str
+    """The record or caller the action concerns."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Dotted setting names, e.g. powerschool.base_url, schools[100].late_check_in_code."""
+
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The new value of each changed setting ("changed" for a secret, never its value), or
+        the action's context (a retry's date range and count, a cancel's reason).
+        """
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        caller_id: _builtins.str = ...,
+        caller_name: _builtins.str = ...,
+        action: _builtins.str = ...,
+        district_id: _builtins.str = ...,
+        target: _builtins.str = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "at", b"at", "caller_id", b"caller_id", "caller_name", b"caller_name", "changed_fields", b"changed_fields", "details", b"details", "district_id", b"district_id", "event_id", b"event_id", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTRICT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    district_id: _builtins.str
+    """One district's events; empty for every district (admins on all districts only)."""
+    page_size: _builtins.int
+    """At most 500; 0 means 100."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        district_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_id", b"district_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015

@@ -109,6 +109,26 @@ class WritebackServiceStub:
                 request_serializer=writeback_dot_v1_dot_writeback__pb2.CheckConnectionRequest.SerializeToString,
                 response_deserializer=writeback_dot_v1_dot_writeback__pb2.CheckConnectionResponse.FromString,
                 _registered_method=True)
+        self.CreateCaller = channel.unary_unary(
+                '/writeback.v1.WritebackService/CreateCaller',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.CreateCallerRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.CreateCallerResponse.FromString,
+                _registered_method=True)
+        self.RevokeCaller = channel.unary_unary(
+                '/writeback.v1.WritebackService/RevokeCaller',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.RevokeCallerRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.RevokeCallerResponse.FromString,
+                _registered_method=True)
+        self.ListCallers = channel.unary_unary(
+                '/writeback.v1.WritebackService/ListCallers',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.ListCallersRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.ListCallersResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/writeback.v1.WritebackService/ListAuditEvents',
+                request_serializer=writeback_dot_v1_dot_writeback__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=writeback_dot_v1_dot_writeback__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class WritebackServiceServicer:
@@ -223,6 +243,35 @@ class WritebackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCaller(self, request, context):
+        """Callers and audit (admin on all districts, except ListAuditEvents for one district).
+        Creates a caller with a role and districts; answers its bearer token, once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCaller(self, request, context):
+        """Revokes a caller: its token and certificate name stop working within seconds everywhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCallers(self, request, context):
+        """Lists callers (never their tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """Lists audit events, newest first: settings, secrets, callers, manual retries and cancels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WritebackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -300,6 +349,26 @@ def add_WritebackServiceServicer_to_server(servicer, server):
                     servicer.CheckConnection,
                     request_deserializer=writeback_dot_v1_dot_writeback__pb2.CheckConnectionRequest.FromString,
                     response_serializer=writeback_dot_v1_dot_writeback__pb2.CheckConnectionResponse.SerializeToString,
+            ),
+            'CreateCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCaller,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.CreateCallerRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.CreateCallerResponse.SerializeToString,
+            ),
+            'RevokeCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCaller,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.RevokeCallerRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.RevokeCallerResponse.SerializeToString,
+            ),
+            'ListCallers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCallers,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.ListCallersRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.ListCallersResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=writeback_dot_v1_dot_writeback__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=writeback_dot_v1_dot_writeback__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -707,6 +776,114 @@ class WritebackService:
             '/writeback.v1.WritebackService/CheckConnection',
             writeback_dot_v1_dot_writeback__pb2.CheckConnectionRequest.SerializeToString,
             writeback_dot_v1_dot_writeback__pb2.CheckConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/CreateCaller',
+            writeback_dot_v1_dot_writeback__pb2.CreateCallerRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.CreateCallerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/RevokeCaller',
+            writeback_dot_v1_dot_writeback__pb2.RevokeCallerRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.RevokeCallerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCallers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/ListCallers',
+            writeback_dot_v1_dot_writeback__pb2.ListCallersRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.ListCallersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/writeback.v1.WritebackService/ListAuditEvents',
+            writeback_dot_v1_dot_writeback__pb2.ListAuditEventsRequest.SerializeToString,
+            writeback_dot_v1_dot_writeback__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

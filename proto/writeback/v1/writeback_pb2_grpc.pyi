@@ -70,6 +70,16 @@ class WritebackServiceStub:
     """Probes the district's PowerSchool and roster connections (read-only) and reports every
     problem at once, each with the school it concerns and what an admin should fix.
     """
+    CreateCaller: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.CreateCallerRequest, _writeback_pb2.CreateCallerResponse]
+    """Callers and audit (admin on all districts, except ListAuditEvents for one district).
+    Creates a caller with a role and districts; answers its bearer token, once.
+    """
+    RevokeCaller: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.RevokeCallerRequest, _writeback_pb2.RevokeCallerResponse]
+    """Revokes a caller: its token and certificate name stop working within seconds everywhere."""
+    ListCallers: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.ListCallersRequest, _writeback_pb2.ListCallersResponse]
+    """Lists callers (never their tokens)."""
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_writeback_pb2.ListAuditEventsRequest, _writeback_pb2.ListAuditEventsResponse]
+    """Lists audit events, newest first: settings, secrets, callers, manual retries and cancels."""
 
 @_typing.type_check_only
 class WritebackServiceAsyncStub(WritebackServiceStub):
@@ -111,6 +121,16 @@ class WritebackServiceAsyncStub(WritebackServiceStub):
     """Probes the district's PowerSchool and roster connections (read-only) and reports every
     problem at once, each with the school it concerns and what an admin should fix.
     """
+    CreateCaller: _aio.UnaryUnaryMultiCallable[_writeback_pb2.CreateCallerRequest, _writeback_pb2.CreateCallerResponse]  # type: ignore[assignment]
+    """Callers and audit (admin on all districts, except ListAuditEvents for one district).
+    Creates a caller with a role and districts; answers its bearer token, once.
+    """
+    RevokeCaller: _aio.UnaryUnaryMultiCallable[_writeback_pb2.RevokeCallerRequest, _writeback_pb2.RevokeCallerResponse]  # type: ignore[assignment]
+    """Revokes a caller: its token and certificate name stop working within seconds everywhere."""
+    ListCallers: _aio.UnaryUnaryMultiCallable[_writeback_pb2.ListCallersRequest, _writeback_pb2.ListCallersResponse]  # type: ignore[assignment]
+    """Lists callers (never their tokens)."""
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_writeback_pb2.ListAuditEventsRequest, _writeback_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Lists audit events, newest first: settings, secrets, callers, manual retries and cancels."""
 
 class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -239,5 +259,39 @@ class WritebackServiceServicer(metaclass=_abc_1.ABCMeta):
         """Probes the district's PowerSchool and roster connections (read-only) and reports every
         problem at once, each with the school it concerns and what an admin should fix.
         """
+
+    @_abc_1.abstractmethod
+    def CreateCaller(
+        self,
+        request: _writeback_pb2.CreateCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.CreateCallerResponse, _abc.Awaitable[_writeback_pb2.CreateCallerResponse]]:
+        """Callers and audit (admin on all districts, except ListAuditEvents for one district).
+        Creates a caller with a role and districts; answers its bearer token, once.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeCaller(
+        self,
+        request: _writeback_pb2.RevokeCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.RevokeCallerResponse, _abc.Awaitable[_writeback_pb2.RevokeCallerResponse]]:
+        """Revokes a caller: its token and certificate name stop working within seconds everywhere."""
+
+    @_abc_1.abstractmethod
+    def ListCallers(
+        self,
+        request: _writeback_pb2.ListCallersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.ListCallersResponse, _abc.Awaitable[_writeback_pb2.ListCallersResponse]]:
+        """Lists callers (never their tokens)."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _writeback_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_writeback_pb2.ListAuditEventsResponse, _abc.Awaitable[_writeback_pb2.ListAuditEventsResponse]]:
+        """Lists audit events, newest first: settings, secrets, callers, manual retries and cancels."""
 
 def add_WritebackServiceServicer_to_server(servicer: WritebackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

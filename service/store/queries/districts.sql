@@ -7,8 +7,11 @@ WHERE d.district_id = $1;
 SELECT * FROM schools WHERE district_id = $1 ORDER BY school_number;
 
 -- name: list_district_ids
--- One page by district_id, after the previous page's last ID ('' for the first page).
-SELECT district_id FROM districts WHERE district_id > $1 ORDER BY district_id LIMIT $2;
+-- One page by district_id, after the previous page's last ID ('' for the first page), of
+-- the districts in $3 (NULL: all).
+SELECT district_id FROM districts
+WHERE district_id > $1 AND ($3::text[] IS NULL OR district_id = ANY($3))
+ORDER BY district_id LIMIT $2;
 
 -- name: upsert_district
 -- An empty secret keeps the stored one (secrets are write-only and callers re-send configs
