@@ -33,7 +33,7 @@ from service import Server
 from service.store import EmbeddedPostgres
 from simulators.powerschool import PowerSchoolSimulator
 from tests.conftest import LogCapture
-from tests.helpers import World, fast_settings, local, ts
+from tests.helpers import TEST_ADMIN_TOKEN, World, authed_channel, fast_settings, local, ts
 from tests.test_process import free_port
 
 SERVICE = "writeback.v1.WritebackService"
@@ -84,7 +84,7 @@ async def test_health_follows_postgres_down_and_back(tmp_path: Path) -> None:
     srv = Server(fast_settings(await asyncio.to_thread(pg.start), run_scheduler=False))
     await srv.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{srv.port}") as channel:
             assert await statuses(channel) == {SERVING}
             await asyncio.to_thread(pg.stop)
 
@@ -109,7 +109,7 @@ async def test_health_is_not_serving_when_the_delivery_loop_has_stopped(
     srv = Server(fast_settings(own_database, run_scheduler=False))
     await srv.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{srv.port}") as channel:
             assert await statuses(channel) == {SERVING}
             assert srv.worker is not None
             await srv.worker.stop()  # as if the loop had died: this process delivers nothing
@@ -148,7 +148,7 @@ async def test_sigterm_drains_then_exits_zero(own_database: str) -> None:
     )
     target = f"127.0.0.1:{port}"
     try:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with authed_channel(target) as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
             assert await statuses(channel) == {SERVING}
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
@@ -162,7 +162,7 @@ async def test_sigterm_drains_then_exits_zero(own_database: str) -> None:
             answered = 0
             while time.monotonic() - signalled < drain - 0.5:
                 await stub.ListDistricts(pb.ListDistrictsRequest(), timeout=2)
-                async with grpc.aio.insecure_channel(target) as fresh:
+                async with authed_channel(target) as fresh:
                     await writeback_pb2_grpc.WritebackServiceStub(fresh).ListDistricts(
                         pb.ListDistrictsRequest(), timeout=2
                     )
@@ -287,7 +287,10 @@ def decode_not_found_by_reflection(target: str, version: str) -> dict[str, Any]:
 
         stub = writeback_pb2_grpc.WritebackServiceStub(channel)
         with pytest.raises(grpc.RpcError) as err:
-            stub.GetDistrict(pb.GetDistrictRequest(district_id="nobody"))
+            stub.GetDistrict(
+                pb.GetDistrictRequest(district_id="nobody"),
+                metadata=(("authorization", f"Bearer {TEST_ADMIN_TOKEN}"),),
+            )
         trailers = dict(err.value.trailing_metadata())  # type: ignore[attr-defined]
         status = message("google.rpc.Status")
         status.ParseFromString(trailers["grpc-status-details-bin"])
@@ -479,7 +482,7 @@ async def test_traces_are_exported_when_a_collector_is_configured(
     )
     trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with authed_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
             await world.setup()

@@ -29,7 +29,7 @@ from service.powerschool import PowerSchoolBlocked, PowerSchoolPool
 from service.roster import RosterError
 from service.roster_pool import RosterPool
 from simulators.powerschool import PowerSchoolSimulator
-from tests.helpers import World, failure, fast_settings
+from tests.helpers import World, authed_channel, failure, fast_settings
 
 NAMES = {
     "ps.test.invalid": ["10.1.2.3"],
@@ -253,7 +253,7 @@ async def test_a_stored_url_into_a_private_network_fails_the_record_and_the_chec
     server = Server(fast_settings(own_database, allow_insecure_upstreams=False))
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{server.port}") as channel:
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
             await world.setup(
                 powerschool=pb.PowerSchoolConnection(

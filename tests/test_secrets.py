@@ -21,7 +21,7 @@ from service import Server
 from service.app import StartupError
 from simulators.powerschool import PowerSchoolSimulator
 from tests.conftest import LogCapture
-from tests.helpers import World, failure, fast_settings
+from tests.helpers import World, authed_channel, failure, fast_settings
 
 KEY_A = base64.b64encode(b"A" * 32).decode()
 KEY_B = base64.b64encode(b"B" * 32).decode()
@@ -142,7 +142,7 @@ async def test_plaintext_is_sealed_at_start_and_keys_rotate_with_rekey(
     server = Server(fast_settings(own_database, secret_key=KEY_A))
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{server.port}") as channel:
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
             await world.setup(**every_secret(tag))
     finally:
@@ -174,7 +174,7 @@ async def test_plaintext_is_sealed_at_start_and_keys_rotate_with_rekey(
     server = Server(fast_settings(own_database, secret_key=KEY_B))
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{server.port}") as channel:
             world.stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             student = await world.resolve(sis_id=str(world.student().dcid))
             assert student.powerschool_id == world.student().id
