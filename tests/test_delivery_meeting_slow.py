@@ -125,4 +125,3 @@ async def test_sigkill_mid_meeting_delivery_then_restart_writes_each_meeting_onc
     assert sum(len(r.meetings) for r in records) > RECORDS
     assert second.deliveries() > 0
     assert DAILY_WRITES not in {c.path for c in meeting_sim.calls}
-
