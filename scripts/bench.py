@@ -413,7 +413,7 @@ def sync_figures(database_url: str, per_school: int) -> dict[str, dict[str, floa
 def _print_delivery(figures: dict[str, float]) -> None:
     for mode, prefix in (("Daily", ""), ("Meeting", "meeting_")):
         print(
-            f"delivery end to end, {mode + ':':<8}  {figures[prefix + 'delivery_rps']:8.0f}"
+            f"{'delivery end to end, ' + mode + ':':<35}{figures[prefix + 'delivery_rps']:8.0f}"
             f" records/s  ({figures[prefix + 'records']:.0f} records,"
             f" {figures[prefix + 'failed']:.0f} failed, 50 ms PS, {CONCURRENCY} in flight)"
         )
