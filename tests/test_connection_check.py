@@ -12,7 +12,7 @@ import pytest
 from writeback.v1 import writeback_pb2 as pb
 
 from service import Server
-from service.powerschool import load_plugin
+from service.powerschool import MEETING_TEMPLATE_QUERY, load_plugin
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
@@ -173,6 +173,47 @@ class TestPowerSchoolFindings:
             assert "Daily" in response.findings[0].message
         finally:
             await meeting.stop()
+
+    @pytest.mark.parametrize(
+        "case",
+        [
+            (True, "A", None, ""),
+            (False, "A", pb.FINDING_CODE_POWERQUERY_UNAVAILABLE, MEETING_TEMPLATE_QUERY),
+            (True, "AX", pb.FINDING_CODE_ATTENDANCE_CODE_MISSING, "'AX'"),
+        ],
+    )
+    async def test_a_meeting_school_needs_the_class_meeting_powerquery_and_its_missed_code(
+        self,
+        stub: object,
+        clever: CleverSimulator,
+        case: tuple[bool, str, int | None, str],
+    ) -> None:
+        """School 100 is set to Meeting, as PowerSchool takes it: the check asks the class
+        meetings' PowerQuery once; an installed plugin that may not run it is an error for
+        that school naming the query, and so is a missed_code PowerSchool lacks."""
+        runs_the_query, missed_code, expected, said = case
+        plugin = load_plugin()
+        if not runs_the_query:
+            plugin = plugin.without_query(MEETING_TEMPLATE_QUERY)
+        meeting = PowerSchoolSimulator(
+            demo_dataset(students_per_school=10), meeting_schools={100}, plugin=plugin
+        )
+        await meeting.start()
+        try:
+            world = World(stub, meeting)  # type: ignore[arg-type]
+            configured = schools("clever")
+            configured[0].attendance_mode = pb.ATTENDANCE_MODE_MEETING
+            configured[0].missed_code = missed_code
+            await clever_district(world, clever, schools=configured)
+            response, found = await check(world)
+        finally:
+            await meeting.stop()
+        assert meeting.count(f"/ws/schema/query/{MEETING_TEMPLATE_QUERY}") == 1
+        if expected is None:
+            assert found == []
+        else:
+            assert found == [(expected, pb.SEVERITY_ERROR, 100)]
+            assert said in response.findings[0].message
 
     async def test_a_school_powerschool_does_not_know(
         self, world: World, clever: CleverSimulator

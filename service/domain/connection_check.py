@@ -5,7 +5,8 @@ admin can follow, before a single check-in fails on it.
 PowerSchool: the URL (TLS), a fresh token, every field the shipped plugin requests (one read
 per table projecting all of them: the installed plugin may be older or edited), the
 PowerQuery the service calls, and for every enabled school its time zone, the year-long term
-containing today, the configured codes in that year, and its attendance mode. PowerSchool
+containing today, the configured codes in that year, and its attendance mode (for a Meeting
+school also the PowerQuery its class meetings come from). PowerSchool
 has no documented API field for a school's attendance mode, so the mode is read from the
 school's ATTENDANCE rows of the year (the mode with the most rows) and compared with the
 school's ``attendance_mode``; a school with no rows yet is given the benefit of the doubt, and a
@@ -42,6 +43,7 @@ from service.models import (
     Severity,
 )
 from service.powerschool import (
+    MEETING_TEMPLATE_QUERY,
     PluginGrants,
     PowerSchoolAuthError,
     PowerSchoolBlocked,
@@ -49,6 +51,7 @@ from service.powerschool import (
     PowerSchoolError,
     PowerSchoolForbidden,
     PowerSchoolPool,
+    PowerSchoolRejected,
     PowerSchoolUnavailable,
 )
 from service.roster import (
@@ -72,6 +75,7 @@ _CODE_SETTINGS = (
     ("late_check_in_excused_code", "excused late check-in"),
     ("early_check_out_excused_code", "excused early check-out"),
     ("late_and_early_code", "late and left early"),
+    ("missed_code", "missed class meeting"),
 )
 
 
@@ -234,6 +238,8 @@ class ConnectionChecker:
                 return findings
             findings += await _code_checks(client, school, yearid)
             findings += await _mode_checks(client, school, yearid)
+            if school.attendance_mode is AttendanceMode.MEETING:
+                findings += await _meeting_query_check(client, school, today)
         except PowerSchoolForbidden as exc:
             return [_forbidden(exc, f"a read for school {number}", school=number)]
         except PowerSchoolError as exc:
@@ -443,6 +449,39 @@ async def _mode_checks(client: PowerSchoolClient, school: School, yearid: int) -
             FindingCode.ATTENDANCE_MODE_UNSUPPORTED,
             Severity.ERROR,
             f"{problem[0].upper()}{problem[1:]}. Its check-ins fail until then.",
+            school=number,
+        )
+    ]
+
+
+async def _meeting_query_check(
+    client: PowerSchoolClient, school: School, today: date
+) -> list[Finding]:
+    """A Meeting school's check-ins need the student's class meetings of the day, which only
+    the core PowerQuery gives: ask it for one student (any answer, even none, proves it)."""
+    number = school.school_number
+    row = await client.first_row("students", ["id"])
+    students_id = int(row["id"]) if row and str(row.get("id", "")).isdigit() else 0
+    try:
+        await client.class_meetings(students_id, number, today)
+    except PowerSchoolForbidden as exc:
+        why = str(exc)  # names what the plugin lacks and says to install the current one
+    except PowerSchoolRejected as exc:
+        if exc.status != 404:
+            raise
+        why = (
+            "PowerSchool does not offer it; update PowerSchool or ask its support to enable "
+            "core PowerQueries"
+        )
+    else:
+        return []
+    return [
+        _finding(
+            FindingCode.POWERQUERY_UNAVAILABLE,
+            Severity.ERROR,
+            f"School {number} takes Meeting attendance, whose class meetings come from the "
+            f"core PowerQuery {MEETING_TEMPLATE_QUERY}, which failed: {why}. Its check-ins "
+            "fail until then.",
             school=number,
         )
     ]

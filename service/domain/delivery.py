@@ -91,6 +91,10 @@ class RecordBook(Protocol):
         """Give ``to_record`` the value ``from_record`` replaced in one shared meeting."""
         ...
 
+    async def set_meeting_code(self, record_id: str, ccid: int, period_id: int, code: str) -> None:
+        """Record the ATT_CODE PowerSchool now holds in one of the record's meetings."""
+        ...
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -430,6 +434,10 @@ class Deliverer:
         if plan.writes:
             await self._send_meetings(client, record, at, plan, facts)
             for p in plan.writes:
+                if p.keep_code_for:
+                    await self._records.set_meeting_code(
+                        p.keep_code_for, p.meeting.ccid, p.meeting.period_id, p.mark.attendance_code
+                    )
                 if p.hand_over_to:
                     await self._records.hand_over_meeting(
                         record.record_id, p.hand_over_to, p.meeting.ccid, p.meeting.period_id

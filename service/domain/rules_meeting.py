@@ -169,6 +169,9 @@ class MeetingPlan:
     send: bool = False
     delete_dcid: int | None = None
     """A cancel: delete the service's mark (it created it) instead of writing."""
+    keep_code_for: str = ""
+    """A cancel that keeps the sibling's part of a shared meeting: the sibling, whose code
+    there is now ``mark.attendance_code``."""
     hand_over_to: str = ""
     """A cancel: the sibling that inherits this meeting's replaced value."""
 
@@ -407,6 +410,7 @@ def plan_meeting_cancel(
                     codeid=kept.id,
                     comment=attendance_comment([sibling], timezone),
                     send=True,
+                    keep_code_for=sibling.record_id,
                     hand_over_to=sibling.record_id if hand_over else "",
                 )
             )

@@ -2,6 +2,7 @@
 and the plugin (``plugin/plugin.xml``) that grants the service its access."""
 
 from service.powerschool._client import (
+    MEETING_TEMPLATE_QUERY,
     AttendanceCode,
     ClassMeeting,
     DailyAttendance,
@@ -31,6 +32,7 @@ from service.powerschool._plugin import (
 from service.powerschool._pool import PowerSchoolPool
 
 __all__ = [
+    "MEETING_TEMPLATE_QUERY",
     "Access",
     "AttendanceCode",
     "ClassMeeting",

@@ -412,6 +412,11 @@ class AttendanceStore:
                 period_id,
             )
 
+    async def set_meeting_code(self, record_id: str, ccid: int, period_id: int, code: str) -> None:
+        """Record the ATT_CODE PowerSchool now holds in one of the record's meetings."""
+        async with connection(self._pool) as conn:
+            await conn.execute(_Q["set_meeting_code"], uuid.UUID(record_id), ccid, period_id, code)
+
     async def set_code(self, record_id: str, code: str) -> None:
         """Record the ATT_CODE PowerSchool now holds for this record."""
         async with connection(self._pool) as conn:

@@ -302,6 +302,8 @@ def test_cancel_restores_replaced_marks_and_deletes_created_ones() -> None:
     ("configured", "counts", "problem"),
     [
         (AttendanceMode.DAILY, {}, ""),
+        # Counts read but all zero (a new year): no evidence, as with no counts.
+        (AttendanceMode.MEETING, {m: 0 for m in AttendanceMode}, ""),
         (AttendanceMode.MEETING, {AttendanceMode.MEETING: 40, AttendanceMode.DAILY: 2}, ""),
         (AttendanceMode.DAILY, {AttendanceMode.DAILY: 40, AttendanceMode.MEETING: 2}, ""),
         (AttendanceMode.DAILY, {AttendanceMode.MEETING: 40}, "takes Meeting attendance"),
@@ -341,3 +343,50 @@ def test_a_student_who_left_and_came_back() -> None:
     second = plan(record(LATE, 11, 15), rows, sibling=early)
     assert codes_by_period(second) == {"P2": "ED", "P3": "AE", "P4": "T"}
     assert sorted(m.delete_dcid or 0 for m in second.deletes) == [605, 606]
+
+
+def test_cancelling_one_event_of_a_shared_meeting_keeps_the_others_code() -> None:
+    """In at 10:15, out at 10:40 (P3 in progress at both: the combined code LE). Cancelling
+    the check-in writes the check-out's own code in P3 with only its tag, notes that code on
+    the check-out, hands it the teacher's value the check-in replaced, and removes P1-P2."""
+    school = replace(SCHOOL, late_and_early_code="LE")
+    late = record(LATE, 10, 15)
+    first = plan(late, [mark(3, "A", "absent in P3")], school=school)
+    late = replace(late, meetings=tuple(m.mark for m in first.meetings))
+    rows = {
+        m.meeting.period_id: MeetingAttendance(
+            500 + m.meeting.period_id,
+            600 + m.meeting.period_id,
+            m.meeting.ccid,
+            m.meeting.period_id,
+            m.codeid,
+            m.comment,
+        )
+        for m in first.writes
+    }
+    early = record(EARLY, 10, 40)
+    second = plan(early, list(rows.values()), sibling=late, school=school)
+    early = replace(early, meetings=tuple(m.mark for m in second.meetings))
+    for m in second.writes:
+        rows[m.meeting.period_id] = replace(
+            rows.get(m.meeting.period_id) or mark(m.meeting.period_id, "ED"),
+            attendance_codeid=m.codeid,
+            comment=m.comment,
+        )
+    c = rm.plan_meeting_cancel(
+        late,
+        school=school,
+        timezone=TZ,
+        codes=CODES,
+        meetings=[],
+        existing={rm.key_of(r): r for r in rows.values()},
+        sibling=early,
+    )
+    (shared,) = c.writes
+    assert shared.meeting.period == "P3"
+    assert (shared.mark.attendance_code, shared.codeid) == ("ED", CODES["ED"].id)
+    assert early.record_id in shared.comment
+    assert late.record_id not in shared.comment
+    assert shared.keep_code_for == early.record_id
+    assert shared.hand_over_to == early.record_id
+    assert sorted(m.delete_dcid or 0 for m in c.deletes) == [601, 602]

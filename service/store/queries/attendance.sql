@@ -306,6 +306,11 @@ DELETE FROM record_meetings d
 WHERE d.record_id = $1 AND d.replaced_set = false AND d.attendance_code = ''
   AND (d.ccid, d.period_id) NOT IN (SELECT ccid, period_id FROM named);
 
+-- name: set_meeting_code
+-- A cancel that keeps the other event's part of a shared meeting: the code it holds now.
+UPDATE record_meetings SET attendance_code = $4
+WHERE record_id = $1 AND ccid = $2 AND period_id = $3;
+
 -- name: hand_over_meeting
 -- A cancelled record's replaced value of one shared meeting passes to the record that keeps it.
 UPDATE record_meetings b SET
