@@ -9,13 +9,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
-from tests.helpers import World, local, ts
+from tests.helpers import World, authed_channel, local, ts
 from tests.test_delivery_meeting import schools
 from tests.test_delivery_slow import ServiceProcess, stats, until
 
@@ -84,7 +83,7 @@ async def test_sigkill_mid_meeting_delivery_then_restart_writes_each_meeting_onc
     second = ServiceProcess(own_database, tmp_path / "second.log")
     await first.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{first.port}") as channel:
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), meeting_sim)
             await world.setup(schools=schools(), max_in_flight=32, max_requests_per_second=1000)
             meeting_sim.faults.latency = 0.05
@@ -99,7 +98,7 @@ async def test_sigkill_mid_meeting_delivery_then_restart_writes_each_meeting_onc
         await first.kill()
         assert written_at_kill < RECORDS, "delivery finished before the kill; nothing was tested"
         await second.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{second.port}") as channel:
             world = World(
                 writeback_pb2_grpc.WritebackServiceStub(channel), meeting_sim, world.district_id
             )

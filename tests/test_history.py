@@ -135,7 +135,8 @@ class TestCancelOutcome:
         """A record still waiting for its first attempt is withdrawn without PowerSchool:
         the outcome says so, and there is no history."""
         await world.setup()
-        throttled = await hold_back(world, 3.0)
+        # Long enough that a loaded machine cannot run out the pause before the cancel.
+        throttled = await hold_back(world, 8.0)
         waiting = (
             await world.submit(
                 world.student(100, 3), local(world.school_day(), 8, 30), wait_for_writeback=False
@@ -148,7 +149,8 @@ class TestCancelOutcome:
         record = await world.record(waiting.record_id)
         assert (record.attempts, list(record.history)) == (0, [])
         assert rows_for(world.sim, world.student(100, 3)) == []
-        assert (await settled(world, throttled.record_id)).state == pb.ATTENDANCE_STATE_WRITTEN
+        throttled_now = await settled(world, throttled.record_id, seconds=30)
+        assert throttled_now.state == pb.ATTENDANCE_STATE_WRITTEN
 
     async def test_cancel_of_a_skipped_record(self, world: World) -> None:
         """Skipped because a teacher's tardy was there: the cancel leaves PowerSchool alone
