@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.app import _sealer
+from service.app import StartupError, _sealer
 from service.config import Settings
 from service.store import Sealer, SealError
 
@@ -57,6 +57,6 @@ def test_the_embedded_database_gets_a_private_key_file_once(tmp_path: Path) -> N
 
 def test_an_external_database_without_a_key_is_refused(tmp_path: Path) -> None:
     settings = Settings(database_url="postgresql://db/wb", data_dir=tmp_path)
-    with pytest.raises(SystemExit, match="WRITEBACK_SECRET_KEY"):
+    with pytest.raises(StartupError, match="WRITEBACK_SECRET_KEY"):
         _sealer(settings)
     assert not (tmp_path / "secret-key").exists()
