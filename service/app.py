@@ -12,7 +12,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
-from service.api import AccessLogInterceptor, MetricsInterceptor, WritebackServicer
+from service.api import (
+    AccessLogInterceptor,
+    LimitsInterceptor,
+    MetricsInterceptor,
+    WritebackServicer,
+)
 from service.config import Settings
 from service.domain import (
     AttendanceService,
@@ -128,7 +133,16 @@ class Server:
             districts, self._powerschool, self._rosters, load_plugin(), sync_state
         )
 
-        server = grpc.aio.server(interceptors=[MetricsInterceptor(), AccessLogInterceptor()])
+        limits = LimitsInterceptor(
+            max_receive_bytes=settings.grpc_max_receive_bytes,
+            rate=settings.caller_rate_limit,
+            default_deadline=settings.rpc_default_deadline,
+            max_deadline=settings.rpc_max_deadline,
+        )
+        server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(), AccessLogInterceptor(), limits],
+            options=[("grpc.max_receive_message_length", settings.grpc_max_receive_bytes)],
+        )
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(
             WritebackServicer(
                 districts=districts,

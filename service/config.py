@@ -147,6 +147,12 @@ class Settings:
     breaker_threshold: int = _env("BREAKER_THRESHOLD", 5, _integer(1))
     breaker_cooldown: float = _env("BREAKER_COOLDOWN", 2.0, _seconds())
     breaker_max_cooldown: float = _env("BREAKER_MAX_COOLDOWN", 30.0, _seconds())
+    grpc_max_receive_bytes: int = _env(
+        "GRPC_MAX_RECEIVE_BYTES", 16 * 1024 * 1024, _integer(1024 * 1024, 256 * 1024 * 1024)
+    )
+    caller_rate_limit: int = _env("CALLER_RATE_LIMIT", 1000, _integer(0, 1_000_000))
+    rpc_default_deadline: float = _env("RPC_DEFAULT_DEADLINE", 120.0, _seconds())
+    rpc_max_deadline: float = _env("RPC_MAX_DEADLINE", 600.0, _seconds())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -190,6 +196,12 @@ def _inconsistencies(s: Settings, bad: set[str]) -> list[str]:
             s.powerschool_connections_per_host,
             "POWERSCHOOL_CONNECTIONS",
             s.powerschool_connections,
+        ),
+        (
+            "RPC_DEFAULT_DEADLINE",
+            s.rpc_default_deadline,
+            "RPC_MAX_DEADLINE",
+            s.rpc_max_deadline,
         ),
     ]
     return [

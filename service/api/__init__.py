@@ -2,5 +2,11 @@
 
 from service.api.handlers import WritebackServicer
 from service.api.interceptors import AccessLogInterceptor, MetricsInterceptor
+from service.api.limits import LimitsInterceptor
 
-__all__ = ["AccessLogInterceptor", "MetricsInterceptor", "WritebackServicer"]
+__all__ = [
+    "AccessLogInterceptor",
+    "LimitsInterceptor",
+    "MetricsInterceptor",
+    "WritebackServicer",
+]

@@ -11,10 +11,12 @@ from grpc_status import rpc_status
 
 from service.errors import (
     AlreadyExists,
+    DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     StillRunning,
     Unavailable,
 )
@@ -28,6 +30,8 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Unavailable, code_pb2.UNAVAILABLE),
     (StillRunning, code_pb2.DEADLINE_EXCEEDED),
+    (ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),
+    (DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED),
 ]
 
 
@@ -65,7 +69,9 @@ def to_status(error: DomainError) -> grpc.Status:
                 )
             )
         )
-    if isinstance(error, Unavailable):
+    if isinstance(error, Unavailable) or (
+        isinstance(error, ResourceExhausted) and error.retry_after > 0
+    ):
         seconds = max(error.retry_after, 0.0)
         details.append(
             _pack(
