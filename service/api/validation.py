@@ -30,6 +30,11 @@ _MAX_FUTURE = timedelta(hours=1)
 _MAX_PAST = timedelta(days=400)
 
 
+def is_district_id(value: str) -> bool:
+    """Whether ``value`` has the form of a district ID (safe to put in a log line)."""
+    return _DISTRICT_ID.fullmatch(value) is not None
+
+
 class Checker:
     """Collects violations; :meth:`done` raises them all at once."""
 
