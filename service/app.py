@@ -20,6 +20,7 @@ from service import tracing
 from service.api import (
     AccessLogInterceptor,
     AuthInterceptor,
+    LimitsInterceptor,
     MetricsInterceptor,
     WritebackServicer,
     reflection,
@@ -268,16 +269,28 @@ class Server:
     async def _serve_grpc(self, servicer: WritebackServicer, *, callers: Callers | None) -> int:
         """Serve the API, health and reflection; returns the bound port, or
         :class:`StartupError` when the port cannot be listened on."""
+        settings = self.settings
+        limits = LimitsInterceptor(
+            max_receive_bytes=settings.grpc_max_receive_bytes,
+            rate=settings.caller_rate_limit,
+            default_deadline=settings.rpc_default_deadline,
+            max_deadline=settings.rpc_max_deadline,
+        )
         server = grpc.aio.server(
             interceptors=[
                 MetricsInterceptor(),
                 AccessLogInterceptor(),
                 # Inside the access log: its refusals are logged and mapped to statuses.
                 AuthInterceptor(callers),
+                # After authentication: rate limits are per caller.
+                limits,
             ],
-            # grpcio turns SO_REUSEPORT on by default: a second process on the same port
-            # would start silently and take half the connections.
-            options=[("grpc.so_reuseport", int(self.settings.grpc_reuse_port))],
+            options=[
+                ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
+                # grpcio turns SO_REUSEPORT on by default: a second process on the same
+                # port would start silently and take half the connections.
+                ("grpc.so_reuseport", int(settings.grpc_reuse_port)),
+            ],
         )
         writeback_pb2_grpc.add_WritebackServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -245,6 +245,12 @@ class Settings:
     tls_cert: str = _env("GRPC_TLS_CERT", "", (_file, "a PEM certificate file"))
     tls_key: str = _env("GRPC_TLS_KEY", "", (_file, "a PEM private key file"))
     tls_client_ca: str = _env("GRPC_TLS_CLIENT_CA", "", (_file, "a PEM file of CA certificates"))
+    grpc_max_receive_bytes: int = _env(
+        "GRPC_MAX_RECEIVE_BYTES", 16 * 1024 * 1024, _integer(1024 * 1024, 256 * 1024 * 1024)
+    )
+    caller_rate_limit: int = _env("CALLER_RATE_LIMIT", 1000, _integer(0, 1_000_000))
+    rpc_default_deadline: float = _env("RPC_DEFAULT_DEADLINE", 120.0, _seconds())
+    rpc_max_deadline: float = _env("RPC_MAX_DEADLINE", 600.0, _seconds())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -288,6 +294,12 @@ def _inconsistencies(s: Settings, bad: set[str]) -> list[str]:
             s.powerschool_connections_per_host,
             "POWERSCHOOL_CONNECTIONS",
             s.powerschool_connections,
+        ),
+        (
+            "RPC_DEFAULT_DEADLINE",
+            s.rpc_default_deadline,
+            "RPC_MAX_DEADLINE",
+            s.rpc_max_deadline,
         ),
     ]
     problems = [

@@ -82,3 +82,17 @@ class Unavailable(DomainError):
     def __init__(self, message: str, *, reason: str, retry_after: float = 5.0) -> None:
         super().__init__(message, reason=reason)
         self.retry_after = retry_after
+
+
+class ResourceExhausted(DomainError):
+    """A limit was reached: the request is too large, or the caller sent too many requests
+    too fast. ``retry_after`` (seconds) is set when waiting helps, 0 when it never will."""
+
+    def __init__(self, message: str, *, reason: str, retry_after: float = 0.0) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(DomainError):
+    """The RPC ran out of its time budget (the caller's deadline, or the service's cap on
+    long RPCs) and was stopped; nothing of it continues."""

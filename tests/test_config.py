@@ -67,6 +67,10 @@ VALID = {
     "GRPC_TLS_CERT": (__file__, __file__),
     "GRPC_TLS_KEY": (__file__, __file__),
     "GRPC_TLS_CLIENT_CA": (__file__, __file__),
+    "GRPC_MAX_RECEIVE_BYTES": ("8388608", 8_388_608),
+    "CALLER_RATE_LIMIT": ("50", 50),
+    "RPC_DEFAULT_DEADLINE": ("30", 30.0),
+    "RPC_MAX_DEADLINE": ("90", 90.0),
 }
 
 

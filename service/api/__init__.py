@@ -3,5 +3,12 @@
 from service.api.auth import AuthInterceptor
 from service.api.handlers import WritebackServicer
 from service.api.interceptors import AccessLogInterceptor, MetricsInterceptor
+from service.api.limits import LimitsInterceptor
 
-__all__ = ["AccessLogInterceptor", "AuthInterceptor", "MetricsInterceptor", "WritebackServicer"]
+__all__ = [
+    "AccessLogInterceptor",
+    "AuthInterceptor",
+    "LimitsInterceptor",
+    "MetricsInterceptor",
+    "WritebackServicer",
+]

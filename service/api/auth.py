@@ -70,6 +70,12 @@ def current_caller() -> Caller:
     return _CALLER.get()
 
 
+def authenticated_caller() -> Caller | None:
+    """The caller of the RPC being handled, or None outside an authenticated call (health,
+    reflection, ``AUTH=off``)."""
+    return _CALLER.get(None)
+
+
 def _district_of(request: Any) -> str:
     if hasattr(request, "district"):
         return str(request.district.district_id)

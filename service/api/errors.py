@@ -11,11 +11,13 @@ from grpc_status import rpc_status
 
 from service.errors import (
     AlreadyExists,
+    DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     StillRunning,
     Unauthenticated,
     Unavailable,
@@ -32,6 +34,8 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (StillRunning, code_pb2.DEADLINE_EXCEEDED),
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
     (PermissionDenied, code_pb2.PERMISSION_DENIED),
+    (ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),
+    (DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED),
 ]
 
 
@@ -69,7 +73,9 @@ def to_status(error: DomainError) -> grpc.Status:
                 )
             )
         )
-    if isinstance(error, Unavailable):
+    if isinstance(error, Unavailable) or (
+        isinstance(error, ResourceExhausted) and error.retry_after > 0
+    ):
         seconds = max(error.retry_after, 0.0)
         details.append(
             _pack(

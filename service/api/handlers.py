@@ -11,7 +11,7 @@ from grpc.aio import ServicerContext
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
-from service.api import _convert, validation
+from service.api import _convert, limits, validation
 from service.api.auth import current_caller
 from service.domain import (
     AttendanceService,
@@ -301,15 +301,14 @@ _MARGIN = 0.25
 
 
 def _sync_wait_budget(context: _Context) -> float | None:
-    # No deadline: the caller waits for the end, as it always did.
-    remaining = context.time_remaining()
+    remaining = limits.time_remaining(context)
     if remaining is None:
         return None
     return max(remaining - max(_MARGIN, remaining * 0.1), 0.0)
 
 
 def _wait_budget(context: _Context) -> float:
-    remaining = context.time_remaining()
+    remaining = limits.time_remaining(context)
     if remaining is None:
         return _MAX_WAIT
     return max(min(remaining - max(_MARGIN, remaining * 0.1), _MAX_WAIT), 0.0)

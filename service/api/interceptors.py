@@ -20,6 +20,7 @@ from grpc.aio import AbortError, ServicerContext
 
 from service import tracing
 from service.api.errors import internal_status, to_status
+from service.api.validation import is_district_id
 from service.errors import DomainError
 from service.metrics import rpc_handled, rpc_started
 from service.request_context import reset_request_id, set_request_id
@@ -38,7 +39,10 @@ def _district_of(request: Any) -> str | None:
     district = getattr(request, "district_id", None)
     if district is None and hasattr(request, "district"):
         district = request.district.district_id
-    return str(district) if district else None
+    if not district:
+        return None
+    # The caller wrote it: a malformed one (a megabyte, control characters) stays out of logs.
+    return str(district) if is_district_id(str(district)) else "(invalid)"
 
 
 def _request_id(context: _Context) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,9 +22,17 @@ _IDENTIFIER = re.compile(r"[\x21-\x7e]{1,128}")
 _ATT_CODE = re.compile(r"[\x21-\x7e]{1,10}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_IMPORT = 10_000
+# The largest US districts have under 2,000 schools; a school lists a handful of codes.
+MAX_SCHOOLS = 2_000
+MAX_ABSENCE_CODES = 50
 MIN_SYNC_INTERVAL = 60
 _MAX_FUTURE = timedelta(hours=1)
 _MAX_PAST = timedelta(days=400)
+
+
+def is_district_id(value: str) -> bool:
+    """Whether ``value`` has the form of a district ID (safe to put in a log line)."""
+    return _DISTRICT_ID.fullmatch(value) is not None
 
 
 class Checker:
@@ -132,9 +141,18 @@ def check_district(msg: pb.District, field: str = "district") -> None:
         c.fail(f"{field}.max_in_flight", "must be between 0 (default 4) and 64")
     if not 0 <= msg.max_requests_per_second <= 1000:
         c.fail(f"{field}.max_requests_per_second", "must be between 0 (default 20) and 1000")
+    _check_schools(c, field, msg.schools)
+    c.done()
+
+
+def _check_schools(c: Checker, field: str, schools: Sequence[pb.School]) -> None:
+    if len(schools) > MAX_SCHOOLS:
+        # Each school's checks would repeat for thousands: the count is the one fix.
+        c.fail(f"{field}.schools", f"must hold at most {MAX_SCHOOLS} schools")
+        return
     numbers: set[int] = set()
     roster_ids: set[str] = set()
-    for i, school in enumerate(msg.schools):
+    for i, school in enumerate(schools):
         f = f"{field}.schools[{i}]"
         if school.school_number in numbers:
             c.fail(f"{f}.school_number", f"{school.school_number} appears more than once")
@@ -143,7 +161,6 @@ def check_district(msg: pb.District, field: str = "district") -> None:
             c.fail(f"{f}.roster_school_id", "appears more than once")
         roster_ids.add(school.roster_school_id)
         _check_school(c, f, school)
-    c.done()
 
 
 def _check_school(c: Checker, f: str, school: pb.School) -> None:
@@ -173,6 +190,9 @@ def _check_school(c: Checker, f: str, school: pb.School) -> None:
             "is required for a Meeting-mode school: the code of the class meetings a late "
             "arrival missed (e.g. an excused absence)",
         )
+    if len(school.absence_codes) > MAX_ABSENCE_CODES:
+        c.fail(f"{f}.absence_codes", f"must hold at most {MAX_ABSENCE_CODES} codes")
+        return
     for j, code in enumerate(school.absence_codes):
         if not code:
             c.fail(f"{f}.absence_codes[{j}]", "must not be empty")
