@@ -20,7 +20,7 @@ from service.api.limits import caller_of
 from service.api.validation import MAX_ABSENCE_CODES, MAX_SCHOOLS
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator
-from tests.helpers import World, failure, fast_settings
+from tests.helpers import World, authed_channel, failure, fast_settings
 from tests.test_roster_sync import clever_district
 
 MIB = 1024 * 1024
@@ -72,7 +72,7 @@ async def throttled(database_url: str) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def tight_world(tight: Server, sim: PowerSchoolSimulator) -> AsyncIterator[World]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{tight.port}") as channel:
+    async with authed_channel(f"127.0.0.1:{tight.port}") as channel:
         yield World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
 
 
@@ -164,7 +164,7 @@ class TestRate:
     async def test_a_fast_caller_is_slowed_with_retry_info_and_recovers(
         self, throttled: Server
     ) -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{throttled.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{throttled.port}") as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
             calls = [
