@@ -383,7 +383,15 @@ class Server:
             self._probe.close()
             self._probe = None
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                # close() waits for every connection to be released; one still held (a
+                # task that ignored cancellation) must not keep the process from exiting.
+                await asyncio.wait_for(
+                    self._pool.close(), timeout=max(self.settings.shutdown_grace, 1.0)
+                )
+            except TimeoutError:
+                log.warning("database_pool_terminated")
+                self._pool.terminate()
             self._pool = None
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)

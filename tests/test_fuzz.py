@@ -1,12 +1,12 @@
 """Every RPC of ``writeback.v1.WritebackService`` fuzzed with hypothesis: at least 10,000
 generated requests (typed messages built from the service descriptor, so a new RPC is
-covered without touching this file, and raw bytes) through the session channel and through
-a second channel without credentials. No answer may be UNKNOWN or INTERNAL; afterwards the
+covered without touching this file, and raw bytes) through an authenticated channel and
+through a second channel without credentials. No answer may be UNKNOWN or INTERNAL; afterwards the
 service is SERVING, its memory has not grown past a bound, and every query PowerSchool
 received is one of the service's own fixed shapes with digits in it.
 
-The service runs in this process (the session server), so the memory measured is this
-process's resident set, service and test together."""
+The service runs in this process (a server of this module's own, on a database of its own),
+so the memory measured is this process's resident set, service and test together."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from writeback.v1 import writeback_pb2_grpc
 from service import Server
 from simulators.clever import CleverSimulator
 from tests.conftest import LogCapture
-from tests.helpers import World, local
+from tests.helpers import World, authed_channel, fast_settings, local
 from tests.test_roster_sync import clever_district
 
 pytestmark = pytest.mark.fuzz
@@ -275,6 +275,29 @@ def rss() -> int:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096
+
+
+@pytest.fixture
+async def server(own_database: str) -> AsyncIterator[Server]:
+    """A service of this module's own, on a database of its own (shadowing the session's):
+    the districts the fuzzer creates, with schedules and URLs of simulators gone after the
+    test, must not reach any other test's service."""
+    srv = Server(fast_settings(own_database))
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def channel(server: Server) -> AsyncIterator[grpc.aio.Channel]:
+    """The fuzz target, called as the test admin."""
+    async with authed_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> writeback_pb2_grpc.WritebackServiceStub:
+    return writeback_pb2_grpc.WritebackServiceStub(channel)
 
 
 @pytest.fixture
