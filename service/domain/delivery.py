@@ -157,7 +157,7 @@ class Deliverer:
         facts = _Facts(lease)
         try:
             if kind is JobKind.CANCEL:
-                return await self._cancel(record, district, lease, facts)
+                return await self._cancel(record, district, facts)
             return await self._write(record, district, lease, facts)
         except PowerSchoolUnavailable as exc:
             return _retry(exc, facts)
@@ -339,20 +339,31 @@ class Deliverer:
         refuses."""
         for p in plan.deletes:
             assert p.delete_dcid is not None
-            if not facts.lease.held():
-                raise LeaseLost(record.record_id)
-            facts.write_sent = True
-            try:
-                await client.delete_attendance(p.delete_dcid)
-            except PowerSchoolUnavailable:
-                raise
-            except PowerSchoolError as exc:
-                return Outcome(
-                    AttendanceState.FAILED,
-                    rules.delete_refused(record, str(exc)),
-                    status=exc.status or facts.status,
-                    yearid=facts.yearid,
-                )
+            refused = await self._delete(client, record, p.delete_dcid, facts)
+            if refused is not None:
+                return refused
+        return None
+
+    @staticmethod
+    async def _delete(
+        client: PowerSchoolClient, record: AttendanceRecord, dcid: int, facts: _Facts
+    ) -> Outcome | None:
+        """Delete one of the service's own rows, unless the attempt's lease is gone; a
+        FAILED outcome if PowerSchool refuses (transient failures are raised)."""
+        if not facts.lease.held():
+            raise LeaseLost(record.record_id)
+        facts.write_sent = True
+        try:
+            await client.delete_attendance(dcid)
+        except PowerSchoolUnavailable:
+            raise
+        except PowerSchoolError as exc:
+            return Outcome(
+                AttendanceState.FAILED,
+                rules.delete_refused(record, str(exc)),
+                status=exc.status or facts.status,
+                yearid=facts.yearid,
+            )
         return None
 
     async def _write_meetings(
@@ -447,9 +458,7 @@ class Deliverer:
             return refused
         return Outcome(plan.state, plan.message, status=facts.status, yearid=facts.yearid)
 
-    async def _cancel(
-        self, record: AttendanceRecord, district: District, lease: Lease, facts: _Facts
-    ) -> Outcome:
+    async def _cancel(self, record: AttendanceRecord, district: District, facts: _Facts) -> Outcome:
         school = district.school_by_number(record.school_number)
         try:
             client, students_id, yearid, codes = await self._facts(
@@ -500,20 +509,9 @@ class Deliverer:
                 await self._records.hand_over_replaced(record.record_id, plan.hand_over_to)
         elif plan.action is Action.DELETE:
             assert existing is not None
-            if not lease.held():
-                raise LeaseLost(record.record_id)
-            facts.write_sent = True
-            try:
-                await client.delete_attendance(existing.dcid)
-            except PowerSchoolUnavailable:
-                raise
-            except PowerSchoolError as exc:
-                return Outcome(
-                    AttendanceState.FAILED,
-                    rules.delete_refused(record, str(exc)),
-                    status=exc.status or facts.status,
-                    yearid=facts.yearid,
-                )
+            refused = await self._delete(client, record, existing.dcid, facts)
+            if refused is not None:
+                return refused
         return facts.outcome(plan)
 
 
