@@ -15,7 +15,7 @@ from service import Server
 from service.powerschool import MEETING_TEMPLATE_QUERY, load_plugin
 from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
-from simulators.powerschool import PowerSchoolSimulator, demo_dataset
+from simulators.powerschool import PowerSchoolSimulator, demo_dataset, without_field, without_query
 from simulators.roster import school_roster_id
 from tests.helpers import World, failure
 from tests.test_cli import cli
@@ -194,7 +194,7 @@ class TestPowerSchoolFindings:
         runs_the_query, missed_code, expected, said = case
         plugin = load_plugin()
         if not runs_the_query:
-            plugin = plugin.without_query(MEETING_TEMPLATE_QUERY)
+            plugin = without_query(plugin, MEETING_TEMPLATE_QUERY)
         meeting = PowerSchoolSimulator(
             demo_dataset(students_per_school=10), meeting_schools={100}, plugin=plugin
         )
@@ -230,10 +230,8 @@ class TestPowerSchoolFindings:
     ) -> None:
         """PowerSchool runs an older plugin lacking two fields the service needs: one finding
         names the table and both fields, and the school checks that need them add nothing."""
-        installed = (
-            load_plugin()
-            .without_field("ATTENDANCE", "ATT_MODE_CODE")
-            .without_field("ATTENDANCE", "ATT_COMMENT")
+        installed = without_field(
+            without_field(load_plugin(), "ATTENDANCE", "ATT_MODE_CODE"), "ATTENDANCE", "ATT_COMMENT"
         )
         older = PowerSchoolSimulator(demo_dataset(students_per_school=4), plugin=installed)
         await older.start()

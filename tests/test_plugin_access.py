@@ -10,6 +10,7 @@ from writeback.v1 import writeback_pb2 as pb
 
 from service.powerschool import PluginGrants, parse_plugin, plugin_path
 from simulators.clever import CleverSimulator
+from simulators.powerschool import without_field
 from simulators.roster import school_roster_id
 from tests.helpers import World, local
 
@@ -103,10 +104,10 @@ def _downgraded(table: str, field: str) -> Callable[[PluginGrants], PluginGrants
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        (lambda g: g.without_field("ATTENDANCE", "ATT_COMMENT"), "Attendance.Att_Comment"),
+        (lambda g: without_field(g, "ATTENDANCE", "ATT_COMMENT"), "Attendance.Att_Comment"),
         (_downgraded("ATTENDANCE", "ATT_COMMENT"), "Attendance.Att_Comment"),
-        (lambda g: g.without_field("STUDENTS", "STUDENT_NUMBER"), "Students.Student_Number"),
-        (lambda g: g.without_field("TERMS", "FIRSTDAY"), "Terms.FirstDay"),
+        (lambda g: without_field(g, "STUDENTS", "STUDENT_NUMBER"), "Students.Student_Number"),
+        (lambda g: without_field(g, "TERMS", "FIRSTDAY"), "Terms.FirstDay"),
     ],
     ids=["no-att-comment", "att-comment-view-only", "no-student-number", "no-terms-firstday"],
 )

@@ -21,6 +21,7 @@ from simulators.powerschool import (
     PowerSchoolSimulator,
     PSStudent,
     demo_dataset,
+    without_field,
 )
 from tests.test_simulator_powerschool import PS, attendance_body
 
@@ -157,7 +158,7 @@ async def test_template_lists_the_days_meetings_with_existing_marks(
 async def test_template_needs_its_declaration_and_fields(ps: PS, sim: PowerSchoolSimulator) -> None:
     s = student(sim, 100)
     args = {"studentid": str(s.id), "schoolid": "100", "att_date": DAY.isoformat()}
-    sim.plugin = sim.plugin.without_field("BELL_SCHEDULE_ITEMS", "START_TIME")
+    sim.plugin = without_field(sim.plugin, "BELL_SCHEDULE_ITEMS", "START_TIME")
     status, body = await ps.post(TEMPLATE, args)
     assert status == 403
     assert [e["field"] for e in body["errors"]] == ["bell_schedule_items.start_time"]

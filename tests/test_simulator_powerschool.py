@@ -21,6 +21,8 @@ from simulators.powerschool import (
     PSStudent,
     demo_dataset,
     recent_school_day,
+    without_field,
+    without_query,
 )
 
 # The tests below name years 35 (2025-26) and 36 (2026-27), so pin the dataset to 2026-27.
@@ -495,7 +497,7 @@ async def test_plugin_grants_give_403_for_ungranted_reads(
     status, _ = await ps.get(f"/ws/schema/table/students/{dcid}", projection="first_name")
     assert status == 403
 
-    sim.plugin = sim.plugin.without_field("STUDENTS", "STUDENT_NUMBER")
+    sim.plugin = without_field(sim.plugin, "STUDENTS", "STUDENT_NUMBER")
     status, body = await ps.get("/ws/schema/table/students", q=f"dcid=={dcid}")
     assert status == 200  # no projection: only the granted columns
     assert "student_number" not in body["record"][0]["tables"]["students"]
@@ -512,7 +514,7 @@ async def test_attendance_writes_need_full_access_on_each_written_field(
     ps: PS, sim: PowerSchoolSimulator
 ) -> None:
     body = attendance_body(**write_cols(sim))
-    sim.plugin = sim.plugin.without_field("ATTENDANCE", "ATT_COMMENT")
+    sim.plugin = without_field(sim.plugin, "ATTENDANCE", "ATT_COMMENT")
     status, payload = await ps.post("/ws/attendance/daily_time", body)
     assert (status, payload["errors"]) == (
         403,
@@ -531,7 +533,7 @@ async def test_attendance_writes_need_full_access_on_each_written_field(
     assert status == 200, payload
     [row] = sim.attendance_rows()
 
-    sim.plugin = plugin_with().without_field("ATTENDANCE", "DCID")
+    sim.plugin = without_field(plugin_with(), "ATTENDANCE", "DCID")
     status, payload, _ = await ps.request("DELETE", f"/ws/schema/table/attendance/{row['dcid']}")
     assert (status, payload["errors"][0]["field"]) == (403, "DCID")
     assert len(sim.attendance_rows()) == 1
@@ -545,7 +547,7 @@ async def test_powerqueries_need_a_declaration_and_their_fields(
     dcid_map = "com.pearson.core.student.student_dcid_id_map"
     args = {"students_dcid": [sim.dataset.students[0].dcid]}
     assert (await ps.post(f"/ws/schema/query/{dcid_map}", args))[0] == 200
-    sim.plugin = sim.plugin.without_field("STUDENTS", "ID")
+    sim.plugin = without_field(sim.plugin, "STUDENTS", "ID")
     status, body = await ps.post(f"/ws/schema/query/{dcid_map}", args)
     assert (status, body) == (
         403,
@@ -556,7 +558,7 @@ async def test_powerqueries_need_a_declaration_and_their_fields(
             ],
         },
     )
-    sim.plugin = plugin_with().without_query(dcid_map)
+    sim.plugin = without_query(plugin_with(), dcid_map)
     status, body = await ps.post(f"/ws/schema/query/{dcid_map}/count", args)
     assert status == 403
     assert [e["field"] for e in body["errors"]] == ["students.id", "students.dcid"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -66,16 +66,6 @@ class PluginGrants:
         if access is None:
             return False
         return access is Access.FULL_ACCESS or not write
-
-    def without_field(self, table: str, field: str) -> PluginGrants:
-        """A copy that does not request ``table.field`` (to test what a missing grant does)."""
-        fields = {t: dict(fs) for t, fs in self._fields.items()}
-        fields.get(table.upper(), {}).pop(field.upper(), None)
-        return replace(self, _fields=_freeze({t: fs for t, fs in fields.items() if fs}))
-
-    def without_query(self, name: str) -> PluginGrants:
-        """A copy that does not declare the PowerQuery ``name``."""
-        return replace(self, queries=self.queries - {name})
 
 
 def plugin_path() -> Path:

@@ -22,6 +22,7 @@ from ._data import (
     demo_dataset,
     recent_school_day,
 )
+from ._grants import without_field, without_query
 
 __all__ = [
     "ATT_MODE_DAILY",
@@ -39,4 +40,6 @@ __all__ = [
     "PowerSchoolSimulator",
     "demo_dataset",
     "recent_school_day",
+    "without_field",
+    "without_query",
 ]

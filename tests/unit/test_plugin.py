@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.powerschool import Access, PluginError, load_plugin, parse_plugin
+from simulators.powerschool import without_field, without_query
 
 _HEAD = (
     '<plugin xmlns="http://plugin.powerschool.pearson.com" name="t" version="1">'
@@ -47,8 +48,9 @@ def test_shipped_plugin_requests_oauth_read_only_fields_and_writes_only_attendan
 
 def test_without_field_and_query_leave_the_original_alone() -> None:
     grants = load_plugin()
-    fewer = grants.without_field("STUDENTS", "student_number").without_query(
-        "com.pearson.core.student.student_dcid_id_map"
+    fewer = without_query(
+        without_field(grants, "STUDENTS", "student_number"),
+        "com.pearson.core.student.student_dcid_id_map",
     )
     assert not fewer.allows("STUDENTS", "STUDENT_NUMBER")
     assert fewer.allows("STUDENTS", "DCID")
