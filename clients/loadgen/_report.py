@@ -55,6 +55,7 @@ class Result:
     unexpected_errors: dict[str, int]
     client_cpu_s: float
     started_at: datetime
+    per_process_completed: list[int] = field(default_factory=list)
 
     @property
     def qps(self) -> float:
@@ -92,6 +93,7 @@ class Result:
             "channels": o.channels,
             "duration_s": o.duration,
             "completed": c.completed,
+            "per_process_completed": self.per_process_completed,
             "ok": c.ok,
             "errors": dict(sorted(self.errors.items())),
             "unexpected_errors": dict(sorted(self.unexpected_errors.items())),

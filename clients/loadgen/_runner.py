@@ -288,6 +288,7 @@ def _merge(options: Options, parts: list[dict[str, Any]], started: float) -> Res
         dict(unexpected),
         client_cpu_s=sum(p["cpu"] for p in parts),
         started_at=datetime.fromtimestamp(started, UTC),
+        per_process_completed=[p["counts"].completed for p in parts],
     )
 
 
