@@ -12,8 +12,10 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -24,7 +26,7 @@ from writeback.v1 import writeback_pb2_grpc
 from clients.loadgen import Options, measure
 from service import Server
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
-from tests.helpers import World
+from tests.helpers import TZ, World
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -226,6 +228,37 @@ async def test_submit_accepts_records_and_replays(
             break
     assert len(records) == result["ok"] - result["replays"]
     assert {r.event for r in records} == {pb.ATTENDANCE_EVENT_LATE_CHECK_IN}  # 200 students first
+
+
+async def test_rush_resolves_then_checks_in_across_schools(
+    stub: writeback_pb2_grpc.WritebackServiceStub,
+    big_sim: PowerSchoolSimulator,
+    server: Server,
+    tmp_path: Path,
+) -> None:
+    world = World(stub, big_sim)
+    await world.setup()
+    result = await load_json(
+        "--target", f"127.0.0.1:{server.port}", "--scenario", "rush",
+        "--district", world.district_id, "--students-file",
+        str(students_file(tmp_path / "students.csv", world)),
+        "--rate", "100", "--duration", "1", "--warmup", "0",
+        "--day", world.school_day().isoformat(),
+    )  # fmt: skip
+    assert result["errors"] == {}
+    assert result["ok"] == result["completed"] >= 90
+    records = (
+        await stub.ListAttendance(
+            pb.ListAttendanceRequest(district_id=world.district_id, page_size=500)
+        )
+    ).records
+    # One check-in per resolve: half the calls.
+    assert len(records) == result["ok"] // 2
+    assert {r.school_number for r in records} == {100, 200}
+    local = {r.occurred_at.ToDatetime(tzinfo=ZoneInfo(TZ)).time() for r in records}
+    assert min(local) >= dtime(8, 0)
+    assert max(local) <= dtime(9, 30)
+    assert {r.event for r in records} == {pb.ATTENDANCE_EVENT_LATE_CHECK_IN}
 
 
 async def test_bad_usage_exits_2_with_the_reason(echo_server: str) -> None:
