@@ -17,13 +17,13 @@ from hdrh.histogram import HdrHistogram
 from clients.loadgen._scenarios import Options
 
 # Latencies are recorded in microseconds, from 1 µs to 10 minutes, to 3 significant digits.
-_HIGHEST_US = 600_000_000
+HIGHEST_US = 600_000_000
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
 
 
 def new_histogram() -> HdrHistogram:
     """An empty latency histogram (microseconds)."""
-    return HdrHistogram(1, _HIGHEST_US, 3)
+    return HdrHistogram(1, HIGHEST_US, 3)
 
 
 @dataclass

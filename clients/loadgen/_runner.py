@@ -22,7 +22,7 @@ from hdrh.histogram import HdrHistogram
 from writeback.v1 import writeback_pb2 as pb
 
 from clients._errors import WritebackError
-from clients.loadgen._report import Counts, Result, new_histogram
+from clients.loadgen._report import HIGHEST_US, Counts, Result, new_histogram
 from clients.loadgen._scenarios import METHODS, Call, Kind, Options, Stream
 
 # The open loop wakes this early for a send: timers fire late by up to a millisecond (epoll's
@@ -152,7 +152,8 @@ class _Process:
             return
         # From the intended send time: a stall in this client or in the server shows up in
         # every call it delayed (no coordinated omission); from the actual send if earlier.
-        self.tally.histogram.record_value(max(1, round((done - min(sent, intended)) * 1e6)))
+        micros = round((done - min(sent, intended)) * 1e6)
+        self.tally.histogram.record_value(min(max(1, micros), HIGHEST_US))
         self._count(call, code, answer)
 
     def _count(self, call: Call, code: grpc.StatusCode, answer: bytes) -> None:
