@@ -299,3 +299,24 @@ def test_only_the_load_command_imports_matplotlib() -> None:
         check=True,
     )
     assert imported.stdout.strip() == "False"
+
+
+def test_plot_without_matplotlib_is_refused_before_any_load() -> None:
+    # matplotlib is an extra (`writeback[plot]`), not in the service image.
+    script = (
+        "import sys, importlib.abc\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from clients.__main__ import main\n"
+        "sys.argv = ['writeback', 'load', '--target', '127.0.0.1:9', '--scenario', 'echo',"
+        " '--duration', '1', '--plot', 'x.png']\n"
+        "sys.exit(main())\n"
+    )
+    run = subprocess.run(  # noqa: S603  (our own interpreter and code)
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stderr
+    assert "writeback[plot]" in run.stderr

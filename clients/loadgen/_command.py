@@ -104,6 +104,12 @@ async def load(_: WritebackClient, args: argparse.Namespace) -> Exit:
     """Run the load the flags describe; print the table (stderr when --json -), write the
     JSON and plot. FAILED when the target cannot be reached."""
     options = options_from(args)
+    if args.plot:
+        # Said before the run, not after minutes of load.
+        try:
+            import matplotlib  # noqa: F401, PLC0415
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'writeback[plot]'") from None
     try:
         # In a thread: the run starts processes and waits on them, with no loop of its own.
         outcome = await asyncio.to_thread(run, options)
