@@ -19,6 +19,7 @@ from clients._cli import Exit, UsageError, command, emit, record_outcome, run
 from clients._client import IMPORT_BATCH, WritebackClient, student_key
 from clients._errors import WritebackError
 from clients._inputs import InputError, StudentRow, read_district, read_students
+from clients.loadgen import _command as _load_command  # noqa: F401 (registers "load")
 
 
 def _district_arg(parser: argparse.ArgumentParser) -> None:
