@@ -256,6 +256,7 @@ class Bench:
         self.service: Proc | None = None
         self.echo: Proc | None = None
         self.ps_url = ""
+        self.day = ""  # the simulator's most recent school day, for submits
 
     # processes
 
@@ -423,6 +424,8 @@ class Bench:
             argv += ["--concurrency", str(concurrency or 1)]
         if scenario != "echo":
             argv += ["--district", self.load_district, "--students-file", str(self.students_file)]
+        if scenario == "submit":
+            argv += ["--day", self.day]
         return argv
 
     async def loadgen(
@@ -1272,6 +1275,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     dataset = demo_dataset(students_per_school=PER_SCHOOL)
     students_csv(dataset, bench.students_file)
+    bench.day = recent_school_day(dataset).isoformat()
     with _database() as database_url:
         bench.database_url = database_url
         try:
