@@ -314,11 +314,17 @@ class Bench:
         return proc
 
     async def start_service(
-        self, name: str, *, args: Sequence[str] = (), env: dict[str, str] | None = None
+        self,
+        name: str,
+        *,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        health: str = SERVICE_NAME,
     ) -> Proc | None:
-        """``python -m service`` as `make run` starts it, configured through its environment;
-        None (with its last log lines printed) when it exits before serving, e.g. because it
-        refuses a setting it does not know."""
+        """``python -m service`` as `make run` starts it, configured through its environment,
+        once its ``health`` service is SERVING (a worker serves only the overall ""); None
+        (with its last log lines printed) when it exits before, e.g. because it refuses a
+        setting it does not know."""
         port = _free_port()
         proc = self.spawn(
             name,
@@ -352,7 +358,7 @@ class Bench:
                     return None
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     answer = await stub.Check(
-                        health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1
+                        health_pb2.HealthCheckRequest(service=health), timeout=1
                     )
                     if answer.status == health_pb2.HealthCheckResponse.SERVING:
                         return proc
@@ -475,18 +481,21 @@ class Bench:
             return
         svg = self.out / f"flame-{name}.svg"
         duration = max(1, round(self.seconds))
-        spy_proc = _py_spy(spy, server.pid, duration, svg, self.logs / f"py-spy-{name}.log")
+        # The load starts first; py-spy samples once the load tool is up and warmed up.
+        head_start = self.warmup + 1.5
         argv = self.loadgen_argv(
             f"flame-{name}",
             server,
             scenario,
             concurrency=16,
             processes=CORES,
-            seconds=duration + 1,
+            seconds=duration + 2,
         )
-        env = _child_env({"WRITEBACK_TOKEN": self.token})
-        await asyncio.to_thread(subprocess.run, argv, capture_output=True, env=env, cwd=ROOT)
+        load = _spawn_quiet(argv, _child_env({"WRITEBACK_TOKEN": self.token}))
+        await asyncio.sleep(head_start)
+        spy_proc = _py_spy(spy, server.pid, duration, svg, self.logs / f"py-spy-{name}.log")
         await asyncio.to_thread(spy_proc.wait)
+        await asyncio.to_thread(load.wait)
         if spy_proc.returncode != 0 or not svg.exists():
             tail = (self.logs / f"py-spy-{name}.log").read_text(errors="replace").strip()
             print(f"  flame graph {name}: py-spy failed ({tail[-200:]}); going on")
@@ -522,6 +531,12 @@ class Row:
     target: str = ""
     met: bool | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def _spawn_quiet(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+    )
 
 
 def _py_spy(spy: str, pid: int, seconds: int, svg: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -912,7 +927,7 @@ async def _role_layout(bench: Bench) -> None:
     api = await bench.start_service("service-api", args=["--role", "api"])
     worker = None
     if api is not None:
-        worker = await bench.start_service("service-worker", args=["--role", "worker"])
+        worker = await bench.start_service("service-worker", args=["--role", "worker"], health="")
     try:
         if api is None or worker is None:
             bench.row(
@@ -1323,6 +1338,8 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    # Progress lines as they happen, also into a file or a pipe.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
