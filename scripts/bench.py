@@ -986,13 +986,13 @@ async def _process_scaling(bench: Bench) -> None:
             bench.row(f"resolve QPS, GRPC_PROCESSES={n}", "", "not available", None)
             continue
         try:
-            serving = len(_tree(proc.pid))
             result = await bench.h2load_run(
                 f"scaling-resolve-{n}", proc, RESOLVE_PATH, body, clients=clients, streams=streams
             )
+            if result is not None:
+                result["process_tree"] = len(_tree(proc.pid))
             bench.row(
-                f"resolve QPS, GRPC_PROCESSES={n} ({serving} processes),"
-                f" {clients}x{streams} in flight",
+                f"resolve QPS, GRPC_PROCESSES={n}, {clients}x{streams} in flight (h2load)",
                 _qps(echo),
                 _qps(result),
                 _ratio(result, echo, "qps"),
