@@ -1,113 +1,619 @@
-"""`make bench`: throughput figures for the writeback service, each next to a baseline
-measured in the same run on the same machine (these machines are shared and noisy, so
-compare ratios, not absolute numbers).
+"""`make bench`: the writeback service measured as it is deployed, against a baseline
+measured in the same run on the same machine (compare ratios, not absolute numbers).
 
-1. RPC overhead: a bare grpc.aio server (health Check) vs cached ResolveStudent.
-2. SubmitAttendance accept rate, and end-to-end delivery to the PowerSchool simulator at
-   50 ms latency, with PowerSchool calls per delivered record: a Daily school (goal: <= 2.1)
-   and a Meeting school (goal: <= 3: schedule, existing marks, one write).
-3. Roster sync of a 100,000-student district from the Clever and from the ClassLink
-   simulator: students/s and the service process's peak memory (each in a fresh process).
+Every part runs in its own process: PostgreSQL (embedded, or DATABASE_URL), the service as
+`make run` starts it (`python -m service`, configured through its environment), a bare
+grpc.aio echo server (`scripts/echo_server.py`), the PowerSchool / Clever / ClassLink
+simulators and the drivers: h2load (nghttp2) for unary RPCs, `python -m clients load` for
+open loop, submits and the load tool's own ceiling, py-spy for flame graphs.
+
+Sections (`--only`, default all): resolve, submit, layouts (`--role api` + `worker`,
+`GRPC_PROCESSES` 1..cores), delivery (1,000 late check-ins at 100 ms PowerSchool latency,
+default district limits), sync (100,000 students from Clever and ClassLink). Prints one table
+(measure | echo | service | ratio | target | met?) and writes figures.json, the load tool's
+JSON and plots, h2load logs, flame graphs and every process's log into `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import csv
 import json
+import math
 import os
-import resource
+import platform
+import re
 import secrets
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+# Before grpc is imported, which reads it: the bench starts processes while gRPC is busy,
+# and gRPC's fork handlers (for fork without exec) would print a warning each time. The
+# children get the environment the bench was given.
+_FORK_SUPPORT = os.environ.get("GRPC_ENABLE_FORK_SUPPORT")
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
 import aiohttp
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
 from clients import BearerToken
-from service import Server, Settings
-from service.logs import configure
+from service.config import variables
 from service.store import EmbeddedPostgres
 from service.store.sealing import new_key_text
-from simulators.powerschool import PowerSchoolSimulator, demo_dataset, recent_school_day
+from simulators.powerschool import Dataset, demo_dataset, recent_school_day
 from simulators.roster import school_roster_id
-
-# The benchmark's own admin: every service it starts takes it as the bootstrap token.
-TOKEN = secrets.token_urlsafe(32)
 
 ROOT = Path(__file__).resolve().parent.parent
 TZ = "America/Chicago"
-CONCURRENCY = 32
+SERVICE_NAME = "writeback.v1.WritebackService"
+RESOLVE_PATH = f"/{SERVICE_NAME}/ResolveStudent"
+ECHO_PATH = "/grpc.health.v1.Health/Check"
+CORES = os.cpu_count() or 1
+# The Python load tool's ceiling and the issue's "Python client" figures: 32 calls in flight.
+CEILING_IN_FLIGHT = 32
+# A service figure this close to its driver's own ceiling against echo says nothing about
+# the service: the driver, not the server, set it.
+CLIENT_BOUND = 0.9
+PER_SCHOOL = 1000  # two schools: 2,000 students in the load district
+DELIVERY_RECORDS = 1000
+MEETING_RECORDS = 100
+DELIVERY_LATENCY = 0.1
+CLEVER_DISTRICT = "5f0c1e7e5e0d157100000001"
 
 
-# Simulators on plain http on loopback; a throwaway key for the bench database's secrets.
-_BENCH_UPSTREAMS: dict[str, Any] = {
-    "allow_insecure_upstreams": True,
-    "secret_key": os.environ.get("WRITEBACK_SECRET_KEY") or new_key_text(),
-}
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The bench's environment for a child: this checkout's code and generated proto first."""
+    env = dict(os.environ)
+    env.pop("GRPC_ENABLE_FORK_SUPPORT")
+    if _FORK_SUPPORT is not None:
+        env["GRPC_ENABLE_FORK_SUPPORT"] = _FORK_SUPPORT
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(ROOT / "proto"), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env.pop("DATABASE_URL", None)
+    env.update(extra or {})
+    return env
 
 
-async def rate(call: Callable[[int], Awaitable[object]], seconds: float) -> float:
-    """Calls per second with CONCURRENCY callers in a closed loop."""
-    done = 0
-    stop = time.monotonic() + seconds
-
-    async def caller(offset: int) -> None:
-        nonlocal done
-        i = offset
-        while time.monotonic() < stop:
-            await call(i)
-            done += 1
-            i += CONCURRENCY
-
-    started = time.monotonic()
-    await asyncio.gather(*(caller(i) for i in range(CONCURRENCY)))
-    return done / (time.monotonic() - started)
+# --- pure helpers (tests/test_bench_helpers.py) --------------------------------------------
 
 
-async def echo_baseline(seconds: float) -> float:
-    server = grpc.aio.server()
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+def grpc_frame(message: Message) -> bytes:
+    """``message`` as the body of a unary gRPC request: a 5-byte length prefix (flag 0: not
+    compressed, then the length as 4 bytes big-endian) and the serialized message."""
+    data = message.SerializeToString()
+    return b"\x00" + len(data).to_bytes(4, "big") + data
+
+
+def unframe(body: bytes) -> bytes:
+    """The message bytes of a single uncompressed gRPC frame; ValueError if it is not one."""
+    if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+        raise ValueError("not one uncompressed gRPC frame")
+    return body[5:]
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ascending ``sorted_values``."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(p / 100 * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def parse_h2load(stdout: str, log: str) -> dict[str, Any]:
+    """QPS from h2load's summary and latency percentiles (ms) from its ``--log-file``
+    (start µs, HTTP status, µs to the end of the response, one request a line)."""
+    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", stdout)
+    counts = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", stdout)
+    if finished is None or counts is None:
+        raise ValueError("h2load printed no summary")
+    latencies = sorted(
+        int(cols[2]) / 1000
+        for cols in (line.split("\t") for line in log.splitlines())
+        if len(cols) == 3 and cols[1] == "200"
+    )
+    return {
+        "duration_s": float(finished[1]),
+        "qps": float(finished[2]),
+        "completed": int(counts[2]),
+        "ok_http": int(counts[3]),
+        "latency_ms": {
+            "p50": percentile(latencies, 50),
+            "p90": percentile(latencies, 90),
+            "p99": percentile(latencies, 99),
+            "max": latencies[-1] if latencies else float("nan"),
+            "mean": statistics.fmean(latencies) if latencies else float("nan"),
+        },
+    }
+
+
+def students_csv(dataset: Dataset, path: Path) -> list[dict[str, str]]:
+    """Write the load tool's students file (``sis_id`` is DCID, as the roster imports it)."""
+    rows = [
+        {
+            "sis_id": str(s.dcid),
+            "student_number": s.student_number,
+            "powerschool_id": str(s.id),
+            "school_number": str(s.schoolid),
+        }
+        for s in dataset.students
+    ]
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its living descendants."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields_ = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields_[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its living descendants (/proc/<pid>/stat)."""
+    ticks = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields_ = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields_[11]) + int(fields_[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Proc:
+    """A child process of the bench, its port and where its output goes."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, lines: int = 5) -> str:
+        text = self.log.read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+class Bench:
+    """One run: its output directory, the processes it started and the figures so far."""
+
+    def __init__(self, out: Path, seconds: float) -> None:
+        self.out = out
+        self.seconds = seconds
+        self.warmup = min(2.0, seconds / 2)
+        self.logs = out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.token = secrets.token_urlsafe(32)
+        self.secret_key = os.environ.get("WRITEBACK_SECRET_KEY") or new_key_text()
+        self.database_url = ""
+        self.figures: dict[str, Any] = {}
+        self.rows: list[Row] = []
+        self.procs: list[Proc] = []
+        self.h2load = _find_h2load()
+        self.loadgen_ok = _loadgen_available()
+        self.load_district = ""
+        self.students_file = out / "students.csv"
+        self.service: Proc | None = None
+        self.echo: Proc | None = None
+        self.ps_url = ""
+        self.day = ""  # the simulator's most recent school day, for submits
+
+    # processes
+
+    def spawn(self, name: str, argv: list[str], port: int, env: dict[str, str]) -> Proc:
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = Proc(name, popen, port, log)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc | None) -> None:
+        if proc is not None:
+            proc.stop()
+            if proc in self.procs:
+                self.procs.remove(proc)
+
+    def simulator(self, name: str, module: str, per_school: int, *args: str) -> Proc:
+        port = _free_port()
+        proc = self.spawn(
+            name,
+            [
+                *(sys.executable, "-m", module, "--port", str(port)),
+                *("--students-per-school", str(per_school), *args),
+            ],
+            port,
+            _child_env(),
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise SystemExit(f"{module} exited:\n{proc.tail()}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return proc
+            time.sleep(0.2)
+        raise SystemExit(f"{module} did not start within 300 s")
+
+    def start_echo(self) -> Proc:
+        log = self.logs / "echo.log"
+        popen = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "echo_server.py"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=log.open("ab"),
+            env=_child_env(),
+            cwd=ROOT,
+        )
+        assert popen.stdout is not None
+        digits = re.findall(r"\d+", popen.stdout.readline().decode())
+        if not digits:
+            popen.kill()
+            raise SystemExit(f"the echo server printed no port (see {log})")
+        proc = Proc("echo", popen, int(digits[-1]), log)
+        self.procs.append(proc)
+        return proc
+
+    async def start_service(
+        self,
+        name: str,
+        *,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        health: str = SERVICE_NAME,
+    ) -> Proc | None:
+        """``python -m service`` as `make run` starts it, configured through its environment,
+        once its ``health`` service is SERVING (a worker serves only the overall ""); None
+        (with its last log lines printed) when it exits before, e.g. because it refuses a
+        setting it does not know."""
+        port = _free_port()
+        proc = self.spawn(
+            name,
+            [sys.executable, "-m", "service", *args],
+            port,
+            _child_env(
+                {
+                    "DATABASE_URL": self.database_url,
+                    "GRPC_HOST": "127.0.0.1",
+                    "GRPC_PORT": str(port),
+                    "METRICS_PORT": str(_free_port()),
+                    "WRITEBACK_DATA_DIR": tempfile.mkdtemp(prefix="bench-data-"),
+                    "WRITEBACK_BOOTSTRAP_ADMIN_TOKEN": self.token,
+                    "WRITEBACK_SECRET_KEY": self.secret_key,
+                    # The simulators serve plain http on loopback.
+                    "ALLOW_INSECURE_UPSTREAMS": "true",
+                    # One caller (the bench) sends all the load: the per-caller limit would
+                    # measure itself.
+                    "CALLER_RATE_LIMIT": "0",
+                    **(env or {}),
+                }
+            ),
+        )
+        deadline = time.monotonic() + 180
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest()
-            return await rate(lambda _: stub.Check(request), seconds)
-    finally:
-        await server.stop(None)
+            while time.monotonic() < deadline:
+                if proc.popen.poll() is not None:
+                    print(f"  {name} exited with status {proc.popen.returncode}:\n{proc.tail(3)}")
+                    self.procs.remove(proc)
+                    return None
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    answer = await stub.Check(
+                        health_pb2.HealthCheckRequest(service=health), timeout=1
+                    )
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return proc
+                await asyncio.sleep(0.3)
+        self.stop(proc)
+        raise SystemExit(f"{name} did not serve within 180 s (see {proc.log})")
+
+    def channel(self, proc: Proc) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(
+            f"127.0.0.1:{proc.port}", interceptors=[BearerToken(self.token)]
+        )
+
+    # drivers
+
+    async def h2load_run(
+        self, name: str, server: Proc, path: str, body: bytes, *, clients: int, streams: int
+    ) -> dict[str, Any] | None:
+        """h2load for ``seconds`` (no warm-up: every request counts, so CPU per RPC is exact),
+        ``clients`` connections with ``streams`` requests in flight on each."""
+        if self.h2load is None:
+            return None
+        body_file = self.out / f"{name}.body"
+        body_file.write_bytes(body)
+        log = self.out / f"{name}.h2load.tsv"
+        headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+        if server is not self.echo:
+            headers += ["-H", f"authorization: Bearer {self.token}"]
+        argv = [
+            self.h2load,
+            *("-D", f"{self.seconds:g}", "-c", str(clients), "-m", str(streams)),
+            *("-d", str(body_file), "--log-file", str(log), *headers),
+            f"http://127.0.0.1:{server.port}{path}",
+        ]
+        before = cpu_seconds(server.pid)
+        done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
+        cpu = cpu_seconds(server.pid) - before
+        if done.returncode != 0:
+            print(f"  h2load {name} failed: {done.stderr.strip()[-300:]}")
+            return None
+        result = parse_h2load(done.stdout, log.read_text())
+        result.update(
+            driver="h2load",
+            in_flight=clients * streams,
+            server_cpu_s=cpu,
+            server_cpu_ms_per_rpc=1000 * cpu / max(1, result["completed"]),
+        )
+        (self.out / f"{name}.h2load.txt").write_text(done.stdout)
+        self.figures[name] = result
+        return result
+
+    def loadgen_argv(
+        self,
+        name: str,
+        server: Proc,
+        scenario: str,
+        *,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        processes: int = 1,
+        seconds: float | None = None,
+    ) -> list[str]:
+        argv = [sys.executable, "-m", "clients", "load", "--target", f"127.0.0.1:{server.port}"]
+        argv += ["--scenario", scenario, "--processes", str(processes)]
+        argv += ["--duration", f"{seconds or self.seconds:g}", "--warmup", f"{self.warmup:g}"]
+        argv += ["--json", str(self.out / f"{name}.json"), "--plot", str(self.out / f"{name}.png")]
+        if rate is not None:
+            argv += ["--rate", f"{rate:.0f}"]
+        else:
+            argv += ["--concurrency", str(concurrency or 1)]
+        if scenario != "echo":
+            argv += ["--district", self.load_district, "--students-file", str(self.students_file)]
+        if scenario == "submit":
+            argv += ["--day", self.day]
+        return argv
+
+    async def loadgen(
+        self,
+        name: str,
+        server: Proc,
+        scenario: str,
+        *,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        processes: int = 1,
+    ) -> dict[str, Any] | None:
+        """One `python -m clients load` run; its JSON plus the server's CPU per RPC (the
+        CPU of warm-up and measured part over the RPCs of both, at the measured rate)."""
+        if not self.loadgen_ok:
+            return None
+        argv = self.loadgen_argv(
+            name, server, scenario, concurrency=concurrency, rate=rate, processes=processes
+        )
+        env = _child_env({"WRITEBACK_TOKEN": self.token})
+        before = cpu_seconds(server.pid)
+        done = await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, env=env, cwd=ROOT
+        )
+        cpu = cpu_seconds(server.pid) - before
+        (self.logs / f"{name}.loadgen.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            print(f"  load tool {name} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+            return None
+        result: dict[str, Any] = json.loads((self.out / f"{name}.json").read_text())
+        rpcs = result["qps"] * (result["duration_s"] + self.warmup)
+        result.update(
+            driver="loadgen",
+            server_cpu_s=cpu,
+            server_cpu_ms_per_rpc=1000 * cpu / max(1.0, rpcs),
+        )
+        if result.get("errors"):
+            print(f"  {name}: errors {result['errors']}")
+        self.figures[name] = result
+        return result
+
+    async def flame(self, name: str, server: Proc, scenario: str) -> None:
+        """A py-spy flame graph of ``server`` while the load tool runs ``scenario``."""
+        spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        if spy is None or not self.loadgen_ok:
+            print(f"  flame graph {name}: skipped (py-spy or the load tool is missing)")
+            return
+        svg = self.out / f"flame-{name}.svg"
+        duration = max(1, round(self.seconds))
+        # The load starts first; py-spy samples once the load tool is up and warmed up.
+        head_start = self.warmup + 1.5
+        argv = self.loadgen_argv(
+            f"flame-{name}",
+            server,
+            scenario,
+            concurrency=16,
+            processes=CORES,
+            seconds=duration + 2,
+        )
+        load = _spawn_quiet(argv, _child_env({"WRITEBACK_TOKEN": self.token}))
+        await asyncio.sleep(head_start)
+        spy_proc = _py_spy(spy, server.pid, duration, svg, self.logs / f"py-spy-{name}.log")
+        await asyncio.to_thread(spy_proc.wait)
+        await asyncio.to_thread(load.wait)
+        if spy_proc.returncode != 0 or not svg.exists():
+            tail = (self.logs / f"py-spy-{name}.log").read_text(errors="replace").strip()
+            print(f"  flame graph {name}: py-spy failed ({tail[-200:]}); going on")
+        else:
+            self.figures[f"flame_{name}"] = str(svg)
+
+    # table
+
+    def row(
+        self,
+        measure: str,
+        echo: str,
+        service: str,
+        ratio: float | None,
+        *,
+        target: str = "",
+        met: bool | None = None,
+        ratio_text: str | None = None,
+    ) -> None:
+        if ratio_text is None:
+            ratio_text = "" if ratio is None else f"{ratio:.2f}x"
+        self.rows.append(Row(measure, echo, service, ratio_text, target, met))
+
+
+@dataclass
+class Row:
+    """One line of the printed table."""
+
+    measure: str
+    echo: str
+    service: str
+    ratio: str
+    target: str = ""
+    met: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _spawn_quiet(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+    )
+
+
+def _py_spy(spy: str, pid: int, seconds: int, svg: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            [
+                *(spy, "record", "--pid", str(pid), "--duration", str(seconds)),
+                *("--format", "flamegraph", "-o", str(svg)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def _find_h2load() -> str | None:
+    found = shutil.which("h2load")
+    apt = shutil.which("apt-get")
+    if found is None and os.geteuid() == 0 and apt:
+        print("h2load missing: apt-get install -y nghttp2-client")
+        subprocess.run(
+            [apt, "install", "-y", "-q", "nghttp2-client"],
+            capture_output=True,
+            check=False,
+        )
+        found = shutil.which("h2load")
+    if found is None:
+        print("note: h2load (Debian nghttp2-client) is missing: unary figures use the load tool")
+    return found
+
+
+def _loadgen_available() -> bool:
+    done = subprocess.run(
+        [sys.executable, "-m", "clients", "load", "--help"],
+        capture_output=True,
+        env=_child_env(),
+        cwd=ROOT,
+        check=False,
+    )
+    if done.returncode != 0:
+        print("note: `python -m clients load` is not available: its figures are skipped")
+    return done.returncode == 0
+
+
+def _qps(r: dict[str, Any] | None) -> str:
+    return "n/a" if r is None else f"{r['qps']:,.0f}/s"
+
+
+def _lat(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "n/a"
+    lat = r["latency_ms"]
+    return f"p50 {lat['p50']:.2f} / p99 {lat['p99']:.2f} ms"
+
+
+def _ratio(service: dict[str, Any] | None, echo: dict[str, Any] | None, key: str) -> float | None:
+    if service is None or echo is None:
+        return None
+    if key == "qps":
+        return float(service["qps"]) / max(1e-9, float(echo["qps"]))
+    return float(service["latency_ms"][key]) / max(1e-9, float(echo["latency_ms"][key]))
+
+
+# --- setup ------------------------------------------------------------------------------
 
 
 def _district(
-    district_id: str,
-    sim_url: str,
-    sim: PowerSchoolSimulator,
-    numbers: tuple[int, ...] = (100, 200),
-    **school: object,
+    district_id: str, ps_url: str, numbers: tuple[int, ...] = (100, 200), **school: Any
 ) -> pb.District:
+    """A Daily (unless ``school`` says otherwise) district on the simulator at ``ps_url``,
+    with the default per-district PowerSchool limits."""
     return pb.District(
         district_id=district_id,
         roster_source=pb.ROSTER_SOURCE_CLEVER,
         writeback_enabled=True,
         timezone=TZ,
         powerschool=pb.PowerSchoolConnection(
-            base_url=sim_url, client_id=sim.client_id, client_secret=sim.client_secret
+            base_url=ps_url, client_id="sim-client", client_secret="sim-secret"
         ),
         schools=[
             pb.School(
@@ -116,27 +622,18 @@ def _district(
                 writeback_enabled=True,
                 late_check_in_code="T",
                 early_check_out_code="ED",
-                **school,  # type: ignore[arg-type]
+                **school,
             )
             for n in numbers
         ],
-        max_in_flight=CONCURRENCY,
-        max_requests_per_second=1000,
     )
 
 
-async def _sim_control(url: str, path: str, body: object = None) -> object:
-    async with aiohttp.ClientSession() as http:
-        method = http.post if body is not None else http.get
-        async with method(f"{url}/_sim/{path}", json=body) as resp:
-            return await resp.json()
-
-
 async def _district_with_students(
-    stub: writeback_pb2_grpc.WritebackServiceStub, district: pb.District, students: list[Any]
+    stub: writeback_pb2_grpc.WritebackServiceAsyncStub, district: pb.District, students: list[Any]
 ) -> None:
     """Create the district, import ``students`` and resolve each once (what the post-sync
-    prefetch does), so deliveries find STUDENTS.ID cached."""
+    prefetch does), so resolves and deliveries find STUDENTS.ID cached."""
     await stub.UpsertDistrict(pb.UpsertDistrictRequest(district=district))
     did = district.district_id
     await stub.ImportStudents(
@@ -154,7 +651,7 @@ async def _district_with_students(
             ],
         )
     )
-    sem = asyncio.Semaphore(CONCURRENCY)
+    sem = asyncio.Semaphore(32)
 
     async def resolve(dcid: int) -> None:
         async with sem:
@@ -165,128 +662,358 @@ async def _district_with_students(
     await asyncio.gather(*(resolve(s.dcid) for s in students))
 
 
-async def _delivery(
-    stub: writeback_pb2_grpc.WritebackServiceStub,
-    did: str,
-    sim_url: str,
-    students: list[Any],
-    start: datetime,
-) -> dict[str, float]:
-    """Late check-ins of ``students`` from ``start`` on (one second apart) delivered to a
-    simulator answering in 50 ms: accept and delivery rates, PowerSchool calls per record.
-    The first record is delivered alone beforehand, warming the token, term, code and mode
-    caches."""
-    await stub.SubmitAttendance(_submit(did, students[0], start, 0, wait=True), timeout=30)
-    await _sim_control(sim_url, "faults", {"latency": 0.05})
-    await _sim_control(sim_url, "reset-calls", {})
-    records = len(students) - 1
-    started = time.monotonic()
-    sem = asyncio.Semaphore(CONCURRENCY)
-
-    async def submit(i: int) -> None:
-        async with sem:
-            await stub.SubmitAttendance(_submit(did, students[i], start, i), timeout=30)
-
-    await asyncio.gather(*(submit(i) for i in range(1, records + 1)))
-    accepted = time.monotonic() - started
-    while True:
-        stats = (await stub.GetDeliveryStats(pb.GetDeliveryStatsRequest(district_id=did))).stats
-        if stats.pending == 0:
-            break
-        await asyncio.sleep(0.2)
-    delivered = time.monotonic() - started
-    calls = await _sim_control(sim_url, "calls")
-    return {
-        "accept_rps": records / accepted,
-        "delivery_rps": records / delivered,
-        "calls_per_record": len(calls) / records,  # type: ignore[arg-type]
-        "records": records,
-        "failed": stats.failed,
-    }
+async def _sim_control(url: str, path: str, body: object = None) -> Any:
+    async with aiohttp.ClientSession() as http:
+        method = http.post if body is not None else http.get
+        async with method(f"{url}/_sim/{path}", json=body) as resp:
+            return await resp.json()
 
 
-async def service_figures(
-    database_url: str, seconds: float, *, delivery_only: bool = False
-) -> dict[str, float]:
-    """Cached ResolveStudent rate (unless ``delivery_only``), then delivery to a Daily and
-    to a Meeting school; the meeting figures' keys start with ``meeting_``."""
-    # The simulators run in their own processes so their CPU is not charged to the service.
-    dataset = demo_dataset(students_per_school=1000)
-    sim_proc, sim_url = _simulator("simulators.powerschool", 1000)
-    meeting_proc, meeting_url = _simulator(
-        "simulators.powerschool", 1000, "--meeting-schools", "100"
+async def _verify(bench: Bench, server: Proc, path: str, body: bytes) -> None:
+    """The request bytes h2load sends get an OK answer (h2load counts HTTP 200 whatever the
+    grpc-status)."""
+    metadata = () if server is bench.echo else (("authorization", f"Bearer {bench.token}"),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        # No serializers: the message bytes go on the wire as they are.
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
+        await call(unframe(body), metadata=metadata, timeout=10)
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+def _client_bound(bench: Bench, service: dict[str, Any] | None, ceiling: float | None) -> str:
+    if service is None or not ceiling or service["qps"] < CLIENT_BOUND * ceiling:
+        return ""
+    return " (client-bound)"
+
+
+async def resolve_section(bench: Bench) -> None:
+    assert bench.echo is not None
+    assert bench.service is not None
+    student = next(csv.DictReader(bench.students_file.open()))
+    request = pb.ResolveStudentRequest(
+        district_id=bench.load_district, key=pb.StudentKey(sis_id=student["sis_id"])
     )
-    sim = PowerSchoolSimulator(dataset)  # not started: the same seeded data, for IDs and terms
-    server = Server(
-        Settings(
-            database_url=database_url,
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            data_dir=Path(tempfile.mkdtemp()),
-            **_BENCH_UPSTREAMS,
-            bootstrap_admin_token=TOKEN,
+    resolve_body, echo_body = grpc_frame(request), grpc_frame(health_pb2.HealthCheckRequest())
+    if bench.h2load is not None:
+        await _verify(bench, bench.echo, ECHO_PATH, echo_body)
+        await _verify(bench, bench.service, RESOLVE_PATH, resolve_body)
+
+    # The load tool's ceiling: closed loop against echo with every core.
+    ceiling = await bench.loadgen(
+        "ceiling-loadgen-echo", bench.echo, "echo", concurrency=CEILING_IN_FLIGHT, processes=CORES
+    )
+    driver = "h2load" if bench.h2load else "load tool"
+    runs: dict[int, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+    for streams in (1, 16):
+        if bench.h2load is not None:
+            echo = await bench.h2load_run(
+                f"h2load-echo-{streams}",
+                bench.echo,
+                ECHO_PATH,
+                echo_body,
+                clients=1,
+                streams=streams,
+            )
+            service = await bench.h2load_run(
+                f"h2load-resolve-{streams}",
+                bench.service,
+                RESOLVE_PATH,
+                resolve_body,
+                clients=1,
+                streams=streams,
+            )
+        else:
+            procs = 1 if streams == 1 else CORES
+            echo = await bench.loadgen(
+                f"loadgen-echo-{streams}", bench.echo, "echo", concurrency=streams, processes=procs
+            )
+            service = await bench.loadgen(
+                f"loadgen-resolve-{streams}",
+                bench.service,
+                "resolve",
+                concurrency=streams,
+                processes=procs,
+            )
+        runs[streams] = (echo, service)
+    h2_ceiling = max((e["qps"] for e, _ in runs.values() if e), default=None)
+    if bench.h2load is None:
+        h2_ceiling = ceiling["qps"] if ceiling else None
+    bench.row(
+        f"load tool ceiling: echo, {CEILING_IN_FLIGHT} in flight, {CORES} processes",
+        _qps(ceiling),
+        "",
+        None,
+    )
+    if bench.h2load:
+        bench.row(
+            "h2load ceiling: echo, best of 1 / 16 in flight", f"{h2_ceiling or 0:,.0f}/s", "", None
+        )
+    for streams, (echo, service) in runs.items():
+        r = _ratio(service, echo, "qps")
+        bench.row(
+            f"resolve QPS, {streams} in flight ({driver})",
+            _qps(echo),
+            _qps(service) + _client_bound(bench, service, h2_ceiling),
+            r,
+            target=">= 0.8x",
+            met=None if r is None else r >= 0.8,
+        )
+        bench.row(
+            f"resolve latency, {streams} in flight ({driver})",
+            _lat(echo),
+            _lat(service),
+            None,
+            ratio_text=_p_ratios(service, echo),
+        )
+
+    # The issue's "Python client, 32 in flight" figure, next to the tool's ceiling.
+    py_resolve = await bench.loadgen(
+        "loadgen-resolve-32",
+        bench.service,
+        "resolve",
+        concurrency=CEILING_IN_FLIGHT,
+        processes=CORES,
+    )
+    bench.row(
+        f"resolve QPS, {CEILING_IN_FLIGHT} in flight (load tool)",
+        _qps(ceiling),
+        _qps(py_resolve) + _client_bound(bench, py_resolve, ceiling["qps"] if ceiling else None),
+        _ratio(py_resolve, ceiling, "qps"),
+    )
+
+    # Open loop at half of echo's maximum rate (as the load tool can drive it).
+    if ceiling is not None:
+        rate = ceiling["qps"] / 2
+        echo_open = await bench.loadgen("open-echo", bench.echo, "echo", rate=rate, processes=CORES)
+        resolve_open = await bench.loadgen(
+            "open-resolve", bench.service, "resolve", rate=rate, processes=CORES
+        )
+        r = _ratio(resolve_open, echo_open, "p99")
+        behind = [
+            f"{n} sent {x['achieved_rate_ratio']:.0%} of the rate"
+            for n, x in (("echo", echo_open), ("resolve", resolve_open))
+            if x is not None and x.get("achieved_rate_ratio", 1) < 0.95
+        ]
+        bench.row(
+            f"resolve p99, open loop at {rate:,.0f}/s (half echo max)",
+            _lat(echo_open),
+            _lat(resolve_open),
+            r,
+            target="<= 2x p99",
+            met=None if r is None else r <= 2.0,
+        )
+        if behind:
+            bench.rows[-1].notes.append("; ".join(behind))
+    else:
+        bench.row("resolve p99, open loop at half echo max", "n/a", "n/a", None, target="<= 2x p99")
+
+    echo16, service16 = runs[16]
+    bench.row(
+        f"server CPU per RPC, resolve 16 in flight ({driver})",
+        _cpu(echo16),
+        _cpu(service16),
+        _ratio_key(service16, echo16, "server_cpu_ms_per_rpc"),
+    )
+    await bench.flame("resolve", bench.service, "resolve")
+
+
+def _p_ratios(service: dict[str, Any] | None, echo: dict[str, Any] | None) -> str:
+    p50, p99 = _ratio(service, echo, "p50"), _ratio(service, echo, "p99")
+    if p50 is None or p99 is None:
+        return ""
+    return f"p50 {p50:.2f}x, p99 {p99:.2f}x"
+
+
+def _cpu(r: dict[str, Any] | None) -> str:
+    return "n/a" if r is None else f"{1000 * r['server_cpu_ms_per_rpc']:.0f} us"
+
+
+def _ratio_key(
+    service: dict[str, Any] | None, echo: dict[str, Any] | None, key: str
+) -> float | None:
+    if service is None or echo is None or not echo[key]:
+        return None
+    return float(service[key]) / float(echo[key])
+
+
+async def _submit_pair(
+    bench: Bench, server: Proc, label: str, in_flight: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    procs = 1 if in_flight == 1 else CORES
+    echo = bench.figures.get(f"loadgen-echo-{in_flight}")
+    if echo is None or echo.get("processes") != procs:
+        assert bench.echo is not None
+        echo = await bench.loadgen(
+            f"loadgen-echo-{in_flight}", bench.echo, "echo", concurrency=in_flight, processes=procs
+        )
+    submit = await bench.loadgen(
+        f"loadgen-submit-{label}-{in_flight}",
+        server,
+        "submit",
+        concurrency=in_flight,
+        processes=procs,
+    )
+    return echo, submit
+
+
+async def submit_section(bench: Bench) -> None:
+    assert bench.service is not None
+    ceiling = bench.figures.get("ceiling-loadgen-echo", {}).get("qps")
+    for in_flight in (1, 16):
+        echo, submit = await _submit_pair(bench, bench.service, "all", in_flight)
+        r = _ratio(submit, echo, "qps")
+        bench.row(
+            f"submit accept QPS, {in_flight} in flight (load tool, role all)",
+            _qps(echo),
+            _qps(submit) + _client_bound(bench, submit, ceiling),
+            r,
+            target=">= 0.5x",
+            met=None if r is None else r >= 0.5,
+        )
+        bench.row(
+            f"submit latency, {in_flight} in flight (load tool)",
+            _lat(echo),
+            _lat(submit),
+            None,
+            ratio_text=_p_ratios(submit, echo),
+        )
+        if in_flight == 16:
+            bench.row(
+                "server CPU per RPC, submit 16 in flight (load tool)",
+                _cpu(echo),
+                _cpu(submit),
+                _ratio_key(submit, echo, "server_cpu_ms_per_rpc"),
+            )
+    await bench.flame("submit", bench.service, "submit")
+    await _drain_load_district(bench, bench.service)
+
+
+async def _drain_load_district(bench: Bench, server: Proc) -> None:
+    """Switch writeback off for the load district, so its backlog of submits is skipped
+    rather than delivered during the figures that follow."""
+    async with bench.channel(server) as channel:
+        stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+        district = _district(bench.load_district, bench.ps_url)
+        district.writeback_enabled = False
+        await stub.UpsertDistrict(pb.UpsertDistrictRequest(district=district))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            stats = await stub.GetDeliveryStats(
+                pb.GetDeliveryStatsRequest(district_id=bench.load_district)
+            )
+            if stats.stats.pending == 0:
+                return
+            await asyncio.sleep(0.5)
+    print("  note: the load district's backlog was still pending after 120 s")
+
+
+async def layouts_section(bench: Bench) -> None:
+    """Submit with `--role api` and a separate `--role worker`; resolve with
+    GRPC_PROCESSES=1..cores. Each layout replaces the main service while it runs."""
+    assert bench.echo is not None
+    bench.stop(bench.service)
+    bench.service = None
+    try:
+        await _role_layout(bench)
+        await _process_scaling(bench)
+    finally:
+        bench.service = await bench.start_service("service")
+
+
+async def _role_layout(bench: Bench) -> None:
+    all_figure = bench.figures.get("loadgen-submit-all-16")
+    api = await bench.start_service("service-api", args=["--role", "api"])
+    worker = None
+    if api is not None:
+        worker = await bench.start_service("service-worker", args=["--role", "worker"], health="")
+    try:
+        if api is None or worker is None:
+            bench.row(
+                "submit accept QPS, 16 in flight, role api + worker", "", "not available", None
+            )
+            return
+        async with bench.channel(api) as channel:  # the drained district takes submits again
+            stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+            await stub.UpsertDistrict(
+                pb.UpsertDistrictRequest(district=_district(bench.load_district, bench.ps_url))
+            )
+        echo, submit = await _submit_pair(bench, api, "api", 16)
+        r = _ratio(submit, echo, "qps")
+        bench.row(
+            "submit accept QPS, 16 in flight, role api + worker",
+            _qps(echo),
+            _qps(submit) + (f" (all: {_qps(all_figure)})" if all_figure else ""),
+            r,
+            target=">= 0.5x",
+            met=None if r is None else r >= 0.5,
+        )
+        bench.row(
+            "submit latency, 16 in flight, role api + worker",
+            _lat(echo),
+            _lat(submit),
+            None,
+            ratio_text=_p_ratios(submit, echo),
+        )
+        await _drain_load_district(bench, api)
+    finally:
+        bench.stop(api)
+        bench.stop(worker)
+
+
+async def _process_scaling(bench: Bench) -> None:
+    assert bench.echo is not None
+    known = {v.name for v in variables()}
+    if "GRPC_PROCESSES" not in known:
+        bench.row("resolve QPS scaling, GRPC_PROCESSES=1..N", "", "not available", None)
+        return
+    echo_body = grpc_frame(health_pb2.HealthCheckRequest())
+    student = next(csv.DictReader(bench.students_file.open()))
+    body = grpc_frame(
+        pb.ResolveStudentRequest(
+            district_id=bench.load_district, key=pb.StudentKey(sis_id=student["sis_id"])
         )
     )
-    await server.start()
-    out: dict[str, float] = {}
-    try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{server.port}", interceptors=[BearerToken(TOKEN)]
-        ) as channel:
-            stub = writeback_pb2_grpc.WritebackServiceStub(channel)
-            did = f"bench-{uuid.uuid4().hex[:6]}"
-            students = list(sim.dataset.students)
-            await _district_with_students(stub, _district(did, sim_url, sim), students)
-            if not delivery_only:
-                numbers = [s.student_number for s in students]
-                out["resolve_rps"] = await rate(
-                    lambda i: stub.ResolveStudent(
-                        pb.ResolveStudentRequest(
-                            district_id=did,
-                            key=pb.StudentKey(student_number=numbers[i % len(numbers)]),
-                        )
-                    ),
-                    seconds,
-                )
-            out.update(await _delivery(stub, did, sim_url, students, _school_day(sim)))
-            # A Meeting school: each check-in at 10:15 or a little later misses two class
-            # meetings and is tardy in the third, all three in one write.
-            did = f"bench-meeting-{uuid.uuid4().hex[:6]}"
-            lincoln = [s for s in students if s.schoolid == 100]
-            district = _district(
-                did,
-                meeting_url,
-                sim,
-                (100,),
-                attendance_mode=pb.ATTENDANCE_MODE_MEETING,
-                missed_code="A",
+    # Several connections, so SO_REUSEPORT can spread them over the processes.
+    clients, streams = 8, 4
+    echo = await bench.h2load_run(
+        "scaling-echo", bench.echo, ECHO_PATH, echo_body, clients=clients, streams=streams
+    )
+    for n in range(1, CORES + 1):
+        proc = await bench.start_service(f"service-procs-{n}", env={"GRPC_PROCESSES": str(n)})
+        if proc is None:
+            bench.row(f"resolve QPS, GRPC_PROCESSES={n}", "", "not available", None)
+            continue
+        try:
+            result = await bench.h2load_run(
+                f"scaling-resolve-{n}", proc, RESOLVE_PATH, body, clients=clients, streams=streams
             )
-            await _district_with_students(stub, district, lincoln)
-            start = _school_day(sim).replace(hour=10, minute=15)
-            meeting = await _delivery(stub, did, meeting_url, lincoln, start)
-            out.update({f"meeting_{k}": v for k, v in meeting.items()})
-    finally:
-        await server.stop()
-        for proc in (sim_proc, meeting_proc):
-            proc.terminate()
-            proc.wait()
-    return out
+            if result is not None:
+                result["process_tree"] = len(_tree(proc.pid))
+            bench.row(
+                f"resolve QPS, GRPC_PROCESSES={n}, {clients}x{streams} in flight (h2load)",
+                _qps(echo),
+                _qps(result),
+                _ratio(result, echo, "qps"),
+            )
+        finally:
+            bench.stop(proc)
 
 
-def _school_day(sim: PowerSchoolSimulator) -> datetime:
-    """Yesterday (or the last day of the school year), 08:47 local time."""
-    return datetime.combine(recent_school_day(sim.dataset), dtime(8, 0), tzinfo=ZoneInfo(TZ))
+def _school_day(dataset: Dataset) -> datetime:
+    return datetime.combine(recent_school_day(dataset), dtime(8, 0), tzinfo=ZoneInfo(TZ))
 
 
 def _submit(
-    did: str, student: object, day: datetime, i: int, *, wait: bool = False
+    did: str, student: Any, day: datetime, i: int, *, wait: bool = False
 ) -> pb.SubmitAttendanceRequest:
     when = Timestamp()
     when.FromDatetime((day + timedelta(seconds=i)).astimezone(UTC))
     return pb.SubmitAttendanceRequest(
         district_id=did,
-        idempotency_key=f"bench-{i}",
-        student=pb.StudentKey(sis_id=str(student.dcid)),  # type: ignore[attr-defined]
+        idempotency_key=f"bench-{did}-{i}",
+        student=pb.StudentKey(sis_id=str(student.dcid)),
         event=pb.ATTENDANCE_EVENT_LATE_CHECK_IN,
         occurred_at=when,
         reason="Bus late",
@@ -294,208 +1021,338 @@ def _submit(
     )
 
 
-# --- roster sync of 100,000 students, each source in a fresh process -----------------------
+async def _delivery(
+    stub: writeback_pb2_grpc.WritebackServiceAsyncStub,
+    did: str,
+    sim_url: str,
+    students: list[Any],
+    start: datetime,
+) -> dict[str, float]:
+    """Late check-ins of ``students`` (one second apart from ``start``) delivered to a
+    simulator answering in 100 ms. The first record is delivered alone beforehand, warming
+    the token, term, code and mode caches."""
+    await stub.SubmitAttendance(_submit(did, students[0], start, 0, wait=True), timeout=60)
+    await _sim_control(sim_url, "faults", {"latency": DELIVERY_LATENCY})
+    await _sim_control(sim_url, "reset-calls", {})
+    records = len(students) - 1
+    started = time.monotonic()
+    sem = asyncio.Semaphore(32)
 
+    async def submit(i: int) -> None:
+        async with sem:
+            await stub.SubmitAttendance(_submit(did, students[i], start, i), timeout=60)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _simulator(module: str, per_school: int, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            module,
-            "--port",
-            str(port),
-            "--students-per-school",
-            str(per_school),
-            *args,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    await asyncio.gather(*(submit(i) for i in range(1, records + 1)))
+    accepted = time.monotonic() - started
+    deadline = started + 300
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, url
-        time.sleep(0.2)
-    raise SystemExit(f"{module} did not start")
+        stats = (await stub.GetDeliveryStats(pb.GetDeliveryStatsRequest(district_id=did))).stats
+        if stats.pending == 0:
+            break
+        await asyncio.sleep(0.2)
+    delivered = time.monotonic() - started
+    calls = await _sim_control(sim_url, "calls")
+    return {
+        "records": records,
+        "accept_s": accepted,
+        "seconds": delivered,
+        "records_per_s": records / delivered,
+        "calls_per_record": len(calls) / records,
+        "failed": stats.failed,
+        "pending": stats.pending,
+    }
 
 
-async def sync_child(source: str, database_url: str, ps_url: str, roster_url: str) -> None:
-    """Runs in a fresh process: one full sync through the real gRPC API; prints JSON."""
-    configure("WARNING", "json")
-    server = Server(
-        Settings(
-            database_url=database_url,
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            run_scheduler=False,
-            **_BENCH_UPSTREAMS,
-            bootstrap_admin_token=TOKEN,
-        )
+async def delivery_section(bench: Bench, dataset: Dataset) -> None:
+    assert bench.service is not None
+    daily_sim = bench.simulator("ps-delivery", "simulators.powerschool", PER_SCHOOL)
+    meeting_sim = bench.simulator(
+        "ps-meeting", "simulators.powerschool", PER_SCHOOL, "--meeting-schools", "100"
     )
-    await server.start()
+    url = f"http://127.0.0.1:{daily_sim.port}"
+    murl = f"http://127.0.0.1:{meeting_sim.port}"
     try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{server.port}", interceptors=[BearerToken(TOKEN)]
-        ) as channel:
+        async with bench.channel(bench.service) as channel:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
-            did = f"sync-{source}-{uuid.uuid4().hex[:6]}"
-            roster = (
-                {
-                    "clever": pb.CleverConnection(
-                        base_url=roster_url,
-                        client_id="clever-client",
-                        client_secret="clever-secret",
-                        clever_district_id=CLEVER_DISTRICT,
-                    )
-                }
-                if source == "clever"
-                else {
-                    "classlink": pb.ClassLinkConnection(
-                        endpoint_url=roster_url,
-                        client_id="classlink-client",
-                        client_secret="classlink-secret",
-                    )
-                }
+            students = list(dataset.students)[: DELIVERY_RECORDS + 1]
+            did = f"bench-delivery-{uuid.uuid4().hex[:6]}"
+            await _district_with_students(stub, _district(did, url), students)
+            daily = await _delivery(stub, did, url, students, _school_day(dataset))
+            # A Meeting school: each check-in at 10:15 or a little later misses two class
+            # meetings and is tardy in the third, all three in one write.
+            lincoln = [s for s in dataset.students if s.schoolid == 100][: MEETING_RECORDS + 1]
+            mdid = f"bench-meeting-{uuid.uuid4().hex[:6]}"
+            district = _district(
+                mdid, murl, (100,), attendance_mode=pb.ATTENDANCE_MODE_MEETING, missed_code="A"
             )
-            district = pb.District(
-                district_id=did,
-                roster_source=pb.ROSTER_SOURCE_CLEVER
-                if source == "clever"
-                else pb.ROSTER_SOURCE_CLASSLINK,
-                timezone=TZ,
-                powerschool=pb.PowerSchoolConnection(
-                    base_url=ps_url, client_id="sim-client", client_secret="sim-secret"
-                ),
-                schools=[
-                    pb.School(school_number=n, roster_school_id=school_roster_id(source, n))  # type: ignore[arg-type]
-                    for n in (100, 200)
-                ],
-                **roster,  # type: ignore[arg-type]
-            )
-            await stub.UpsertDistrict(pb.UpsertDistrictRequest(district=district))
-            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            started = time.monotonic()
-            result = await stub.SyncRoster(
-                pb.SyncRosterRequest(district_id=did, full=True), timeout=600
-            )
-            elapsed = time.monotonic() - started
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            await _district_with_students(stub, district, lincoln)
+            start = _school_day(dataset).replace(hour=10, minute=15)
+            meeting = await _delivery(stub, mdid, murl, lincoln, start)
     finally:
-        await server.stop()
-    print(
-        json.dumps(
-            {
-                "students": result.created,
-                "prefetched": result.prefetched,
-                "seconds": round(elapsed, 2),
-                "students_per_s": round(result.created / elapsed),
-                "peak_rss_mb": round(peak / 1024),
-                "rss_before_mb": round(rss_before / 1024),
-            }
-        )
+        bench.stop(daily_sim)
+        bench.stop(meeting_sim)
+    bench.figures["delivery_daily"] = daily
+    bench.figures["delivery_meeting"] = meeting
+    ms = f"{DELIVERY_LATENCY * 1000:.0f} ms PS, default limits"
+    note = f", {daily['failed']:.0f} failed" + (
+        f", {daily['pending']:.0f} still pending" if daily["pending"] else ""
+    )
+    bench.row(
+        f"delivery: {daily['records']:.0f} daily records, {ms}",
+        "",
+        f"{daily['seconds']:.1f} s = {daily['records_per_s']:.1f} records/s{note}",
+        None,
+        target="< 30 s",
+        met=daily["seconds"] < 30 and not daily["pending"],
+    )
+    bench.row(
+        "PowerSchool calls per daily record",
+        "",
+        f"{daily['calls_per_record']:.2f}",
+        None,
+        target="<= 2.1",
+        met=daily["calls_per_record"] <= 2.1,
+    )
+    bench.row(
+        f"delivery: {meeting['records']:.0f} meeting records, {ms}",
+        "",
+        f"{meeting['seconds']:.1f} s = {meeting['records_per_s']:.1f} records/s,"
+        f" {meeting['calls_per_record']:.2f} calls/record, {meeting['failed']:.0f} failed",
+        None,
+        target="<= 3 calls",
+        met=meeting["calls_per_record"] <= 3,
     )
 
 
-CLEVER_DISTRICT = "5f0c1e7e5e0d157100000001"
-
-
-def sync_figures(database_url: str, per_school: int) -> dict[str, dict[str, float]]:
-    ps, ps_url = _simulator("simulators.powerschool", per_school)
-    out = {}
+async def sync_section(bench: Bench, students: int) -> None:
+    """A full sync of ``students`` from each roster simulator, each in a fresh service
+    process (its peak memory is that process's)."""
+    per_school = students // 2
+    ps = bench.simulator("ps-sync", "simulators.powerschool", per_school)
+    ps_url = f"http://127.0.0.1:{ps.port}"
     try:
-        for source, module in (
-            ("clever", "simulators.clever"),
-            ("classlink", "simulators.classlink"),
-        ):
-            sim, url = _simulator(module, per_school)
+        for source in ("clever", "classlink"):
+            sim = bench.simulator(f"{source}-sync", f"simulators.{source}", per_school)
+            roster_url = f"http://127.0.0.1:{sim.port}"
+            service = await bench.start_service(
+                f"service-sync-{source}", env={"SYNC_SCHEDULER": "false"}
+            )
+            if service is None:
+                raise SystemExit("the service did not start for the sync figure")
             try:
-                child = subprocess.run(
-                    [sys.executable, __file__, "sync-child", source, database_url, ps_url, url],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    cwd=ROOT,
-                )
-                out[source] = json.loads(child.stdout.strip().splitlines()[-1])
+                figure = await _sync_once(bench, service, source, ps_url, roster_url)
             finally:
-                sim.terminate()
-                sim.wait()
+                bench.stop(service)
+                bench.stop(sim)
+            bench.figures[f"sync_{source}"] = figure
+            bench.row(
+                f"roster sync {source}, {figure['students']:,} students",
+                "",
+                f"{figure['seconds']:.1f} s = {figure['students_per_s']:,.0f}/s,"
+                f" peak RSS {figure['peak_rss_mb']:.0f} MB",
+                None,
+                target="< 30 s",
+                met=figure["seconds"] < 30,
+            )
     finally:
-        ps.terminate()
-        ps.wait()
-    return out
+        bench.stop(ps)
 
 
-def _print_delivery(figures: dict[str, float]) -> None:
-    for mode, prefix in (("Daily", ""), ("Meeting", "meeting_")):
-        print(
-            f"{'delivery end to end, ' + mode + ':':<35}{figures[prefix + 'delivery_rps']:8.0f}"
-            f" records/s  ({figures[prefix + 'records']:.0f} records,"
-            f" {figures[prefix + 'failed']:.0f} failed, 50 ms PS, {CONCURRENCY} in flight)"
-        )
-    print(
-        f"PowerSchool calls per record:      {figures['calls_per_record']:8.2f} Daily"
-        f" (goal <= 2.1), {figures['meeting_calls_per_record']:.2f} Meeting (goal <= 3)"
+async def _sync_once(
+    bench: Bench, service: Proc, source: str, ps_url: str, roster_url: str
+) -> dict[str, Any]:
+    did = f"sync-{source}-{uuid.uuid4().hex[:6]}"
+    roster: dict[str, Any] = (
+        {
+            "clever": pb.CleverConnection(
+                base_url=roster_url,
+                client_id="clever-client",
+                client_secret="clever-secret",
+                clever_district_id=CLEVER_DISTRICT,
+            )
+        }
+        if source == "clever"
+        else {
+            "classlink": pb.ClassLinkConnection(
+                endpoint_url=roster_url,
+                client_id="classlink-client",
+                client_secret="classlink-secret",
+            )
+        }
     )
+    district = pb.District(
+        district_id=did,
+        roster_source=pb.ROSTER_SOURCE_CLEVER if source == "clever" else pb.ROSTER_SOURCE_CLASSLINK,
+        timezone=TZ,
+        powerschool=pb.PowerSchoolConnection(
+            base_url=ps_url, client_id="sim-client", client_secret="sim-secret"
+        ),
+        schools=[
+            pb.School(school_number=n, roster_school_id=school_roster_id(source, n))  # type: ignore[arg-type]
+            for n in (100, 200)
+        ],
+        **roster,
+    )
+    async with bench.channel(service) as channel:
+        stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+        await stub.UpsertDistrict(pb.UpsertDistrictRequest(district=district))
+        rss_before = peak_rss_mb(service.pid)
+        started = time.monotonic()
+        result = await stub.SyncRoster(
+            pb.SyncRosterRequest(district_id=did, full=True), timeout=600
+        )
+        elapsed = time.monotonic() - started
+    return {
+        "students": result.created,
+        "prefetched": result.prefetched,
+        "seconds": elapsed,
+        "students_per_s": result.created / elapsed,
+        "peak_rss_mb": peak_rss_mb(service.pid),
+        "rss_before_mb": rss_before,
+    }
 
 
-async def main(args: argparse.Namespace) -> None:
-    configure("WARNING", "json")
-    pg = None
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url:
-        pg = EmbeddedPostgres(Path(tempfile.mkdtemp()) / "pg")
-        database_url = pg.start()
+# --- the run ----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    h2 = shutil.which("h2load")
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": model,
+        "cores": CORES,
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "h2load": subprocess.run(
+            [h2, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if h2
+        else None,
+    }
+
+
+def print_table(rows: list[Row]) -> str:
+    """The rows as a text table (also what goes into table.txt)."""
+    head = ("measure", "echo", "service", "ratio", "target", "met?")
+    cells = [
+        (
+            r.measure,
+            r.echo,
+            r.service,
+            r.ratio,
+            r.target,
+            "" if r.met is None else ("yes" if r.met else "NO"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    for r, c in zip(rows, cells, strict=True):
+        lines.append(" | ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)).rstrip())
+        lines.extend(f"    note: {n}" for n in r.notes)
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL", "")
+    if url:
+        yield url
+        return
+    pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-pg-")) / "pg")
     try:
-        if args.delivery_only:
-            figures = await service_figures(database_url, args.seconds, delivery_only=True)
-            _print_delivery(figures)
-            return
-        baseline = await echo_baseline(args.seconds)
-        figures = await service_figures(database_url, args.seconds)
-        print(f"bare grpc.aio health Check:        {baseline:8.0f} calls/s (baseline)")
-        print(
-            f"ResolveStudent (cached):           {figures['resolve_rps']:8.0f} calls/s"
-            f"  = {figures['resolve_rps'] / baseline:.2f} x baseline"
-        )
-        print(
-            f"SubmitAttendance accept:           {figures['accept_rps']:8.0f} records/s"
-            f"  = {figures['accept_rps'] / baseline:.2f} x baseline"
-        )
-        _print_delivery(figures)
-        if not args.skip_sync:
-            for source, f in sync_figures(database_url, args.students // 2).items():
-                print(
-                    f"roster sync {source:<9} {f['students']:>7} students in {f['seconds']:6.1f} s"
-                    f" = {f['students_per_s']:6.0f} students/s, prefetched {f['prefetched']},"
-                    f" peak RSS {f['peak_rss_mb']} MB (before sync {f['rss_before_mb']} MB)"
-                )
+        yield pg.start()
     finally:
-        if pg is not None:
-            pg.stop()
+        pg.stop()
+
+
+async def run(args: argparse.Namespace) -> None:
+    only = set(args.only.split(","))
+    unknown = only - {"resolve", "submit", "delivery", "sync", "layouts"}
+    if unknown:
+        raise SystemExit(f"--only: unknown section(s) {', '.join(sorted(unknown))}")
+    out = Path(args.out or ROOT / ".data" / "bench" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    bench = Bench(out, args.seconds)
+    info = machine()
+    print(
+        f"{info['date']}  {info['cpu']}, {info['cores']} cores, Python {info['python']},"
+        f" grpcio {info['grpcio']}; output in {out}"
+    )
+    dataset = demo_dataset(students_per_school=PER_SCHOOL)
+    students_csv(dataset, bench.students_file)
+    bench.day = recent_school_day(dataset).isoformat()
+    with _database() as database_url:
+        bench.database_url = database_url
+        try:
+            if only & {"resolve", "submit", "layouts", "delivery"}:
+                ps = bench.simulator("ps-load", "simulators.powerschool", PER_SCHOOL)
+                bench.ps_url = f"http://127.0.0.1:{ps.port}"
+                bench.echo = bench.start_echo()
+                bench.service = await bench.start_service("service")
+                if bench.service is None:
+                    raise SystemExit("the service did not start (see above)")
+                bench.load_district = f"bench-{uuid.uuid4().hex[:6]}"
+                async with bench.channel(bench.service) as channel:
+                    stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+                    await _district_with_students(
+                        stub, _district(bench.load_district, bench.ps_url), list(dataset.students)
+                    )
+                sections = [
+                    ("resolve", resolve_section),
+                    ("submit", submit_section),
+                    ("layouts", layouts_section),
+                ]
+                for name, section in sections:
+                    if name in only:
+                        print(f"-- {name}")
+                        await section(bench)
+                if "delivery" in only:
+                    print("-- delivery")
+                    await delivery_section(bench, dataset)
+                bench.stop(bench.service)
+                bench.stop(bench.echo)
+            if "sync" in only:
+                print("-- sync")
+                await sync_section(bench, args.students)
+        finally:
+            for proc in list(bench.procs):
+                bench.stop(proc)
+    table = print_table(bench.rows)
+    print()
+    print(table)
+    (out / "table.txt").write_text(table + "\n")
+    figures = {"machine": info, "seconds": args.seconds, "figures": bench.figures}
+    figures["rows"] = [r.__dict__ for r in bench.rows]
+    (out / "figures.json").write_text(json.dumps(figures, indent=2, default=str))
+    print(f"\nfigures, load tool JSON and plots, flame graphs and logs: {out}")
+
+
+def main() -> None:
+    # Progress lines as they happen, also into a file or a pipe.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only",
+        default="resolve,submit,layouts,delivery,sync",
+        help="comma-separated sections: resolve, submit, layouts, delivery, sync",
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
+    parser.add_argument("--out", type=Path, help="output directory (default .data/bench/<UTC>)")
+    parser.add_argument("--students", type=int, default=100_000, help="roster size to sync")
+    asyncio.run(run(parser.parse_args()))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "sync-child":
-        asyncio.run(sync_child(*sys.argv[2:6]))
-    else:
-        parser = argparse.ArgumentParser(description=__doc__)
-        parser.add_argument("--seconds", type=float, default=5.0, help="per closed-loop figure")
-        parser.add_argument("--students", type=int, default=100_000, help="roster size to sync")
-        parser.add_argument("--skip-sync", action="store_true")
-        parser.add_argument(
-            "--delivery-only",
-            action="store_true",
-            help="only the delivery figures (Daily and Meeting), without baseline or sync",
-        )
-        asyncio.run(main(parser.parse_args()))
+    main()

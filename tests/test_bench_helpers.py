@@ -1,0 +1,71 @@
+"""``make bench``'s own arithmetic: the request body it hands h2load is one gRPC frame of
+the message meant, and the figures it reads back from h2load are the ones h2load reported."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from writeback.v1 import writeback_pb2 as pb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Its dataclasses look their module up while the class is made.
+    sys.modules["bench"] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules["bench"]
+
+
+def test_the_h2load_body_is_one_uncompressed_length_prefixed_frame(bench: ModuleType) -> None:
+    request = pb.ResolveStudentRequest(
+        district_id="d" * 300, key=pb.StudentKey(student_number="S-100")
+    )
+    body = bench.grpc_frame(request)
+    data = request.SerializeToString()
+    # Flag 0 (not compressed), then the length as 4 bytes big-endian: 300+ bytes need two.
+    assert body[:5] == b"\x00" + len(data).to_bytes(4, "big")
+    assert len(data) > 255
+    assert pb.ResolveStudentRequest.FromString(bench.unframe(body)) == request
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"\x00\x00\x00", b"\x01\x00\x00\x00\x01x", b"\x00\x00\x00\x00\x02x"],
+    ids=["empty", "short header", "compressed flag", "length mismatch"],
+)
+def test_a_body_that_is_not_one_plain_frame_is_refused(bench: ModuleType, body: bytes) -> None:
+    with pytest.raises(ValueError, match="gRPC frame"):
+        bench.unframe(body)
+
+
+H2LOAD_OUT = """\
+finished in 2.00s, 2997.50 req/s, 193.18KB/s
+requests: 5995 total, 6011 started, 5995 done, 5995 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 5995 2xx, 0 3xx, 0 4xx, 0 5xx
+"""
+
+
+def test_h2load_figures_come_from_its_summary_and_per_request_log(bench: ModuleType) -> None:
+    # 100 requests of 1..100 ms, and one that was not an HTTP 200 (not counted).
+    log = "".join(f"17961782574465{i:02d}\t200\t{i * 1000}\n" for i in range(100, 0, -1))
+    log += "1796178257446999\t503\t999999\n"
+    figures = bench.parse_h2load(H2LOAD_OUT, log)
+    assert figures["qps"] == 2997.50
+    assert figures["completed"] == 5995
+    assert figures["latency_ms"]["p50"] == 50.0
+    assert figures["latency_ms"]["p99"] == 99.0
+    assert figures["latency_ms"]["max"] == 100.0
