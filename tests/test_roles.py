@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
@@ -70,10 +69,10 @@ def writes(sim: PowerSchoolSimulator) -> int:
     return sum(1 for call in sim.calls if call.path == WRITES and call.status == 200)
 
 
-async def submit(world: World, *, wait: bool) -> pb.SubmitAttendanceResponse:
+async def submit(world: World, *, wait: bool, deadline: float = 30) -> pb.SubmitAttendanceResponse:
     student = world.student()
     return await world.submit(
-        student, local(world.school_day(), 9, 40), wait_for_writeback=wait, deadline=30
+        student, local(world.school_day(), 9, 40), wait_for_writeback=wait, deadline=deadline
     )
 
 
@@ -116,7 +115,7 @@ async def test_an_api_process_alone_never_delivers(
             world = World(writeback_pb2_grpc.WritebackServiceStub(channel), sim)
             await world.setup()
             # Its wait for the outcome ends at the deadline it was given, still PENDING.
-            waited = await submit(world, wait=True)
+            waited = await submit(world, wait=True, deadline=3)
             assert waited.record.state == pb.ATTENDANCE_STATE_PENDING
             record_id = (await submit(world, wait=False)).record.record_id
             await asyncio.sleep(2)  # ten delivery polls
@@ -206,13 +205,12 @@ async def test_grpc_processes_share_one_port_and_stop_together(tmp_path: Path) -
         children = {f"{socket.gethostname()}:{pid}" for pid in started["pids"]}  # type: ignore[union-attr]
         assert len(children) == 2
     finally:
-        began = time.monotonic()
         code = await service.stop()
     assert code == 0
-    # Drain 0 and grace 10 s (the test settings), plus the start of Python.
-    assert time.monotonic() - began < 15
     assert instances(service) == children
-    assert len(service.events("service_stopped")) == 2
+    # Each child drained and stopped by itself: the parent killed none.
+    assert {e["instance"] for e in service.events("service_stopped")} == children
+    assert service.events("process_killed") == []
     for pid in started["pids"]:  # type: ignore[union-attr]
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)
