@@ -12,10 +12,12 @@ import socket
 import sys
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
 
@@ -58,6 +60,14 @@ class Service:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), timeout=60)
+
+    async def logged(self, name: str, count: int, seconds: float = 60) -> None:
+        """Return once the log holds ``count`` lines of event ``name``."""
+        for _ in range(int(seconds * 10)):
+            if len(self.events(name)) >= count:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"fewer than {count} {name} lines in {seconds} s")
 
     def events(self, name: str) -> list[dict[str, object]]:
         """The log lines with this event name (of the process and its children)."""
@@ -103,6 +113,8 @@ async def test_an_api_process_queues_and_a_worker_process_delivers(
     ]
     assert api.events("attendance_delivery") == []
     assert [(e["role"], e["delivery"]) for e in api.events("service_started")] == [("api", False)]
+    [started] = worker.events("service_started")
+    assert (started["role"], started["delivery"], started["scheduler"]) == ("worker", True, True)
 
 
 async def test_an_api_process_alone_never_delivers(
@@ -123,6 +135,8 @@ async def test_an_api_process_alone_never_delivers(
     finally:
         assert await api.stop() == 0
     assert writes(sim) == 0
+    [started] = api.events("service_started")
+    assert (started["delivery"], started["scheduler"]) == (False, False)
     conn = await asyncpg.connect(own_database)
     try:
         # No delivery worker ever registered on this database.
@@ -179,17 +193,30 @@ def instances(service: Service) -> set[object]:
     return {e["instance"] for e in service.events("rpc") if str(e["rpc"]).endswith("GetDistrict")}
 
 
+def started_get_district(exposition: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "grpc_server_started_total"
+        and sample.labels.get("grpc_method") == "GetDistrict"
+    )
+
+
 async def test_grpc_processes_share_one_port_and_stop_together(tmp_path: Path) -> None:
     # No DATABASE_URL: the parent alone starts the embedded Postgres for both children.
     service = Service(
         tmp_path / "service.log",
         GRPC_PROCESSES="2",
+        METRICS_PORT=str(free_port()),
         WRITEBACK_DATA_DIR=str(tmp_path / "data"),
         DATABASE_URL="",
     )
     await service.start()
     assert service.proc is not None
     try:
+        # The port answers once the first child listens; the second may still be starting.
+        await service.logged("service_started", 2)
         for _ in range(20):
             # A channel of its own (no shared subchannel): a new connection each time.
             async with grpc.aio.insecure_channel(
@@ -201,6 +228,13 @@ async def test_grpc_processes_share_one_port_and_stop_together(tmp_path: Path) -
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await stub.GetDistrict(pb.GetDistrictRequest(district_id="nobody"))
                 assert err.value.code() is grpc.StatusCode.NOT_FOUND
+        # One scrape of the shared metrics port, whichever child answers, counts them all.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{service.env['METRICS_PORT']}/metrics") as response,
+        ):
+            scraped = await response.text()
+        assert started_get_district(scraped) == 20
         [started] = service.events("processes_started")
         children = {f"{socket.gethostname()}:{pid}" for pid in started["pids"]}  # type: ignore[union-attr]
         assert len(children) == 2
@@ -211,6 +245,9 @@ async def test_grpc_processes_share_one_port_and_stop_together(tmp_path: Path) -
     # Each child drained and stopped by itself: the parent killed none.
     assert {e["instance"] for e in service.events("service_stopped")} == children
     assert service.events("process_killed") == []
+    # Migrated once, by the parent, before its children started.
+    parent = f"{socket.gethostname()}:{service.proc.pid}"
+    assert {e["instance"] for e in service.events("migration_applied")} == {parent}
     for pid in started["pids"]:  # type: ignore[union-attr]
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)
@@ -230,3 +267,36 @@ async def test_a_killed_process_stops_the_others_and_the_parent_fails(
     assert (exited["pid"], exited["exit_code"]) == (pids[0], -signal.SIGKILL)
     with pytest.raises(ProcessLookupError):
         os.kill(pids[1], 0)
+
+
+async def test_a_process_that_does_not_stop_is_killed_and_the_parent_fails(
+    own_database: str, tmp_path: Path
+) -> None:
+    service = Service(
+        tmp_path / "service.log",
+        GRPC_PROCESSES="2",
+        DATABASE_URL=own_database,
+        SHUTDOWN_GRACE_SECONDS="0",
+    )
+    await service.start()
+    await service.logged("service_started", 2)
+    [started] = service.events("processes_started")
+    stuck = int(started["pids"][0])  # type: ignore[index]
+    os.kill(stuck, signal.SIGSTOP)  # it cannot act on SIGTERM
+    assert await service.stop() == 1
+    [killed] = service.events("process_killed")
+    assert killed["pid"] == stuck
+    assert len(service.events("service_stopped")) == 1  # the other one drained
+
+
+async def test_several_processes_refuse_a_port_in_use(own_database: str, tmp_path: Path) -> None:
+    service = Service(tmp_path / "service.log", GRPC_PROCESSES="2", DATABASE_URL=own_database)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", service.port))
+        taken.listen()
+        await service.start(ready=False)
+        assert service.proc is not None
+        assert await asyncio.wait_for(service.proc.wait(), timeout=60) == 1
+    [failed] = service.events("startup_failed")
+    assert "the port is in use" in str(failed["error"])
+    assert service.events("processes_started") == []
