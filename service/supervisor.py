@@ -45,7 +45,10 @@ def run_processes(settings: Settings) -> int:
     """Run ``settings.grpc_processes`` service processes (see the module docstring) until a
     signal stops them or one exits; returns the exit status for the parent."""
     configure(settings.log_level, settings.log_format)
-    problem = cannot_listen(settings.grpc_host, settings.grpc_port)
+    # As a single process does: with GRPC_REUSE_PORT the operator means to share the port.
+    problem = (
+        None if settings.grpc_reuse_port else cannot_listen(settings.grpc_host, settings.grpc_port)
+    )
     if problem is not None:
         log.error(
             "startup_failed",
@@ -55,17 +58,20 @@ def run_processes(settings: Settings) -> int:
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir / "postgres")
     metrics_dir = None
     try:
-        url = embedded.start() if embedded is not None else None
         try:
+            url = embedded.start() if embedded is not None else None
             asyncio.run(prepare(settings, url))
         except StartupError as exc:
             log.error("startup_failed", error=str(exc))  # noqa: TRY400  (one line says it)
+            return 1
+        except Exception:
+            log.exception("startup_failed", error="unexpected error")
             return 1
         if settings.metrics_port and not os.environ.get(_MULTIPROC_ENV):
             # Fresh each run: prometheus-client's files from an earlier run would be summed in.
             metrics_dir = tempfile.mkdtemp(prefix="writeback-metrics-")
             os.environ[_MULTIPROC_ENV] = metrics_dir
-        # Each child binds the port itself; the parent checked above that nothing else has it.
+        # Each child binds the port itself, sharing it with its siblings.
         child = replace(settings, grpc_processes=1, grpc_reuse_port=True)
         return _supervise(settings, child, url)
     finally:
