@@ -33,6 +33,7 @@ from service.domain import (
     Callers,
     ConnectionChecker,
     Deliverer,
+    DeliveryElsewhere,
     DeliveryWorker,
     DistrictService,
     MappingDoctor,
@@ -79,7 +80,7 @@ _METRICS_QUERY_TIMEOUT = 2.0
 _LOOP_STALE_AFTER = 10.0
 
 
-def _cannot_listen(host: str, port: int) -> str | None:
+def cannot_listen(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be listened on (say, the port is in use), or None. Asked
     before gRPC binds, whose own failure is an unstructured line on stderr."""
     if port == 0:
@@ -116,9 +117,13 @@ _SERVICE_ACTOR = Caller(caller_id="", name="service", role=CallerRole.ADMIN, all
 class Server:
     """The whole service in one object: ``await start()``, then ``await stop()``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, embedded_url: str | None = None) -> None:
+        """``embedded_url``: the embedded Postgres (``DATABASE_URL`` unset) is already
+        running there, started by a supervising process; this one neither starts nor stops
+        it."""
         self.settings = settings
         self.port: int | None = None
+        self._embedded_url = embedded_url
         self._embedded: EmbeddedPostgres | None = None
         self._pool: asyncpg.Pool | None = None
         self._policy = OutboundPolicy(
@@ -156,17 +161,11 @@ class Server:
         if self.settings.metrics_port:
             # First, so a taken port stops the start before a database is opened.
             await self._serve_metrics()
-        dsn = self.settings.database_url
+        dsn = self.settings.database_url or self._embedded_url
         if not dsn:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             dsn = await asyncio.to_thread(self._embedded.start)
-        try:
-            self._pool = await open_pool(dsn, size=self.settings.db_pool_size, sealer=sealer)
-        except SealError as exc:
-            raise StartupError(exc.message) from None
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # The class only: a driver's message may carry connection details.
-            raise StartupError(f"cannot reach the database ({type(exc).__name__})") from None
+        self._pool = await _open(dsn, self.settings.db_pool_size, sealer)
         if self._metrics is not None:
             self._metrics.record_pool()
 
@@ -178,7 +177,7 @@ class Server:
         deliverer = Deliverer(resolver, self._powerschool, record_store)
         settings = self.settings
         observer = DomainMetrics()
-        self.worker = DeliveryWorker(
+        worker = DeliveryWorker(
             records=record_store,
             workers=WorkerRegistry(self._pool),
             districts=districts,
@@ -203,7 +202,10 @@ class Server:
                 grace=settings.shutdown_grace,
             ),
         )
-        attendance = AttendanceService(districts, resolver, record_store, self.worker)
+        # ROLE=api: this process only queues; the workers of other processes deliver.
+        delivers = settings.role != "api"
+        queue = worker if delivers else DeliveryElsewhere(record_store)
+        attendance = AttendanceService(districts, resolver, record_store, queue)
         sync_state = SyncStateStore(self._pool)
         roster_sync = RosterSync(districts, student_store, sync_state, resolver, self._rosters)
         self._sync_jobs = SyncJobs(roster_sync, districts, SyncJobStore(self._pool), sync_state)
@@ -221,25 +223,28 @@ class Server:
                 "auth_off",
                 message="AUTH=off: every caller is an admin on every district; not for production",
             )
-        elif self._embedded is not None:
+        elif not self.settings.database_url:
             await _local_admin_token(callers, audit, self.settings.data_dir / ADMIN_TOKEN_FILE)
 
+        servicer = WritebackServicer(
+            districts=districts,
+            resolver=resolver,
+            attendance=attendance,
+            roster_sync=roster_sync,
+            sync_jobs=self._sync_jobs,
+            doctor=doctor,
+            checker=checker,
+            callers=callers,
+            audit=audit,
+        )
         bound = await self._serve_grpc(
-            WritebackServicer(
-                districts=districts,
-                resolver=resolver,
-                attendance=attendance,
-                roster_sync=roster_sync,
-                sync_jobs=self._sync_jobs,
-                doctor=doctor,
-                checker=checker,
-                callers=callers,
-                audit=audit,
-            ),
+            servicer if settings.role != "worker" else None,
             callers=None if self.settings.auth == "off" else callers,
         )
-        self.worker.start()
-        if self.settings.run_scheduler:
+        if delivers:
+            self.worker = worker
+            worker.start()
+        if self.settings.run_scheduler and delivers:
             self._scheduler = SyncScheduler(
                 self._sync_jobs,
                 district_store,
@@ -248,27 +253,33 @@ class Server:
             )
             self._scheduler.start()
         self._probe = DatabaseProbe(dsn)
-        worker, stale = self.worker, max(_LOOP_STALE_AFTER, 3 * settings.delivery_poll_seconds)
+        stale = max(_LOOP_STALE_AFTER, 3 * settings.delivery_poll_seconds)
         self._watch = HealthWatch(
             self._health,
-            [SERVICE_NAME],
+            [SERVICE_NAME] if settings.role != "worker" else [],
             database=self._probe.reachable,
-            delivery=lambda: worker.loop_alive(stale),
+            delivery=(lambda: worker.loop_alive(stale)) if delivers else (lambda: True),
         )
         await self._watch.start()
         log.info(
             "service_started",
+            role=settings.role,
+            delivery=delivers,
+            scheduler=self._scheduler is not None,
             port=bound,
-            embedded_postgres=self._embedded is not None,
+            embedded_postgres=not self.settings.database_url,
             tls=bool(self.settings.tls_cert),
             client_certificates=bool(self.settings.tls_client_ca),
             auth=self.settings.auth,
         )
         return bound
 
-    async def _serve_grpc(self, servicer: WritebackServicer, *, callers: Callers | None) -> int:
-        """Serve the API, health and reflection; returns the bound port, or
-        :class:`StartupError` when the port cannot be listened on."""
+    async def _serve_grpc(
+        self, servicer: WritebackServicer | None, *, callers: Callers | None
+    ) -> int:
+        """Serve the API (unless ``servicer`` is None: ROLE=worker), health and reflection;
+        returns the bound port, or :class:`StartupError` when the port cannot be listened
+        on."""
         settings = self.settings
         limits = LimitsInterceptor(
             max_receive_bytes=settings.grpc_max_receive_bytes,
@@ -292,14 +303,15 @@ class Server:
                 ("grpc.so_reuseport", int(settings.grpc_reuse_port)),
             ],
         )
-        writeback_pb2_grpc.add_WritebackServiceServicer_to_server(servicer, server)
+        names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        if servicer is not None:
+            writeback_pb2_grpc.add_WritebackServiceServicer_to_server(servicer, server)
+            names.insert(0, SERVICE_NAME)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
-        )
+        reflection.enable(names, server)
         host, port = self.settings.grpc_host, self.settings.grpc_port
         address = f"{host}:{port}"
-        problem = None if self.settings.grpc_reuse_port else _cannot_listen(host, port)
+        problem = None if self.settings.grpc_reuse_port else cannot_listen(host, port)
         bound = 0
         if problem is None:
             with contextlib.suppress(RuntimeError):  # grpcio raises, or returns 0
@@ -398,6 +410,32 @@ class Server:
             self._embedded = None
 
 
+async def _open(dsn: str, size: int, sealer: Sealer) -> asyncpg.Pool:
+    """The migrated pool, or :class:`StartupError` saying why not (never the URL)."""
+    try:
+        return await open_pool(dsn, size=size, sealer=sealer)
+    except SealError as exc:
+        raise StartupError(exc.message) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # The class only: a driver's message may carry connection details.
+        raise StartupError(f"cannot reach the database ({type(exc).__name__})") from None
+
+
+async def prepare(settings: Settings, embedded_url: str | None = None) -> None:
+    """What must happen once before several processes start on one database: migrate
+    (and seal plaintext secrets), and on the embedded database keep the local admin token
+    file working. Raises :class:`StartupError` like :meth:`Server.start`."""
+    sealer = _sealer(settings)
+    pool = await _open(settings.database_url or embedded_url or "", 2, sealer)
+    try:
+        if settings.auth != "off" and not settings.database_url:
+            audit = Audit(AuditStore(pool))
+            callers = Callers(CallerStore(pool), bootstrap_token=settings.bootstrap_admin_token)
+            await _local_admin_token(callers, audit, settings.data_dir / ADMIN_TOKEN_FILE)
+    finally:
+        await pool.close()
+
+
 def _sealer(settings: Settings) -> Sealer:
     """The sealer for district secrets, or :class:`StartupError` saying which key to
     configure."""
@@ -471,14 +509,20 @@ async def _local_admin_token(callers: Callers, audit: Audit, path: Path) -> None
     log.info("local_admin_token_written", path=str(path), caller=caller.name)
 
 
-async def serve(settings: Settings | None = None) -> None:
+def run(settings: Settings, embedded_url: str | None = None) -> None:
+    """One service process in an event loop of its own, until SIGTERM or SIGINT (see
+    :func:`serve`): ``python -m service``, and each process of ``GRPC_PROCESSES``."""
+    asyncio.run(serve(settings, embedded_url=embedded_url))
+
+
+async def serve(settings: Settings | None = None, *, embedded_url: str | None = None) -> None:
     """Run the service until SIGINT or SIGTERM, then drain and stop (see
     :meth:`Server.stop`). A start that fails is one ``startup_failed`` log line and
-    ``SystemExit(1)``."""
+    ``SystemExit(1)``. ``embedded_url``: as for :class:`Server`."""
     settings = settings or Settings.from_env()
     configure(settings.log_level, settings.log_format)
     tracing.configure(settings.otlp_endpoint)
-    server = Server(settings)
+    server = Server(settings, embedded_url=embedded_url)
     try:
         await server.start()
     except StartupError as exc:

@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("json", "console")
+ROLES = ("api", "worker", "all")
+"""What a process runs: the gRPC API only, delivery and the roster schedule only, or both."""
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -205,6 +207,9 @@ class Settings:
     shutdown_grace: float = _env("SHUTDOWN_GRACE_SECONDS", 10.0, _seconds(zero_ok=True))
     shutdown_drain: float = _env("SHUTDOWN_DRAIN_SECONDS", 5.0, _seconds(zero_ok=True))
     grpc_reuse_port: bool = _env("GRPC_REUSE_PORT", False, (_boolean, "true or false"))
+    # Issue 13: what a process does, and how many serve one port on a host.
+    role: str = _env("ROLE", "all", _choice(ROLES, upper=False))
+    grpc_processes: int = _env("GRPC_PROCESSES", 1, _integer(1, 64))
     otlp_endpoint: str = _env(
         "OTEL_EXPORTER_OTLP_ENDPOINT", "", (_http_url, "an http:// or https:// URL")
     )
@@ -307,6 +312,8 @@ def _inconsistencies(s: Settings, bad: set[str]) -> list[str]:
         for low, low_value, high, high_value in pairs
         if low_value > high_value and not {low, high} & bad
     ]
+    if s.grpc_processes > 1 and s.grpc_port == 0 and not {"GRPC_PROCESSES", "GRPC_PORT"} & bad:
+        problems.append("GRPC_PROCESSES above 1 needs a fixed GRPC_PORT (not 0) to share")
     tls = {"GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CLIENT_CA"}
     if bool(s.tls_cert) != bool(s.tls_key) and not tls & bad:
         problems.append("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together")

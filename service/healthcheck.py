@@ -3,8 +3,9 @@ service whether it is SERVING; exit status 0 if so, 1 otherwise (NOT_SERVING, an
 service name, nothing listening, no answer in time), with one line on standard error saying
 which. Used as the container image's HEALTHCHECK, so the image needs no probe binary.
 
-The port is the service's own ``GRPC_PORT`` (same environment as the service); the address is
-``GRPC_HOST`` unless that is a wildcard, then localhost.
+A ``ROLE=worker`` process serves no API, so there the default question is about the overall
+health (``""``). The port is the service's own ``GRPC_PORT`` (same environment as the
+service); the address is ``GRPC_HOST`` unless that is a wildcard, then localhost.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.healthcheck", description=__doc__)
     parser.add_argument(
         "--service",
-        default=READINESS_SERVICE,
-        help=f'health service name to ask about (default {READINESS_SERVICE}; "" = overall)',
+        default=None,
+        help=f'health service name to ask about (default {READINESS_SERVICE}, or "" with'
+        ' ROLE=worker, which serves no API; "" = overall)',
     )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
     args = parser.parse_args(argv)
@@ -59,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"healthcheck: {exc}", file=sys.stderr)
         return 1
-    problem = check(target(settings), args.service, args.timeout)
+    service = args.service
+    if service is None:
+        service = "" if settings.role == "worker" else READINESS_SERVICE
+    problem = check(target(settings), service, args.timeout)
     if problem is not None:
         print(f"healthcheck: {problem}", file=sys.stderr)
         return 1

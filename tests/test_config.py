@@ -40,6 +40,8 @@ VALID = {
     "SHUTDOWN_GRACE_SECONDS": ("0", 0.0),
     "SHUTDOWN_DRAIN_SECONDS": ("0", 0.0),
     "GRPC_REUSE_PORT": ("1", True),
+    "ROLE": ("API", "api"),
+    "GRPC_PROCESSES": ("2", 2),
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("http://collector:4317", "http://collector:4317"),
     "ROSTER_PAGE_SIZE": ("250", 250),
     "SYNC_POLL_SECONDS": ("5", 5.0),
@@ -99,6 +101,12 @@ def test_every_settings_field_has_a_variable_and_each_is_read() -> None:
         got = getattr(settings, var.field)
         assert got == VALID[var.name][1], var.name
         assert got != var.default, f"{var.name}: the test value must differ from the default"
+
+
+def test_several_grpc_processes_need_a_fixed_port_to_share() -> None:
+    message = refused({"GRPC_PROCESSES": "2", "GRPC_PORT": "0"})
+    assert "GRPC_PROCESSES above 1 needs a fixed GRPC_PORT" in message
+    assert Settings.from_env({"GRPC_PROCESSES": "2"}).grpc_processes == 2
 
 
 def test_shutdown_grace_defaults_to_ten_seconds() -> None:

@@ -405,6 +405,7 @@ _BREAKER_PB = {
     "closed": pb.BREAKER_STATE_CLOSED,
     "open": pb.BREAKER_STATE_OPEN,
     "half_open": pb.BREAKER_STATE_HALF_OPEN,
+    "unknown": pb.BREAKER_STATE_UNSPECIFIED,
 }
 
 

@@ -13,7 +13,7 @@ from service.domain.roster_sync import RosterSync, SyncScheduler
 from service.domain.rules import Backoff
 from service.domain.students import StudentResolver, visible_student_id
 from service.domain.sync_jobs import SyncJobs
-from service.domain.worker import DeliveryWorker, WorkerSettings
+from service.domain.worker import DeliveryElsewhere, DeliveryWorker, WorkerSettings
 
 __all__ = [
     "AttendanceService",
@@ -22,6 +22,7 @@ __all__ = [
     "Callers",
     "ConnectionChecker",
     "Deliverer",
+    "DeliveryElsewhere",
     "DeliveryWorker",
     "DistrictService",
     "MappingDoctor",

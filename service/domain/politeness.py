@@ -43,6 +43,8 @@ class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+    UNKNOWN = "unknown"
+    """Not a breaker's state: a process that delivers nothing (ROLE=api) has no view."""
 
 
 class CircuitBreaker:

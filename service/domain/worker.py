@@ -42,6 +42,8 @@ from service.store import AttendanceStore, WorkerRegistry
 
 log = structlog.get_logger("delivery")
 _HEARTBEAT = 2.0
+# How often a wait for a delivery's outcome reads the record when no local worker signals.
+_OUTCOME_POLL = 0.25
 # Outcomes that only PowerSchool answering can produce.
 _ANSWERED = frozenset({AttendanceState.WRITTEN, AttendanceState.CANCELLED})
 
@@ -154,16 +156,9 @@ class DeliveryWorker:
 
     async def wait_for(self, record_id: str, district_id: str, seconds: float) -> None:
         """Return when the record leaves PENDING (in any process) or ``seconds`` pass."""
-        deadline = time.monotonic() + seconds
         event = self._waiters.setdefault(record_id, asyncio.Event())
         try:
-            while (left := deadline - time.monotonic()) > 0:
-                # Our own worker signals at once; another process's only via the row.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=min(left, 0.25))
-                record = await self._records.get(district_id, record_id)
-                if record is None or record.state is not AttendanceState.PENDING:
-                    return
+            await _until_not_pending(self._records, district_id, record_id, seconds, event)
         finally:
             self._waiters.pop(record_id, None)
 
@@ -429,6 +424,46 @@ class DeliveryWorker:
             if district.powerschool.base_url == base_url:
                 await self._records.release_district(district_id)
         log.warning("powerschool_back", base_url=base_url)
+
+
+class DeliveryElsewhere:
+    """The attendance service's view of a queue whose workers run in other processes
+    (ROLE=api): storing a job already NOTIFYs them, outcomes are read from the record's row,
+    and this process has no breaker view."""
+
+    def __init__(self, records: AttendanceStore) -> None:
+        self._records = records
+
+    def wake(self, _district_id: str = "") -> None:
+        """Nothing to do: the store's NOTIFY on queueing wakes the workers."""
+
+    def breaker(self, _base_url: str) -> tuple[BreakerState, float]:
+        """Unknown: breakers live in the processes that deliver."""
+        return BreakerState.UNKNOWN, 0.0
+
+    async def wait_for(self, record_id: str, district_id: str, seconds: float) -> None:
+        """Return when the record leaves PENDING or ``seconds`` pass."""
+        await _until_not_pending(self._records, district_id, record_id, seconds, None)
+
+
+async def _until_not_pending(
+    records: AttendanceStore,
+    district_id: str,
+    record_id: str,
+    seconds: float,
+    signal: asyncio.Event | None,
+) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        # Our own worker signals at once; another process's only via the row.
+        if signal is None:
+            await asyncio.sleep(min(left, _OUTCOME_POLL))
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), timeout=min(left, _OUTCOME_POLL))
+        record = await records.get(district_id, record_id)
+        if record is None or record.state is not AttendanceState.PENDING:
+            return
 
 
 def _attempt(
