@@ -10,6 +10,7 @@ import asyncio
 import sys
 
 import structlog
+import uvloop
 
 from service.app import StartupError, rekey, serve
 from service.config import ConfigError, Settings
@@ -32,4 +33,6 @@ if __name__ == "__main__":
     elif sys.argv[1:]:
         raise SystemExit("usage: python -m service [rekey]")
     else:
-        asyncio.run(serve(settings))
+        # uvloop's loop must exist before grpc.aio creates anything: it binds to the loop.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop if settings.uvloop else None) as run:
+            run.run(serve(settings))

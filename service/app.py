@@ -38,6 +38,7 @@ from service.domain import (
     MappingDoctor,
     Politeness,
     RosterSync,
+    StudentCache,
     StudentResolver,
     SyncJobs,
     SyncScheduler,
@@ -61,6 +62,7 @@ from service.store import (
     FiguresStore,
     Sealer,
     SealError,
+    StudentChanges,
     StudentStore,
     SyncJobStore,
     SyncStateStore,
@@ -140,6 +142,7 @@ class Server:
         self._metrics: MetricsServer | None = None
         self._probe: DatabaseProbe | None = None
         self._watch: HealthWatch | None = None
+        self._changes: StudentChanges | None = None
 
     async def start(self) -> int:
         """Open the database (embedded if no URL), migrate, and serve; returns the port.
@@ -170,11 +173,14 @@ class Server:
         if self._metrics is not None:
             self._metrics.record_pool()
 
-        district_store = DistrictStore(self._pool, sealer)
-        student_store = StudentStore(self._pool)
+        self._changes = changes = StudentChanges(dsn)
+        district_store = DistrictStore(self._pool, sealer, changes)
+        student_store = StudentStore(self._pool, changes)
         record_store = AttendanceStore(self._pool, dsn)
         districts = DistrictService(district_store, self._policy)
-        resolver = StudentResolver(student_store, self._powerschool)
+        student_cache = StudentCache(self.settings.student_cache_size)
+        resolver = StudentResolver(student_store, self._powerschool, student_cache)
+        await changes.start(districts, student_cache)
         deliverer = Deliverer(resolver, self._powerschool, record_store)
         settings = self.settings
         observer = DomainMetrics()
@@ -263,6 +269,8 @@ class Server:
             tls=bool(self.settings.tls_cert),
             client_certificates=bool(self.settings.tls_client_ca),
             auth=self.settings.auth,
+            # "uvloop" or "asyncio": which loop serves (UVLOOP).
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
         return bound
 
@@ -368,6 +376,9 @@ class Server:
             stopping.append(self.worker.stop())
         await asyncio.gather(*stopping)
         self._grpc, self.worker = None, None
+        if self._changes is not None:
+            await self._changes.stop()
+            self._changes = None
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None
@@ -476,7 +487,7 @@ async def serve(settings: Settings | None = None) -> None:
     :meth:`Server.stop`). A start that fails is one ``startup_failed`` log line and
     ``SystemExit(1)``."""
     settings = settings or Settings.from_env()
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, cache=True)
     tracing.configure(settings.otlp_endpoint)
     server = Server(settings)
     try:

@@ -19,6 +19,7 @@ import structlog
 from grpc.aio import AbortError, ServicerContext
 
 from service import tracing
+from service.api._memo import HandlerMemo
 from service.api.errors import internal_status, to_status
 from service.api.validation import is_district_id
 from service.errors import DomainError
@@ -105,6 +106,9 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary method of the server."""
 
+    def __init__(self) -> None:
+        self._memo = HandlerMemo()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_MethodHandler | None]],
@@ -114,12 +118,18 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            # grpc.aio registers coroutine functions here; the stubs only know sync ones.
-            _wrap(handler_call_details.method, handler.unary_unary),  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        method = handler_call_details.method
+        wrapped: _MethodHandler = self._memo.get(
+            method,
+            handler,
+            lambda: grpc.unary_unary_rpc_method_handler(
+                # grpc.aio registers coroutine functions here; the stubs only know sync ones.
+                _wrap(method, handler.unary_unary),  # type: ignore[arg-type]
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            ),
         )
+        return wrapped
 
 
 def _go_code(code: grpc.StatusCode) -> str:
@@ -180,6 +190,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     times it, in the grpc-ecosystem metric names. Placed outermost, it sees the status the
     access-log interceptor maps errors to."""
 
+    def __init__(self) -> None:
+        self._memo = HandlerMemo()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_MethodHandler | None]],
@@ -189,18 +202,28 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        kinds = (
-            ("unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler),
-            ("server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler),
-            ("client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler),
-            ("bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+        wrapped: _MethodHandler = self._memo.get(
+            handler_call_details.method,
+            handler,
+            lambda: _measured_handler(handler_call_details.method, handler),
         )
-        for grpc_type, behavior, build in kinds:
-            if behavior is not None:
-                return build(
-                    _measured(grpc_type, method, behavior),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
+        return wrapped
+
+
+def _measured_handler(method: str, handler: _MethodHandler) -> _MethodHandler:
+    """``handler`` counted and timed, whichever of the four kinds it is."""
+    kinds = (
+        ("unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler),
+        ("server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+        ("client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler),
+        ("bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+    )
+    for grpc_type, behavior, build in kinds:
+        if behavior is not None:
+            built: _MethodHandler = build(
+                _measured(grpc_type, method, behavior),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+            return built
+    return handler
