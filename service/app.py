@@ -20,6 +20,7 @@ from service import tracing
 from service.api import (
     AccessLogInterceptor,
     AuthInterceptor,
+    HandlerCache,
     LimitsInterceptor,
     MetricsInterceptor,
     WritebackServicer,
@@ -286,6 +287,8 @@ class Server:
         )
         server = grpc.aio.server(
             interceptors=[
+                # Outermost: the chain below is built once per method, not per call.
+                HandlerCache(),
                 MetricsInterceptor(),
                 AccessLogInterceptor(),
                 # Inside the access log: its refusals are logged and mapped to statuses.

@@ -17,7 +17,6 @@ import grpc
 import structlog
 from grpc.aio import ServicerContext
 
-from service.api._memo import HandlerMemo
 from service.domain.callers import Callers, authorize
 from service.errors import PermissionDenied, Unauthenticated
 from service.models import Caller, CallerRole
@@ -111,7 +110,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, callers: Callers | None) -> None:
         self._callers = callers
-        self._memo = HandlerMemo()
 
     async def _identify(self, context: _Context) -> Caller:
         if self._callers is None:
@@ -165,14 +163,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if handler.unary_unary is None:  # pragma: no cover  (the service has no streams)
             raise RuntimeError(f"{method} is not unary: it would bypass authorisation")
-        wrapped: _MethodHandler = self._memo.get(
-            method,
-            handler,
-            lambda: grpc.unary_unary_rpc_method_handler(
-                # grpc.aio registers coroutine functions here; the stubs only know sync ones.
-                self._check(method, handler.unary_unary),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            ),
+        return grpc.unary_unary_rpc_method_handler(
+            # grpc.aio registers coroutine functions here; the stubs only know sync ones.
+            self._check(method, handler.unary_unary),  # type: ignore[arg-type]
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
         )
-        return wrapped

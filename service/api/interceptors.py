@@ -19,7 +19,6 @@ import structlog
 from grpc.aio import AbortError, ServicerContext
 
 from service import tracing
-from service.api._memo import HandlerMemo
 from service.api.errors import internal_status, to_status
 from service.api.validation import is_district_id
 from service.errors import DomainError
@@ -55,8 +54,10 @@ def _request_id(context: _Context) -> str:
 
 
 def _wrap(method: str, behavior: _Handler) -> _Handler:
+    probe = method.startswith(_PROBES)
+
     async def handle(request: Any, context: _Context) -> Any:
-        if method.startswith(_PROBES):  # a span a second per load balancer says nothing
+        if probe:  # a span a second per load balancer says nothing
             return await logged(request, context)
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         with tracing.server_span(method.lstrip("/"), metadata):
@@ -91,7 +92,7 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
             await context.abort_with_status(internal_status())
         finally:
             # Probes call health every few seconds: their OK answers only at DEBUG.
-            quiet = method.startswith(_PROBES) and code is grpc.StatusCode.OK
+            quiet = probe and code is grpc.StatusCode.OK
             (log.debug if quiet else log.info)(
                 "rpc",
                 grpc_code=code.name,
@@ -106,9 +107,6 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary method of the server."""
 
-    def __init__(self) -> None:
-        self._memo = HandlerMemo()
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_MethodHandler | None]],
@@ -118,18 +116,12 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method
-        wrapped: _MethodHandler = self._memo.get(
-            method,
-            handler,
-            lambda: grpc.unary_unary_rpc_method_handler(
-                # grpc.aio registers coroutine functions here; the stubs only know sync ones.
-                _wrap(method, handler.unary_unary),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            ),
+        return grpc.unary_unary_rpc_method_handler(
+            # grpc.aio registers coroutine functions here; the stubs only know sync ones.
+            _wrap(handler_call_details.method, handler.unary_unary),  # type: ignore[arg-type]
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
         )
-        return wrapped
 
 
 def _go_code(code: grpc.StatusCode) -> str:
@@ -190,9 +182,6 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     times it, in the grpc-ecosystem metric names. Placed outermost, it sees the status the
     access-log interceptor maps errors to."""
 
-    def __init__(self) -> None:
-        self._memo = HandlerMemo()
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_MethodHandler | None]],
@@ -202,28 +191,43 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        wrapped: _MethodHandler = self._memo.get(
-            handler_call_details.method,
-            handler,
-            lambda: _measured_handler(handler_call_details.method, handler),
+        method = handler_call_details.method
+        kinds = (
+            ("unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler),
+            ("server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+            ("client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler),
+            ("bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler),
         )
-        return wrapped
+        for grpc_type, behavior, build in kinds:
+            if behavior is not None:
+                return build(
+                    _measured(grpc_type, method, behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
 
 
-def _measured_handler(method: str, handler: _MethodHandler) -> _MethodHandler:
-    """``handler`` counted and timed, whichever of the four kinds it is."""
-    kinds = (
-        ("unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler),
-        ("server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler),
-        ("client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler),
-        ("bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler),
-    )
-    for grpc_type, behavior, build in kinds:
-        if behavior is not None:
-            built: _MethodHandler = build(
-                _measured(grpc_type, method, behavior),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            return built
-    return handler
+class HandlerCache(grpc.aio.ServerInterceptor):
+    """Placed outermost: asks the interceptors inside it for a method's handler once and
+    reuses it for every later call, so a call pays for its wrappers' work, not for building
+    them. The interceptors inside must therefore do all per-call work in the handler they
+    return, and return the same kind of handler for a method every time."""
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, _MethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_MethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _MethodHandler | None:
+        """The method's fully wrapped handler, built at its first call."""
+        method = handler_call_details.method
+        handler = self._by_method.get(method)
+        if handler is None:
+            # None (no such method) is not kept: the table stays as small as the API.
+            handler = await continuation(handler_call_details)
+            if handler is not None:
+                self._by_method[method] = handler
+        return handler

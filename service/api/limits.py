@@ -17,7 +17,6 @@ from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext
 from writeback.v1 import writeback_pb2
 
-from service.api._memo import HandlerMemo
 from service.api.auth import authenticated_caller
 from service.errors import (
     DeadlineExceeded,
@@ -147,7 +146,6 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
         self._callers = CallerLimits(rate)
         self._default_deadline = default_deadline
         self._max_deadline = max_deadline
-        self._memo = HandlerMemo()
 
     async def intercept_service(
         self,
@@ -160,17 +158,12 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None or service != SERVICE:
             return handler
         cap = REQUEST_CAPS.get(name, DEFAULT_REQUEST_CAP) or self._max_receive
-        wrapped: _MethodHandler = self._memo.get(
-            handler_call_details.method,
-            handler,
-            lambda: grpc.unary_unary_rpc_method_handler(
-                # grpc.aio registers coroutine functions here; the stubs only know sync ones.
-                self._wrap(name, handler.unary_unary),  # type: ignore[arg-type]
-                request_deserializer=_guarded(handler.request_deserializer, cap),
-                response_serializer=handler.response_serializer,
-            ),
+        return grpc.unary_unary_rpc_method_handler(
+            # grpc.aio registers coroutine functions here; the stubs only know sync ones.
+            self._wrap(name, handler.unary_unary),  # type: ignore[arg-type]
+            request_deserializer=_guarded(handler.request_deserializer, cap),
+            response_serializer=handler.response_serializer,
         )
-        return wrapped
 
     def _wrap(self, name: str, behavior: _Handler) -> _Handler:
         async def handle(request: Any, context: _Context) -> Any:
