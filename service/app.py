@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import structlog
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
@@ -20,6 +21,7 @@ from service import tracing
 from service.api import (
     AccessLogInterceptor,
     AuthInterceptor,
+    HandlerCache,
     LimitsInterceptor,
     MetricsInterceptor,
     WritebackServicer,
@@ -39,6 +41,7 @@ from service.domain import (
     MappingDoctor,
     Politeness,
     RosterSync,
+    StudentCache,
     StudentResolver,
     SyncJobs,
     SyncScheduler,
@@ -62,6 +65,7 @@ from service.store import (
     FiguresStore,
     Sealer,
     SealError,
+    StudentChanges,
     StudentStore,
     SyncJobStore,
     SyncStateStore,
@@ -145,6 +149,7 @@ class Server:
         self._metrics: MetricsServer | None = None
         self._probe: DatabaseProbe | None = None
         self._watch: HealthWatch | None = None
+        self._changes: StudentChanges | None = None
 
     async def start(self) -> int:
         """Open the database (embedded if no URL), migrate, and serve; returns the port.
@@ -169,11 +174,14 @@ class Server:
         if self._metrics is not None:
             self._metrics.record_pool()
 
-        district_store = DistrictStore(self._pool, sealer)
-        student_store = StudentStore(self._pool)
+        self._changes = changes = StudentChanges(dsn)
+        district_store = DistrictStore(self._pool, sealer, changes)
+        student_store = StudentStore(self._pool, changes)
         record_store = AttendanceStore(self._pool, dsn)
         districts = DistrictService(district_store, self._policy)
-        resolver = StudentResolver(student_store, self._powerschool)
+        student_cache = StudentCache(self.settings.student_cache_size)
+        resolver = StudentResolver(student_store, self._powerschool, student_cache)
+        await changes.start(districts, student_cache)
         deliverer = Deliverer(resolver, self._powerschool, record_store)
         settings = self.settings
         observer = DomainMetrics()
@@ -271,6 +279,8 @@ class Server:
             tls=bool(self.settings.tls_cert),
             client_certificates=bool(self.settings.tls_client_ca),
             auth=self.settings.auth,
+            # "uvloop" or "asyncio": which loop serves (UVLOOP).
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
         return bound
 
@@ -289,6 +299,8 @@ class Server:
         )
         server = grpc.aio.server(
             interceptors=[
+                # Outermost: the chain below is built once per method, not per call.
+                HandlerCache(),
                 MetricsInterceptor(),
                 AccessLogInterceptor(),
                 # Inside the access log: its refusals are logged and mapped to statuses.
@@ -380,6 +392,9 @@ class Server:
             stopping.append(self.worker.stop())
         await asyncio.gather(*stopping)
         self._grpc, self.worker = None, None
+        if self._changes is not None:
+            await self._changes.stop()
+            self._changes = None
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None
@@ -512,7 +527,9 @@ async def _local_admin_token(callers: Callers, audit: Audit, path: Path) -> None
 def run(settings: Settings, embedded_url: str | None = None) -> None:
     """One service process in an event loop of its own, until SIGTERM or SIGINT (see
     :func:`serve`): ``python -m service``, and each process of ``GRPC_PROCESSES``."""
-    asyncio.run(serve(settings, embedded_url=embedded_url))
+    # uvloop's loop must exist before grpc.aio creates anything: it binds to the loop.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if settings.uvloop else None) as runner:
+        runner.run(serve(settings, embedded_url=embedded_url))
 
 
 async def serve(settings: Settings | None = None, *, embedded_url: str | None = None) -> None:
@@ -520,7 +537,7 @@ async def serve(settings: Settings | None = None, *, embedded_url: str | None = 
     :meth:`Server.stop`). A start that fails is one ``startup_failed`` log line and
     ``SystemExit(1)``. ``embedded_url``: as for :class:`Server`."""
     settings = settings or Settings.from_env()
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, cache=True)
     tracing.configure(settings.otlp_endpoint)
     server = Server(settings, embedded_url=embedded_url)
     try:

@@ -256,6 +256,9 @@ class Settings:
     caller_rate_limit: int = _env("CALLER_RATE_LIMIT", 1000, _integer(0, 1_000_000))
     rpc_default_deadline: float = _env("RPC_DEFAULT_DEADLINE", 120.0, _seconds())
     rpc_max_deadline: float = _env("RPC_MAX_DEADLINE", 600.0, _seconds())
+    # The hot path (issue 13).
+    student_cache_size: int = _env("STUDENT_CACHE_SIZE", 50_000, _integer(0, 10_000_000))
+    uvloop: bool = _env("UVLOOP", True, (_boolean, "true or false"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

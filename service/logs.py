@@ -8,12 +8,14 @@ trace carries its ``trace_id``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from service.tracing import current_trace_id
@@ -59,14 +61,25 @@ def _trace_id(
     return event_dict
 
 
-def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+def _dumps(value: Any, **_options: Any) -> str:
+    try:
+        return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # what orjson refuses (an integer beyond 64 bits): the stdlib's way
+        return json.dumps(value, default=repr)
+
+
+def configure(
+    level: str = "INFO", fmt: str = "json", stream: TextIO | None = None, *, cache: bool = False
+) -> None:
     """Configure structlog (and stdlib logging) process-wide; lines go to ``stream``
-    (standard error by default), each naming this process (``instance``: host and pid)."""
+    (standard error by default), each naming this process (``instance``: host and pid).
+    ``cache`` binds each logger once, at its first line: faster, but a later ``configure``
+    no longer reaches loggers already used (for a process configured once, at start)."""
     stream = stream or sys.stderr
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
         if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_dumps)
     )
     structlog.configure(
         processors=[
@@ -83,7 +96,6 @@ def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = No
             logging.getLevelNamesMapping().get(level, logging.INFO)
         ),
         logger_factory=structlog.WriteLoggerFactory(stream),
-        # Not cached, so reconfiguring (tests, embedding) takes effect on existing loggers.
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     logging.basicConfig(level=logging.WARNING, stream=stream)

@@ -60,6 +60,10 @@ def _context_of(traceparent: str | None) -> Context:
 @contextmanager
 def server_span(name: str, metadata: Mapping[str, str]) -> Iterator[Span]:
     """A span for one RPC, continuing the caller's ``traceparent`` (and ``tracestate``)."""
+    if _provider is None and "traceparent" not in metadata:
+        # Nothing to record and no trace to continue: the span would be an empty no-op.
+        yield trace.INVALID_SPAN
+        return
     parent = _PROPAGATOR.extract(dict(metadata))
     with _tracer().start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
         yield span

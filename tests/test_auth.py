@@ -361,7 +361,7 @@ async def test_mtls_names_the_caller_and_refuses_an_untrusted_certificate(
             admin = Stub(ch)
             world = World(admin, sim)
             await world.setup()
-            await admin.CreateCaller(
+            kiosk = await admin.CreateCaller(
                 pb.CreateCallerRequest(
                     name="kiosk-1",
                     role=pb.CALLER_ROLE_READER,
@@ -386,6 +386,16 @@ async def test_mtls_names_the_caller_and_refuses_an_untrusted_certificate(
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         assert [d["district_id"] for d in json.loads(out)["districts"]] == [world.district_id]
+        # Revoked: the certificate names no live caller from that moment on.
+        async with grpc.aio.secure_channel(
+            target, credentials("kiosk-1"), interceptors=[BearerToken(TEST_ADMIN_TOKEN)]
+        ) as ch:
+            await Stub(ch).RevokeCaller(pb.RevokeCallerRequest(caller_id=kiosk.caller.caller_id))
+        async with grpc.aio.secure_channel(target, credentials("kiosk-1")) as ch:
+            await refused(
+                Stub(ch).ListDistricts(pb.ListDistrictsRequest()),
+                grpc.StatusCode.UNAUTHENTICATED,
+            )
         # Trusted, but naming no caller.
         async with grpc.aio.secure_channel(target, credentials("stranger")) as ch:
             await refused(

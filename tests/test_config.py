@@ -73,6 +73,8 @@ VALID = {
     "CALLER_RATE_LIMIT": ("50", 50),
     "RPC_DEFAULT_DEADLINE": ("30", 30.0),
     "RPC_MAX_DEADLINE": ("90", 90.0),
+    "STUDENT_CACHE_SIZE": ("1000", 1000),
+    "UVLOOP": ("false", False),
 }
 
 

@@ -2,12 +2,13 @@
 
 from service.api.auth import AuthInterceptor
 from service.api.handlers import WritebackServicer
-from service.api.interceptors import AccessLogInterceptor, MetricsInterceptor
+from service.api.interceptors import AccessLogInterceptor, HandlerCache, MetricsInterceptor
 from service.api.limits import LimitsInterceptor
 
 __all__ = [
     "AccessLogInterceptor",
     "AuthInterceptor",
+    "HandlerCache",
     "LimitsInterceptor",
     "MetricsInterceptor",
     "WritebackServicer",

@@ -54,8 +54,10 @@ def _request_id(context: _Context) -> str:
 
 
 def _wrap(method: str, behavior: _Handler) -> _Handler:
+    probe = method.startswith(_PROBES)
+
     async def handle(request: Any, context: _Context) -> Any:
-        if method.startswith(_PROBES):  # a span a second per load balancer says nothing
+        if probe:  # a span a second per load balancer says nothing
             return await logged(request, context)
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         with tracing.server_span(method.lstrip("/"), metadata):
@@ -90,7 +92,7 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
             await context.abort_with_status(internal_status())
         finally:
             # Probes call health every few seconds: their OK answers only at DEBUG.
-            quiet = method.startswith(_PROBES) and code is grpc.StatusCode.OK
+            quiet = probe and code is grpc.StatusCode.OK
             (log.debug if quiet else log.info)(
                 "rpc",
                 grpc_code=code.name,
@@ -203,4 +205,29 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
+        return handler
+
+
+class HandlerCache(grpc.aio.ServerInterceptor):
+    """Placed outermost: asks the interceptors inside it for a method's handler once and
+    reuses it for every later call, so a call pays for its wrappers' work, not for building
+    them. The interceptors inside must therefore do all per-call work in the handler they
+    return, and return the same kind of handler for a method every time."""
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, _MethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_MethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _MethodHandler | None:
+        """The method's fully wrapped handler, built at its first call."""
+        method = handler_call_details.method
+        handler = self._by_method.get(method)
+        if handler is None:
+            # None (no such method) is not kept: the table stays as small as the API.
+            handler = await continuation(handler_call_details)
+            if handler is not None:
+                self._by_method[method] = handler
         return handler

@@ -11,7 +11,7 @@ from service.domain.districts import DistrictService
 from service.domain.politeness import Politeness
 from service.domain.roster_sync import RosterSync, SyncScheduler
 from service.domain.rules import Backoff
-from service.domain.students import StudentResolver, visible_student_id
+from service.domain.students import StudentCache, StudentResolver, visible_student_id
 from service.domain.sync_jobs import SyncJobs
 from service.domain.worker import DeliveryElsewhere, DeliveryWorker, WorkerSettings
 
@@ -28,6 +28,7 @@ __all__ = [
     "MappingDoctor",
     "Politeness",
     "RosterSync",
+    "StudentCache",
     "StudentResolver",
     "SyncJobs",
     "SyncScheduler",

@@ -4,8 +4,9 @@ bootstrap admin, and what a role and a district scope allow.
 A token is ``wb_<prefix>.<secret>``: 48 random bytes in all, shown once and stored only as
 its SHA-256. A fast hash is right here (a slow one such as bcrypt or argon2 protects guessable
 passwords): nobody can search a 2^256 space, and every RPC verifies a token. The prefix finds
-the row without scanning. Verified tokens are kept in-process for at most ``cache_seconds``,
-so a revocation made through any replica is honoured by every replica within that time.
+the row without scanning. Verified tokens, and the callers that certificate names name, are
+kept in-process for at most ``cache_seconds``, so a revocation made through any replica is
+honoured by every replica within that time.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Callers:
         self._bootstrap = _sha256(bootstrap_token) if bootstrap_token else b""
         self._cache_seconds = cache_seconds
         self._verified: dict[bytes, tuple[float, Caller | None]] = {}
+        # Certificate names of live callers (a refused name is asked again every time).
+        self._named: dict[str, tuple[float, Caller]] = {}
 
     async def create(
         self,
@@ -115,6 +118,7 @@ class Callers:
             for k, v in self._verified.items()
             if v[1] is None or v[1].caller_id != caller.caller_id
         }
+        self._named = {k: v for k, v in self._named.items() if v[1].caller_id != caller.caller_id}
         return caller
 
     async def list(self, *, include_revoked: bool) -> list[Caller]:
@@ -146,7 +150,15 @@ class Callers:
 
     async def by_certificate(self, name: str) -> Caller:
         """The live caller a client certificate names (its subject CN or first SAN)."""
+        now = time.monotonic()
+        cached = self._named.get(name)
+        if cached is not None and now < cached[0]:
+            return cached[1]
         caller = await self._store.live_by_name(name)
+        if caller is not None:
+            if len(self._named) >= _CACHE_LIMIT:
+                self._named.clear()
+            self._named[name] = (now + self._cache_seconds, caller)
         if caller is None:
             raise Unauthenticated(
                 f"the client certificate names {name!r}, which is not a caller; "

@@ -1,8 +1,10 @@
-"""District configuration rules, and a short-lived in-process copy of each district.
+"""District configuration rules, and an in-process copy of each district.
 
 Every RPC and every delivery needs its district; reading it from Postgres each time (two
-queries) would be the largest cost of a cached ResolveStudent. Changes made through this
-process are seen at once; changes made through another process within ``cache_seconds``.
+queries) would be the largest cost of a cached ResolveStudent. A change made by any process
+drops the copy (:meth:`DistrictService.forget`, fed by the store's change notifications);
+copies are still re-read after ``trusted_seconds`` as a safety net, and after
+``cache_seconds`` while those notifications are not being heard.
 """
 
 from __future__ import annotations
@@ -22,12 +24,36 @@ class DistrictService:
     """Saves and loads district configuration."""
 
     def __init__(
-        self, store: DistrictStore, policy: OutboundPolicy, *, cache_seconds: float = 2.0
+        self,
+        store: DistrictStore,
+        policy: OutboundPolicy,
+        *,
+        cache_seconds: float = 2.0,
+        trusted_seconds: float = 60.0,
     ) -> None:
         self._store = store
         self._policy = policy
         self._cache_seconds = cache_seconds
+        self._trusted_seconds = trusted_seconds
+        self._trusted = False
         self._cache: dict[str, tuple[float, District]] = {}
+        # Bumped by every forget: a read that began before one is not kept.
+        self._epoch = 0
+
+    def forget(self, district_id: str) -> None:
+        """Drop the copy of ``district_id`` (every copy for ``""``): it changed."""
+        self._epoch += 1
+        if district_id:
+            self._cache.pop(district_id, None)
+        else:
+            self._cache.clear()
+
+    def trust(self, heard: bool) -> None:
+        """Whether changes made by other processes are being heard (see :meth:`forget`):
+        copies are kept ``trusted_seconds`` if so, else ``cache_seconds``."""
+        if heard != self._trusted:
+            self._trusted = heard
+            self.forget("")
 
     async def upsert(self, district: District) -> District:
         """Save a district (an empty PowerSchool secret keeps the stored one) and return it.
@@ -56,11 +82,14 @@ class DistrictService:
         cached = self._cache.get(district_id)
         if not fresh and cached is not None and time.monotonic() < cached[0]:
             return cached[1]
+        epoch = self._epoch
         district = await self._store.get(district_id)
         if district is None:
             self._cache.pop(district_id, None)
             raise NotFound(f"district {district_id!r} does not exist", reason="DISTRICT_NOT_FOUND")
-        self._cache[district_id] = (time.monotonic() + self._cache_seconds, district)
+        if epoch == self._epoch:
+            keep = self._trusted_seconds if self._trusted else self._cache_seconds
+            self._cache[district_id] = (time.monotonic() + keep, district)
         return district
 
     async def page(

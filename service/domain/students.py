@@ -8,6 +8,7 @@ knows. It is looked up once and kept in Postgres.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import replace
 
 import structlog
@@ -57,18 +58,102 @@ def _key_label(key: StudentKey) -> str:
     return key.kind.value.replace("_", " ")
 
 
-class StudentResolver:
-    """Finds students by any key and makes sure they carry their STUDENTS.ID."""
+class StudentCache:
+    """Resolved students (those with a STUDENTS.ID) by district and key, in this process's
+    memory, at most ``size`` (the least recently used go first; 0 keeps none).
 
-    def __init__(self, students: StudentStore, powerschool: PowerSchoolPool) -> None:
+    An entry is only as good as the news of changes: :meth:`forget` must be called for every
+    change to a district's students or resolution settings, by any process, and
+    :meth:`trust` says whether such news is being heard. While it is not, nothing is served
+    or kept: a stale entry would put a check-in on the wrong student.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._trusted = False
+        self._entries: OrderedDict[tuple[str, StudentKey], Student] = OrderedDict()
+        self._keys: dict[str, set[StudentKey]] = {}
+        # Bumped by every forget: a read that began before one is not kept (its answer
+        # may predate the change).
+        self._epoch = 0
+        self._district_epochs: dict[str, int] = {}
+
+    def get(self, district_id: str, key: StudentKey) -> Student | None:
+        """The student kept for ``key``, or None."""
+        student = self._entries.get((district_id, key))
+        if student is not None:
+            self._entries.move_to_end((district_id, key))
+        return student
+
+    def epoch(self, district_id: str) -> tuple[int, int]:
+        """Taken before reading the store; hand it to :meth:`put`."""
+        return self._epoch, self._district_epochs.get(district_id, 0)
+
+    def put(
+        self, district_id: str, key: StudentKey, student: Student, epoch: tuple[int, int]
+    ) -> None:
+        """Keep ``student`` for ``key``, unless it lacks a STUDENTS.ID, news is not being
+        heard, or the district changed since ``epoch`` was taken."""
+        if (
+            not self._size
+            or not self._trusted
+            or student.powerschool_id is None
+            or epoch != self.epoch(district_id)
+        ):
+            return
+        self._entries[district_id, key] = student
+        self._entries.move_to_end((district_id, key))
+        self._keys.setdefault(district_id, set()).add(key)
+        while len(self._entries) > self._size:
+            (old_district, old_key), _ = self._entries.popitem(last=False)
+            self._keys[old_district].discard(old_key)
+
+    def forget(self, district_id: str) -> None:
+        """Drop what is kept for ``district_id`` (for every district when ``""``)."""
+        if not district_id:
+            self._epoch += 1
+            self._entries.clear()
+            self._keys.clear()
+            self._district_epochs.clear()
+            return
+        self._district_epochs[district_id] = self._district_epochs.get(district_id, 0) + 1
+        for key in self._keys.pop(district_id, ()):
+            self._entries.pop((district_id, key), None)
+
+    def trust(self, heard: bool) -> None:
+        """Whether changes made by any process are being heard (see :meth:`forget`); any
+        change of this drops everything kept."""
+        if heard != self._trusted:
+            self._trusted = heard
+            self.forget("")
+
+
+class StudentResolver:
+    """Finds students by any key and makes sure they carry their STUDENTS.ID; students
+    already resolved are answered from ``cache`` when it holds them."""
+
+    def __init__(
+        self, students: StudentStore, powerschool: PowerSchoolPool, cache: StudentCache
+    ) -> None:
         self._students = students
         self._powerschool = powerschool
+        self._cache = cache
         # One PowerSchool lookup per student at a time, however many RPCs ask at once.
         self._inflight: dict[tuple[str, str], asyncio.Task[Student]] = {}
 
     async def find(self, district: District, key: StudentKey) -> Student:
         """The roster student named by ``key``, without calling PowerSchool unless the key
         is a STUDENTS.ID nobody has resolved yet."""
+        did = district.district_id
+        cached = self._cache.get(did, key)
+        if cached is not None:
+            return cached
+        epoch = self._cache.epoch(did)
+        student = await self._find(district, key)
+        self._cache.put(did, key, student, epoch)
+        return student
+
+    async def _find(self, district: District, key: StudentKey) -> Student:
         did = district.district_id
         match key.kind:
             case KeyKind.ROSTER_ID:
@@ -156,7 +241,14 @@ class StudentResolver:
 
     async def resolve(self, district: District, key: StudentKey) -> Student:
         """The student named by ``key``, with ``powerschool_id`` filled in."""
-        return await self.ensure_powerschool_id(district, await self.find(district, key))
+        did = district.district_id
+        cached = self._cache.get(did, key)
+        if cached is not None:
+            return cached
+        epoch = self._cache.epoch(did)
+        student = await self.ensure_powerschool_id(district, await self._find(district, key))
+        self._cache.put(did, key, student, epoch)
+        return student
 
     async def ensure_powerschool_id(self, district: District, student: Student) -> Student:
         """Fill in STUDENTS.ID from Postgres, or from PowerSchool once and then keep it."""

@@ -4,6 +4,7 @@ from service.store._database import EmbeddedPostgres, open_pool
 from service.store.attendance import AttendanceStore, Submitted
 from service.store.audit import AuditStore
 from service.store.callers import CallerStore
+from service.store.changes import StudentChanges
 from service.store.districts import DistrictStore
 from service.store.figures import DistrictFigures, FiguresStore
 from service.store.health import DatabaseProbe
@@ -24,6 +25,7 @@ __all__ = [
     "FiguresStore",
     "SealError",
     "Sealer",
+    "StudentChanges",
     "StudentStore",
     "Submitted",
     "SyncJobStore",

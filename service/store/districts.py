@@ -19,6 +19,7 @@ from service.models import (
 )
 from service.store._database import connection
 from service.store._queries import load
+from service.store.changes import StudentChanges
 from service.store.sealing import Sealer
 
 _Q = load("districts")
@@ -47,9 +48,10 @@ class DistrictStore:
     and opened as they are read (a value that does not open raises
     :class:`~service.store.sealing.SealError`)."""
 
-    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer, changes: StudentChanges) -> None:
         self._pool = pool
         self._sealer = sealer
+        self._changes = changes
 
     async def get(self, district_id: str) -> District | None:
         """The district with its schools, or None."""
@@ -177,6 +179,8 @@ class DistrictStore:
                     for s in district.schools
                 ],
             )
+            await self._changes.announce(conn, district.district_id)
+        self._changes.changed(district.district_id)
 
     async def due_for_sync(self, full_sync_interval: float) -> list[tuple[str, bool]]:
         """(district ID, read in full) for each district whose sync schedule is due; a Clever

@@ -5,7 +5,9 @@ otherwise leave delivery on its polling fallback for good, silently. Here the co
 watched (asyncpg's termination callback, plus a periodic round trip for a socket that hangs
 without closing); while it is down one warning says so and reconnection is retried with
 capped backoff. Notifications sent while nobody listened are lost, so once it is back the
-listener is called once with an empty payload: look at everything now.
+listener is called once with an empty payload: look at everything now. ``on_state`` hears
+when the connection is lost (False) and when it listens again (True), for whoever must not
+trust what it kept while notifications may have been missed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import structlog
 
-log = structlog.get_logger("delivery")
+log = structlog.get_logger("notifications")
 
 _CHECK_EVERY = 5.0
 _CONNECT_TIMEOUT = 5.0
@@ -30,10 +32,20 @@ _MAX_BACKOFF = 2.0
 class _Supervisor:
     """Keeps one LISTEN connection alive for as long as ``run`` runs."""
 
-    def __init__(self, dsn: str, channel: str, on_notify: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        on_notify: Callable[[str], None],
+        *,
+        name: str,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
         self._dsn = dsn
         self._channel = channel
         self._on_notify = on_notify
+        self._name = name
+        self._on_state = on_state or (lambda _up: None)
         self._down_since: float | None = None
         self.tried = asyncio.Event()  # set once a first LISTEN has succeeded or failed
 
@@ -50,10 +62,11 @@ class _Supervisor:
                 why = type(exc).__name__
             finally:
                 self.tried.set()
+            self._on_state(False)
             if self._down_since is None:
                 self._down_since = time.monotonic()
                 backoff = _FIRST_BACKOFF
-                log.warning("delivery_notifications_lost", error=why)
+                log.warning(f"{self._name}_notifications_lost", error=why)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
@@ -65,9 +78,10 @@ class _Supervisor:
             conn.add_termination_listener(lambda _conn: closed.set())
             await conn.add_listener(self._channel, self._callback)
             self.tried.set()
+            self._on_state(True)
             if self._down_since is not None:
                 log.info(
-                    "delivery_notifications_restored",
+                    f"{self._name}_notifications_restored",
                     down_s=round(time.monotonic() - self._down_since, 1),
                 )
                 self._down_since = None
@@ -87,13 +101,20 @@ class _Supervisor:
 
 @asynccontextmanager
 async def listening(
-    dsn: str, channel: str, on_notify: Callable[[str], None]
+    dsn: str,
+    channel: str,
+    on_notify: Callable[[str], None],
+    *,
+    name: str = "delivery",
+    on_state: Callable[[bool], None] | None = None,
 ) -> AsyncIterator[None]:
     """While the block runs, call ``on_notify(payload)`` for every NOTIFY on ``channel``,
-    and ``on_notify("")`` once whenever a lost LISTEN connection is back. The block starts
-    after the first attempt to connect, whether or not it succeeded."""
-    supervisor = _Supervisor(dsn, channel, on_notify)
-    task = asyncio.create_task(supervisor.run(), name="delivery-notifications")
+    and ``on_notify("")`` once whenever a lost LISTEN connection is back; ``on_state(up)``
+    whenever the connection listens (True) or is lost (False). Outages are logged as
+    ``<name>_notifications_lost`` / ``_restored``. The block starts after the first attempt
+    to connect, whether or not it succeeded."""
+    supervisor = _Supervisor(dsn, channel, on_notify, name=name, on_state=on_state)
+    task = asyncio.create_task(supervisor.run(), name=f"{name}-notifications")
     try:
         await supervisor.tried.wait()
         yield

@@ -9,6 +9,7 @@ import asyncpg
 from service.models import ImportCounts, RosterStudent, Student
 from service.store._database import connection
 from service.store._queries import load
+from service.store.changes import StudentChanges
 
 _Q = load("students")
 _ANALYZE_AFTER = 500
@@ -33,10 +34,12 @@ def _student(row: asyncpg.Record) -> Student:
 
 
 class StudentStore:
-    """Upserts roster students and finds them by any key."""
+    """Upserts roster students and finds them by any key; every write is announced on
+    ``changes`` (see :mod:`service.store.changes`)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, changes: StudentChanges) -> None:
         self._pool = pool
+        self._changes = changes
         self._created_since_analyze = 0
         self._rows_at_analyze = 0
 
@@ -72,6 +75,10 @@ class StudentStore:
                 [s.roster_id for s in active],
                 [s.sis_id for s in active],
             )
+            if rows or displaced:
+                await self._changes.announce(conn, district_id)
+        if rows or displaced:
+            self._changes.changed(district_id)
         created = sum(1 for r in rows if r["inserted"])
         self._created_since_analyze += created
         if self._created_since_analyze >= max(_ANALYZE_AFTER, self._rows_at_analyze // 2):
@@ -121,7 +128,7 @@ class StudentStore:
         school_number: int | None,
     ) -> None:
         """Remember what PowerSchool said, unless the roster changed sis_id meanwhile."""
-        async with connection(self._pool) as conn:
+        async with connection(self._pool) as conn, conn.transaction():
             await conn.execute(
                 _Q["save_powerschool_ids"],
                 district_id,
@@ -131,18 +138,27 @@ class StudentStore:
                 powerschool_id,
                 school_number,
             )
+            await self._changes.announce(conn, district_id)
+        self._changes.changed(district_id)
+
+    async def _deactivating(self, query: str, district_id: str, roster_ids: list[str]) -> int:
+        async with connection(self._pool) as conn, conn.transaction():
+            gone = len(await conn.fetch(_Q[query], district_id, roster_ids))
+            if gone:
+                await self._changes.announce(conn, district_id)
+        if gone:
+            self._changes.changed(district_id)
+        return gone
 
     async def deactivate_missing(self, district_id: str, seen: Sequence[str]) -> int:
         """Deactivate every active student whose roster ID is not in ``seen``."""
-        async with connection(self._pool) as conn:
-            return len(await conn.fetch(_Q["deactivate_missing"], district_id, list(seen)))
+        return await self._deactivating("deactivate_missing", district_id, list(seen))
 
     async def deactivate(self, district_id: str, roster_ids: Sequence[str]) -> int:
         """Deactivate these students; returns how many were active."""
         if not roster_ids:
             return 0
-        async with connection(self._pool) as conn:
-            return len(await conn.fetch(_Q["deactivate_ids"], district_id, list(roster_ids)))
+        return await self._deactivating("deactivate_ids", district_id, list(roster_ids))
 
     async def unresolved(self, district_id: str, limit: int) -> list[tuple[str, str]]:
         """``(roster_id, sis_id)`` of active students without a STUDENTS.ID yet."""
@@ -157,8 +173,10 @@ class StudentStore:
         if not found:
             return
         sis_ids, dcids, ids = (list(col) for col in zip(*found, strict=True))
-        async with connection(self._pool) as conn:
+        async with connection(self._pool) as conn, conn.transaction():
             await conn.execute(_Q["save_powerschool_ids_batch"], district_id, sis_ids, dcids, ids)
+            await self._changes.announce(conn, district_id)
+        self._changes.changed(district_id)
 
     async def count_active(self, district_id: str) -> int:
         """How many active students the district has."""

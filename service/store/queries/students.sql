@@ -127,3 +127,7 @@ RETURNING roster_id;
 
 -- name: analyze
 ANALYZE students;
+
+-- name: notify_change
+-- Inside the writing transaction, so it is delivered when (and only if) that commits.
+SELECT pg_notify('writeback_students', $1);
