@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -348,7 +349,7 @@ async def test_a_check_in_is_followed_by_its_request_id_from_rpc_to_outcome(
         timeout=20,
     )
     response = await call
-    assert dict(await call.initial_metadata())["x-request-id"] == request_id
+    assert dict(await call.trailing_metadata())["x-request-id"] == request_id
     assert response.record.state == pb.ATTENDANCE_STATE_WRITTEN
     record_id = response.record.record_id
 
@@ -381,7 +382,7 @@ async def test_a_request_without_an_id_gets_one_back(
     mark = logs.tell()
     call = stub.ListDistricts(pb.ListDistrictsRequest())
     await call
-    request_id = dict(await call.initial_metadata())["x-request-id"]
+    request_id = dict(await call.trailing_metadata())["x-request-id"]
     assert len(request_id) == 32
     [line] = [
         line
@@ -389,6 +390,25 @@ async def test_a_request_without_an_id_gets_one_back(
         if line["event"] == "rpc" and line.get("request_id") == request_id
     ]
     assert line["rpc"].endswith("/ListDistricts")
+
+
+async def test_a_failed_call_carries_its_request_id_with_the_error_details(
+    stub: writeback_pb2_grpc.WritebackServiceStub,
+) -> None:
+    call = stub.GetDistrict(
+        pb.GetDistrictRequest(district_id=f"nowhere-{uuid.uuid4().hex[:6]}"),
+        metadata=(("x-request-id", "desk-7"),),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await call
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+    trailers = dict(failed.value.trailing_metadata() or ())
+    assert trailers["x-request-id"] == "desk-7"
+    # The rich details travel beside it, not replaced by it.
+    details = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    info = error_details_pb2.ErrorInfo()
+    assert details.details[0].Unpack(info)
+    assert info.reason == "DISTRICT_NOT_FOUND"
 
 
 async def test_make_demo_honours_log_level_and_format(own_database: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -45,10 +46,25 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def to_status(error: DomainError) -> grpc.Status:
+Metadata = tuple[tuple[str, str], ...]
+
+
+class _Status(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _answer(status: status_pb2.Status, metadata: Metadata) -> grpc.Status:
+    rich: grpc.Status = rpc_status.to_status(status)
+    # grpc.Status is an interface with no constructor; the fields are what abort reads.
+    return _Status(rich.code, rich.details, (*rich.trailing_metadata, *metadata))  # type: ignore[return-value]
+
+
+def to_status(error: DomainError, metadata: Metadata = ()) -> grpc.Status:
     """The rich status for a domain error: BadRequest for bad (or, on a reused idempotency
     key, differing) fields, RetryInfo when a retry can help, ErrorInfo with a machine-readable
-    reason and its metadata otherwise."""
+    reason and its metadata otherwise; ``metadata`` joins the details in the trailers."""
     code = next((c for cls, c in _CODES if isinstance(error, cls)), code_pb2.INTERNAL)
     details: list[any_pb2.Any] = []
     violations = error.violations if isinstance(error, InvalidArgument | AlreadyExists) else []
@@ -86,18 +102,15 @@ def to_status(error: DomainError) -> grpc.Status:
                 )
             )
         )
-    status: grpc.Status = rpc_status.to_status(
-        status_pb2.Status(code=code, message=error.message, details=details)
-    )
-    return status
+    return _answer(status_pb2.Status(code=code, message=error.message, details=details), metadata)
 
 
-def internal_status() -> grpc.Status:
-    """The answer for a bug: no detail that could leak a secret or a stack trace."""
-    status: grpc.Status = rpc_status.to_status(
+def internal_status(metadata: Metadata = ()) -> grpc.Status:
+    """The answer for a bug: no detail that could leak a secret or a stack trace;
+    ``metadata`` in the trailers."""
+    return _answer(
         status_pb2.Status(
-            code=code_pb2.INTERNAL,
-            message="internal error; the service logged the details",
-        )
+            code=code_pb2.INTERNAL, message="internal error; the service logged the details"
+        ),
+        metadata,
     )
-    return status

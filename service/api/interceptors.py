@@ -1,6 +1,6 @@
 """Cross-cutting RPC concerns: one access-log line per RPC with request-scoped context
 (the request id, the caller's ``x-request-id`` or a new one, is echoed in the response's
-initial metadata and kept with any delivery the RPC queues), a trace span continuing the
+trailing metadata and kept with any delivery the RPC queues), a trace span continuing the
 caller's ``traceparent``,
 domain errors turned into rich statuses, and a last-resort INTERNAL for bugs (never
 UNKNOWN, never a traceback to the caller); and Prometheus RED metrics for every RPC."""
@@ -72,9 +72,11 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
         )
         token = set_request_id(request_id)
         code = grpc.StatusCode.OK
+        echo = ((_REQUEST_ID_KEY, request_id),)
         try:
-            # In the headers, so failed calls carry it too (an abort replaces trailers).
-            await context.send_initial_metadata(((_REQUEST_ID_KEY, request_id),))
+            # In the trailers, which every answer has: sending headers of our own would cost
+            # each call a separate write. An abort without metadata keeps these.
+            context.set_trailing_metadata(echo)
             return await behavior(request, context)
         except AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -83,13 +85,13 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
             code = grpc.StatusCode.CANCELLED
             raise
         except DomainError as exc:
-            status = to_status(exc)
+            status = to_status(exc, echo)
             code = status.code
             await context.abort_with_status(status)
         except Exception:
             code = grpc.StatusCode.INTERNAL
             log.exception("rpc_failed")
-            await context.abort_with_status(internal_status())
+            await context.abort_with_status(internal_status(echo))
         finally:
             # Probes call health every few seconds: their OK answers only at DEBUG.
             quiet = probe and code is grpc.StatusCode.OK
