@@ -22,8 +22,10 @@ from service.domain.observe import NoObserver, Observer
 from service.domain.rules import Classified
 
 DEFAULT_IN_FLIGHT = 4
-DEFAULT_RATE = 20
-# PowerSchool calls per delivery: the read-before-write and the write.
+DEFAULT_RATE = 50
+# PowerSchool calls per delivery alone: the read-before-write and the write. A delivery
+# whose row came from a shared read of its school's day makes one (and each page of that
+# read is one).
 CALLS = 2
 
 Clock = Callable[[], float]
@@ -279,14 +281,15 @@ class Politeness:
 
     @asynccontextmanager
     async def call(
-        self, district_id: str, base_url: str, *, in_flight: int, rate: int
+        self, district_id: str, base_url: str, *, in_flight: int, rate: int, calls: int = CALLS
     ) -> AsyncIterator[None]:
-        """Hold one of the district's call slots and wait for its rate limit, then call.
-        Raises :class:`HeldBack` instead of sleeping out a Retry-After (the job goes back to
-        the queue, where its lease cannot run out)."""
+        """Hold one of the district's call slots and wait for its rate limit to allow
+        ``calls`` calls (at most :data:`CALLS`), then call. Raises :class:`HeldBack` instead
+        of sleeping out a Retry-After (the job goes back to the queue, where its lease
+        cannot run out)."""
         limits = await self._limits(district_id, in_flight, rate)
         async with limits.in_flight.hold():
-            await limits.limiter.acquire(CALLS)
+            await limits.limiter.acquire(min(max(calls, 1), CALLS))
             wait = self._host(base_url).not_before - self._clock()
             if wait > 0:
                 raise HeldBack(wait)
