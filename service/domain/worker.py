@@ -422,6 +422,8 @@ class DeliveryWorker:
                 district.powerschool.base_url,
                 in_flight=district.max_in_flight,
                 rate=district.max_requests_per_second,
+                # With a shared read, most attempts only write (a student's second record
+                # reads again: the cap is a little generous for it, never the in-flight one).
                 calls=1 if day is not None else 2,
             ):
                 outcome = await self._deliverer.attempt(job.kind, record, district, lease, day)
