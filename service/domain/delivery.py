@@ -68,6 +68,9 @@ class DayRows:
     ) -> None:
         self._rows = rows
         self._taken: set[int] = set()
+        self.read_at = read_at
+        """When the read began (the clock's time): a write for a student since then makes
+        the read's answer for that student stale."""
         self._until = read_at + DAY_READ_FRESH
         self._clock = clock
 

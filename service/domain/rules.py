@@ -241,6 +241,13 @@ def day_read_pays(students: int, rows_last_seen: int | None, page_size: int) -> 
     return students > pages
 
 
+def day_read_answers(read_began: float, student_last_done: float | None) -> bool:
+    """May a shared read of a school's day that began at ``read_began`` stand in for a
+    student's own read? Not if an attempt for the student ended after it began: that
+    attempt's write may have landed after the read saw the student's row."""
+    return student_last_done is None or student_last_done < read_began
+
+
 def lanes(items: Sequence[_T], key: Callable[[_T], Hashable]) -> list[list[_T]]:
     """``items`` split by ``key`` (a student): one lane per key, each lane in the order of
     ``items``, the lanes in the order of their first item. The records of one student run

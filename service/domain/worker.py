@@ -23,13 +23,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import structlog
 
 from service import tracing
 from service.domain import rules
-from service.domain.delivery import DayRows, Deliverer, LeaseLost, Outcome
+from service.domain.delivery import DAY_READ_FRESH, DayRows, Deliverer, LeaseLost, Outcome
 from service.domain.districts import DistrictService
 from service.domain.observe import NoObserver, Observer
 from service.domain.politeness import BreakerState, HeldBack, Politeness
@@ -78,6 +78,14 @@ class _Lease:
         return not self.lost and time.monotonic() < self.until
 
 
+@dataclass
+class _Turn:
+    """One student's day: its attempts in this process go one at a time."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class DeliveryWorker:
     """Runs in every service process; see the module docstring. Also the attendance
     service's view of the queue (``wake``, ``wait_for``, ``breaker``)."""
@@ -112,6 +120,10 @@ class DeliveryWorker:
         self._waiters: dict[str, asyncio.Event] = {}
         self._active: Counter[str] = Counter()  # tasks (a batch or a job) per district
         self._claimed: Counter[str] = Counter()  # unfinished jobs per district
+        # Per student and day: one attempt at a time in this process, and when the last one
+        # ended, so a shared day read that began before that is not trusted for the student.
+        self._student_turns: dict[tuple[str, str, date], _Turn] = {}
+        self._student_done: dict[tuple[str, str, date], float] = {}
 
     def start(self) -> None:
         """Start claiming jobs and renewing leases."""
@@ -325,46 +337,70 @@ class DeliveryWorker:
         day, lanes, share = await self._prepare(jobs)
         slots = asyncio.Semaphore(share)
 
-        async def lane(jobs: list[DeliveryJob]) -> None:
-            for job in jobs:
+        async def one(job: DeliveryJob, record: AttendanceRecord | None) -> None:
+            if record is None:  # our database was away: the attempt finds out for itself
                 async with slots:
-                    await self._deliver(job, leases[job.lease_token], probe, day)
+                    await self._deliver(job, leases[job.lease_token], probe)
+                return
+            key = (job.district_id, record.roster_id, record.att_date)
+            turn = self._student_turns.setdefault(key, _Turn())
+            turn.users += 1
+            try:
+                async with turn.lock, slots:
+                    # An attempt for the student that ended after the shared read began
+                    # (another batch's, or a job alone) may have written what it cannot show.
+                    last = self._student_done.get(key)
+                    fresh = day if day and rules.day_read_answers(day.read_at, last) else None
+                    try:
+                        await self._deliver(job, leases[job.lease_token], probe, fresh)
+                    finally:
+                        self._student_done[key] = time.monotonic()
+            finally:
+                turn.users -= 1
+                if not turn.users:
+                    del self._student_turns[key]
+
+        async def lane(pairs: list[tuple[DeliveryJob, AttendanceRecord | None]]) -> None:
+            for job, record in pairs:
+                await one(job, record)
                 # Done: nothing left to renew (a later claim of the job has a new token).
                 if self._leases.pop(job.lease_token, None) is not None:
                     self._claimed[job.district_id] -= 1
                     self._wake.set()
 
-        await asyncio.gather(*(lane(jobs) for jobs in lanes))
+        await asyncio.gather(*(lane(pairs) for pairs in lanes))
 
     async def _prepare(
         self, jobs: list[DeliveryJob]
-    ) -> tuple[DayRows | None, list[list[DeliveryJob]], int]:
+    ) -> tuple[DayRows | None, list[list[tuple[DeliveryJob, AttendanceRecord | None]]], int]:
         """The batch's shared read of its school's day (None: not worth it, or it failed),
-        its jobs in lanes of one student each, and how many of them may run at once. Best
-        effort: if our database is away, each attempt finds out for itself."""
-        one_each = [[job] for job in jobs]
-        if len(jobs) < 2:
-            return None, one_each, 1
+        its jobs with their records in lanes of one student each, and how many may run at
+        once. Best effort: if our database is away, each attempt finds out for itself."""
+        # Attempts that ended longer ago than a shared read stays fresh cannot make one stale.
+        horizon = time.monotonic() - DAY_READ_FRESH
+        for key in [k for k, at in self._student_done.items() if at < horizon]:
+            del self._student_done[key]
         try:
             district = await self._district(jobs[0].district_id)
             records = [await self._records.get(j.district_id, j.record_id) for j in jobs]
         except (DomainError, Unavailable):
-            return None, one_each, 1
+            return None, [[(job, None)] for job in jobs], 1
         share = self._politeness.slots(district.max_in_flight)
-        found = [(j, r) for j, r in zip(jobs, records, strict=True) if r is not None]
-        if not found:
-            return None, one_each, share
-        lanes = rules.lanes(found, key=lambda pair: pair[1].roster_id)
-        first = found[0][1]
-        school = district.school_by_number(first.school_number)
+        lanes = rules.lanes(
+            list(zip(jobs, records, strict=True)),
+            key=lambda pair: pair[1].roster_id if pair[1] else pair[0].record_id,
+        )
+        first = next((r for r in records if r is not None), None)
+        school = district.school_by_number(first.school_number) if first else None
         if (
-            school is None
+            first is None
+            or school is None
             or school.attendance_mode is not AttendanceMode.DAILY
             or not self._deliverer.day_read_pays(
                 district.district_id, first.school_number, first.att_date, len(lanes)
             )
         ):
-            return None, [[j for j, _ in lane] for lane in lanes], share
+            return None, lanes, share
         try:
             day = await self._deliverer.read_day(
                 district,
@@ -380,7 +416,7 @@ class DeliveryWorker:
             )
         except HeldBack:
             day = None  # each attempt is held back, and goes back to the queue, on its own
-        return day, [[j for j, _ in lane] for lane in lanes], share
+        return day, lanes, share
 
     async def _deliver(
         self, job: DeliveryJob, lease: _Lease, probe: str | None, day: DayRows | None = None

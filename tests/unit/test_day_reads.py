@@ -30,6 +30,21 @@ def test_a_day_read_pays_when_it_takes_fewer_calls(
     assert rules.day_read_pays(students, rows_last_seen, 100) is pays
 
 
+@pytest.mark.parametrize(
+    ("last_done", "answers"),
+    [
+        (None, True),  # no attempt for the student in this process lately
+        (99.0, True),  # the last one ended before the read began: the read saw its write
+        (100.0, False),
+        (101.0, False),  # it ended after: its write may have landed after the read passed
+    ],
+)
+def test_a_day_read_does_not_answer_after_a_later_attempt(
+    last_done: float | None, answers: bool
+) -> None:
+    assert rules.day_read_answers(100.0, last_done) is answers
+
+
 def test_lanes_keep_each_students_records_in_order() -> None:
     items = [("ann", 1), ("bob", 2), ("ann", 3), ("cy", 4), ("bob", 5)]
     assert rules.lanes(items, key=lambda item: item[0]) == [
