@@ -66,6 +66,7 @@ SAFE_QUERIES = [
         rf"schoolid=={_N};yearid=={_N}",
         rf"schoolid=={_N};yearid=={_N};att_mode_code==ATT_Mode(Daily|Meeting|Time)",
         rf"studentid=={_N};att_date==\d{{4}}-\d\d-\d\d;att_mode_code==ATT_Mode(Daily|Meeting)",
+        rf"schoolid=={_N};att_date==\d{{4}}-\d\d-\d\d;att_mode_code==ATT_ModeDaily;id=gt={_N}",
     )
 ]
 SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]+")

@@ -4,13 +4,19 @@
 Every attempt reads the student's daily row for the date first (the read-before-write),
 which makes delivery exactly-once in effect: a row carrying this record's tag means an
 earlier attempt already wrote it (its answer was lost, or the process died), so nothing is
-written again. The school year, the attendance code and STUDENTS.ID are looked up afresh
+written again. Records of one school and date claimed together may share one read of the
+school's daily rows instead (:class:`DayRows`), made after they were claimed and used by
+nobody else. The school year, the attendance code and STUDENTS.ID are looked up afresh
 (from the current settings and caches) on every attempt.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import date
 from typing import Protocol
 
 from service.domain import rules, rules_meeting
@@ -32,6 +38,7 @@ from service.models import (
     StudentKey,
 )
 from service.powerschool import (
+    PAGE_SIZE,
     AttendanceCode,
     DailyAttendance,
     MeetingWrite,
@@ -40,6 +47,40 @@ from service.powerschool import (
     PowerSchoolPool,
     PowerSchoolUnavailable,
 )
+
+DAY_READ_FRESH = 10.0
+"""Seconds a shared read of a school's day may answer for its records: an attempt that
+starts later (a slow PowerSchool, a long batch) reads its student's row itself."""
+
+
+class DayRows:
+    """One read of a school's daily rows for a date, made after the records it serves were
+    claimed, shared by them alone and never kept. Each student's row is handed out once
+    and only while the read is fresh: a second record of the same student (its lane runs
+    after the first) reads again, so it sees what the first one wrote."""
+
+    def __init__(
+        self,
+        rows: dict[int, DailyAttendance],
+        *,
+        read_at: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rows = rows
+        self._taken: set[int] = set()
+        self.read_at = read_at
+        """When the read began (the clock's time): a write for a student since then makes
+        the read's answer for that student stale."""
+        self._until = read_at + DAY_READ_FRESH
+        self._clock = clock
+
+    def take(self, students_id: int) -> tuple[bool, DailyAttendance | None]:
+        """(True, the student's row or None if there is none) the first time, while fresh;
+        (False, None) when this read cannot answer and the student's row must be read."""
+        if students_id in self._taken or self._clock() >= self._until:
+            return False, None
+        self._taken.add(students_id)
+        return True, self._rows.get(students_id)
 
 
 class _UnknownStudent(NotFound):
@@ -119,8 +160,9 @@ class Outcome:
 class _Facts:
     """What one attempt learned so far; kept so a failure can still report it."""
 
-    def __init__(self, lease: Lease) -> None:
+    def __init__(self, lease: Lease, day: DayRows | None) -> None:
         self.lease = lease
+        self.day = day
         self.status: int | None = None
         self.code = ""
         self.yearid: int | None = None
@@ -147,14 +189,61 @@ class Deliverer:
         self._powerschool = powerschool
         self._records = records
         self._years = SchoolYears()
+        # Rows the last read of each school's day found: how many pages the next one takes.
+        self._day_sizes: dict[tuple[str, int], tuple[date, int]] = {}
+
+    def day_read_pays(
+        self, district_id: str, school_number: int, att_date: date, students: int
+    ) -> bool:
+        """Would one read of the school's day cost fewer calls than ``students`` reads?"""
+        seen = self._day_sizes.get((district_id, school_number))
+        rows = seen[1] if seen is not None and seen[0] == att_date else None
+        return rules.day_read_pays(students, rows, PAGE_SIZE)
+
+    async def read_day(
+        self,
+        district: District,
+        school_number: int,
+        att_date: date,
+        pace: Callable[[], AbstractAsyncContextManager[None]],
+    ) -> DayRows | None:
+        """Every daily row of the school for ``att_date``, a page per call, each call made
+        under ``pace`` (the district's limits). None if PowerSchool does not answer: each
+        record then reads its own row and meets the failure in its own attempt."""
+        client = client_for(self._powerschool, district)
+        rows: dict[int, DailyAttendance] = {}
+        after, count, started = 0, 0, time.monotonic()
+        try:
+            while True:
+                async with pace():
+                    page, more = await client.school_daily_attendance(
+                        school_number, att_date, after_id=after
+                    )
+                for students_id, row in page:
+                    rows.setdefault(students_id, row)  # the per-student read's first row
+                    after = max(after, row.id)
+                count += len(page)
+                if not more or not page:
+                    break
+        except PowerSchoolError:
+            return None
+        self._day_sizes[(district.district_id, school_number)] = (att_date, count)
+        return DayRows(rows, read_at=started)
 
     async def attempt(
-        self, kind: JobKind, record: AttendanceRecord, district: District, lease: Lease
+        self,
+        kind: JobKind,
+        record: AttendanceRecord,
+        district: District,
+        lease: Lease,
+        day: DayRows | None = None,
     ) -> Outcome:
-        """One attempt of a write or cancel job. Raises :class:`LeaseLost` before sending a
-        write if ``lease`` is no longer held, and :class:`Unavailable` if our own database
-        is away (not PowerSchool's fault, not this record's)."""
-        facts = _Facts(lease)
+        """One attempt of a write or cancel job; ``day``, a read of the record's school's
+        day shared with the records claimed with it, stands in for the read of the
+        student's row if it can. Raises :class:`LeaseLost` before sending a write if
+        ``lease`` is no longer held, and :class:`Unavailable` if our own database is away
+        (not PowerSchool's fault, not this record's)."""
+        facts = _Facts(lease, day)
         try:
             if kind is JobKind.CANCEL:
                 return await self._cancel(record, district, facts)
@@ -206,7 +295,9 @@ class Deliverer:
     ) -> tuple[DailyAttendance | None, AttendanceRecord | None]:
         """The student's daily row for the date, and the live record of the day's other
         event whose tag it carries."""
-        existing = await client.daily_attendance(students_id, record.att_date)
+        known, existing = facts.day.take(students_id) if facts.day else (False, None)
+        if not known:
+            existing = await client.daily_attendance(students_id, record.att_date)
         facts.status = 200
         sibling = None
         for tag in rules.record_tags(existing.comment) if existing else []:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from service.models import (
@@ -43,6 +44,7 @@ _EVENT_LABEL = {
     AttendanceEvent.EARLY_CHECK_OUT: "Early check-out",
 }
 _COMMENT_MAX = 1000
+_T = TypeVar("_T")
 # The tag lets the service recognise its own rows in PowerSchool when reconciling.
 RECORD_TAG = "[writeback:{}]"
 _TAG = re.compile(r"\[writeback:([0-9a-f-]{36})\]")
@@ -226,6 +228,34 @@ def plan_write(
         comment=comment,
         replaced=replaced,
     )
+
+
+def day_read_pays(students: int, rows_last_seen: int | None, page_size: int) -> bool:
+    """Is one read of a school's daily rows for a date cheaper, in PowerSchool calls, than
+    one read per student for ``students`` students of that school and date? The day read
+    takes a call per ``page_size`` rows (one more for an exact multiple: the last page
+    must come back short); ``rows_last_seen`` is how many rows the previous read of that
+    school's day found (None: no read yet), a hint of how many pages this one needs. A tie
+    goes to the per-student reads, the fresher ones."""
+    pages = (rows_last_seen or 0) // page_size + 1
+    return students > pages
+
+
+def day_read_answers(read_began: float, student_last_done: float | None) -> bool:
+    """May a shared read of a school's day that began at ``read_began`` stand in for a
+    student's own read? Not if an attempt for the student ended after it began: that
+    attempt's write may have landed after the read saw the student's row."""
+    return student_last_done is None or student_last_done < read_began
+
+
+def lanes(items: Sequence[_T], key: Callable[[_T], Hashable]) -> list[list[_T]]:
+    """``items`` split by ``key`` (a student): one lane per key, each lane in the order of
+    ``items``, the lanes in the order of their first item. The records of one student run
+    in their lane one after another, so each one's read sees what the one before wrote."""
+    by_key: dict[Hashable, list[_T]] = {}
+    for item in items:
+        by_key.setdefault(key(item), []).append(item)
+    return list(by_key.values())
 
 
 _NOTHING_THERE = "nothing of this record was in PowerSchool"

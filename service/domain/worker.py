@@ -2,6 +2,10 @@
 record the outcome. What to write is ``rules.py``'s business; how politely, ``politeness.py``'s;
 the PowerSchool calls, ``delivery.py``'s.
 
+Jobs are claimed in batches of one district, school and date (up to :data:`BATCH`): when
+that pays, one read of the school's daily rows for the date, made after the claim, serves
+the whole batch instead of one read per student; the batch's attempts then run at most the
+district's share of calls in flight at once, the records of one student one after another.
 Jobs are claimed under a lease committed before PowerSchool is called and renewed every
 third of the lease while the attempt runs. An attempt whose renewal finds the job gone to
 another claim does not send its write, and never records an outcome (outcomes are fenced by
@@ -19,19 +23,20 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import structlog
 
 from service import tracing
 from service.domain import rules
-from service.domain.delivery import Deliverer, LeaseLost, Outcome
+from service.domain.delivery import DAY_READ_FRESH, DayRows, Deliverer, LeaseLost, Outcome
 from service.domain.districts import DistrictService
 from service.domain.observe import NoObserver, Observer
 from service.domain.politeness import BreakerState, HeldBack, Politeness
 from service.errors import DomainError, Unavailable
 from service.models import (
     AttemptOutcome,
+    AttendanceMode,
     AttendanceRecord,
     AttendanceState,
     DeliveryAttempt,
@@ -44,6 +49,8 @@ log = structlog.get_logger("delivery")
 _HEARTBEAT = 2.0
 # How often a wait for a delivery's outcome reads the record when no local worker signals.
 _OUTCOME_POLL = 0.25
+BATCH = 100
+"""Most jobs claimed together: one page of a school's day per batch when the day is quiet."""
 # Outcomes that only PowerSchool answering can produce.
 _ANSWERED = frozenset({AttendanceState.WRITTEN, AttendanceState.CANCELLED})
 
@@ -73,6 +80,14 @@ class _Lease:
         return not self.lost and time.monotonic() < self.until
 
 
+@dataclass
+class _Turn:
+    """One student's day: its attempts in this process go one at a time."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class DeliveryWorker:
     """Runs in every service process; see the module docstring. Also the attendance
     service's view of the queue (``wake``, ``wait_for``, ``breaker``)."""
@@ -99,13 +114,18 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._next_heartbeat = 0.0
         self._loop_beat: float | None = None  # monotonic; when the claim loop last went round
-        self._tasks: dict[asyncio.Task[None], DeliveryJob] = {}
+        self._tasks: dict[asyncio.Task[None], list[DeliveryJob]] = {}
         self._leases: dict[str, _Lease] = {}  # by token
         self._loops: list[asyncio.Task[None]] = []
         # The districts this worker has delivered for, to know which to pause with a host.
         self._known: dict[str, District] = {}
         self._waiters: dict[str, asyncio.Event] = {}
-        self._active: Counter[str] = Counter()
+        self._active: Counter[str] = Counter()  # tasks (a batch or a job) per district
+        self._claimed: Counter[str] = Counter()  # unfinished jobs per district
+        # Per student and day: one attempt at a time in this process, and when the last one
+        # ended, so a shared day read that began before that is not trusted for the student.
+        self._student_turns: dict[tuple[str, str, date], _Turn] = {}
+        self._student_done: dict[tuple[str, str, date], float] = {}
 
     def start(self) -> None:
         """Start claiming jobs and renewing leases."""
@@ -126,7 +146,7 @@ class DeliveryWorker:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         unfinished = list(self._tasks.items())
-        for task, _job in unfinished:
+        for task, _jobs in unfinished:
             task.cancel()
         await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)
         for task in self._loops[1:]:
@@ -135,7 +155,8 @@ class DeliveryWorker:
         self._loops = []
         with contextlib.suppress(Unavailable):
             if unfinished:
-                handed = await self._records.hand_over([job for _, job in unfinished])
+                # Jobs of a batch that already ended are no longer under these tokens.
+                handed = await self._records.hand_over([j for _, jobs in unfinished for j in jobs])
                 log.info("deliveries_handed_over", jobs=handed)
             await self._workers.leave(self.owner)
 
@@ -194,61 +215,80 @@ class DeliveryWorker:
         """Districts not to claim for now (host paused, or this worker's share of calls in
         flight in use), and districts whose host is ready for one probe."""
         excluded, probes = [], []
-        for district_id, district in self._known.items():
-            base_url = district.powerschool.base_url
-            if self._politeness.can_probe(base_url):
+        for district_id in self._known.keys() | self._active.keys():
+            district = self._known.get(district_id)
+            if district is not None and self._politeness.can_probe(district.powerschool.base_url):
                 probes.append(district_id)
-            elif self._politeness.paused(base_url) or not self._has_slot(district):
+            elif not self._has_slot(district_id) or (
+                district is not None and self._politeness.paused(district.powerschool.base_url)
+            ):
                 excluded.append(district_id)
         return excluded, probes
 
-    def _has_slot(self, district: District) -> bool:
-        return self._active[district.district_id] < self._politeness.slots(district.max_in_flight)
+    def _has_slot(self, district_id: str) -> bool:
+        # A district not seen yet gets the default share until its settings are known.
+        # Under a backlog about two batches are claimed at once: one's shared read overlaps
+        # the other's writes, and neither waits long enough for its read to go stale.
+        district = self._known.get(district_id)
+        in_flight = district.max_in_flight if district is not None else 0
+        return (
+            self._active[district_id] < self._politeness.slots(in_flight)
+            and self._claimed[district_id] < BATCH
+        )
 
     async def _dispatch(self) -> None:
-        while (free := self.settings.concurrency - len(self._tasks)) > 0:
+        while len(self._tasks) < self.settings.concurrency:
             excluded, probes = self._exclusions()
             asked = time.monotonic()
-            jobs = await self._records.claim(
-                self.owner, free, lease=self.settings.lease, exclude=excluded + probes
+            jobs = await self._records.claim_batch(
+                self.owner, BATCH, lease=self.settings.lease, exclude=excluded + probes
             )
-            started = 0
-            for job in jobs:
-                district = self._known.get(job.district_id)
-                if district is not None and not self._has_slot(district):
-                    # Claimed past the district's free slots: waiting here would hold the
-                    # lease and a worker slot while other districts wait. Back it goes.
+            if not jobs:
+                break
+            if not self._has_slot(jobs[0].district_id):
+                # Claimed past the district's free slots: waiting here would hold the
+                # leases and a worker slot while other districts wait. Back they go.
+                for job in jobs:
                     await self._records.release(job)
-                    continue
-                self._start(job, asked, probe=None)
-                started += 1
-            for district_id in probes[: max(free - started, 0)]:
-                base_url = self._known[district_id].powerschool.base_url
-                probe = await self._records.claim(
-                    self.owner, 1, lease=self.settings.lease, exclude=[], only=district_id
-                )
-                if probe and self._politeness.start_probe(base_url):
-                    self._start(probe[0], asked, probe=base_url)
-                elif probe:
-                    await self._records.release(probe[0])
-            if len(jobs) < free:
+                continue
+            self._start(jobs, asked, probe=None)
+        for district_id in probes:
+            if len(self._tasks) >= self.settings.concurrency:
                 return
+            base_url = self._known[district_id].powerschool.base_url
+            probe = await self._records.claim(
+                self.owner, 1, lease=self.settings.lease, exclude=[], only=district_id
+            )
+            if probe and self._politeness.start_probe(base_url):
+                self._start(probe, time.monotonic(), probe=base_url)
+            elif probe:
+                await self._records.release(probe[0])
 
-    def _start(self, job: DeliveryJob, asked: float, *, probe: str | None) -> None:
-        """Run one claimed job; ``asked`` is when the claim was asked for, so the local
-        deadline is never later than the lease the database granted."""
-        self._active[job.district_id] += 1
-        lease = _Lease(job.lease_token, asked + self.settings.lease)
-        self._leases[job.lease_token] = lease
-        task = asyncio.create_task(self._deliver(job, lease, probe))
-        self._tasks[task] = job
+    def _start(self, jobs: list[DeliveryJob], asked: float, *, probe: str | None) -> None:
+        """Run claimed jobs of one district, school and date; ``asked`` is when the claim
+        was asked for, so the local deadline is never later than the lease the database
+        granted."""
+        self._active[jobs[0].district_id] += 1
+        self._claimed[jobs[0].district_id] += len(jobs)
+        leases = {}
+        for job in jobs:
+            leases[job.lease_token] = self._leases[job.lease_token] = _Lease(
+                job.lease_token, asked + self.settings.lease
+            )
+        task = asyncio.create_task(self._deliver_batch(jobs, leases, probe))
+        self._tasks[task] = jobs
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         # A freed slot may have due work waiting (a backlog, or a retry now due).
-        job = self._tasks.pop(task)
-        self._active[job.district_id] -= 1
-        self._leases.pop(job.lease_token, None)
+        jobs = self._tasks.pop(task)
+        district_id = jobs[0].district_id
+        self._active[district_id] -= 1
+        for job in jobs:
+            if self._leases.pop(job.lease_token, None) is not None:  # did not finish
+                self._claimed[district_id] -= 1
+        if not self._active[district_id]:
+            del self._active[district_id], self._claimed[district_id]
         self._wake.set()
 
     # -- leases -----------------------------------------------------------------------
@@ -284,7 +324,98 @@ class DeliveryWorker:
         self._known[district_id] = district
         return district
 
-    async def _deliver(self, job: DeliveryJob, lease: _Lease, probe: str | None) -> None:
+    async def _deliver_batch(
+        self, jobs: list[DeliveryJob], leases: dict[str, _Lease], probe: str | None
+    ) -> None:
+        """A batch's attempts: the shared day read if it pays, then the students' lanes, at
+        most the district's share of calls in flight at once."""
+        day, lanes, share = await self._prepare(jobs)
+        slots = asyncio.Semaphore(share)
+
+        async def one(job: DeliveryJob, record: AttendanceRecord | None) -> None:
+            if record is None:  # our database was away: the attempt finds out for itself
+                async with slots:
+                    await self._deliver(job, leases[job.lease_token], probe)
+                return
+            key = (job.district_id, record.roster_id, record.att_date)
+            turn = self._student_turns.setdefault(key, _Turn())
+            turn.users += 1
+            try:
+                async with turn.lock, slots:
+                    # An attempt for the student that ended after the shared read began
+                    # (another batch's, or a job alone) may have written what it cannot show.
+                    last = self._student_done.get(key)
+                    fresh = day if day and rules.day_read_answers(day.read_at, last) else None
+                    try:
+                        await self._deliver(job, leases[job.lease_token], probe, fresh)
+                    finally:
+                        self._student_done[key] = time.monotonic()
+            finally:
+                turn.users -= 1
+                if not turn.users:
+                    del self._student_turns[key]
+
+        async def lane(pairs: list[tuple[DeliveryJob, AttendanceRecord | None]]) -> None:
+            for job, record in pairs:
+                await one(job, record)
+                # Done: nothing left to renew (a later claim of the job has a new token).
+                if self._leases.pop(job.lease_token, None) is not None:
+                    self._claimed[job.district_id] -= 1
+                    self._wake.set()
+
+        await asyncio.gather(*(lane(pairs) for pairs in lanes))
+
+    async def _prepare(
+        self, jobs: list[DeliveryJob]
+    ) -> tuple[DayRows | None, list[list[tuple[DeliveryJob, AttendanceRecord | None]]], int]:
+        """The batch's shared read of its school's day (None: not worth it, or it failed),
+        its jobs with their records in lanes of one student each, and how many may run at
+        once. Best effort: if our database is away, each attempt finds out for itself."""
+        # Attempts that ended longer ago than a shared read stays fresh cannot make one stale.
+        horizon = time.monotonic() - DAY_READ_FRESH
+        for key in [k for k, at in self._student_done.items() if at < horizon]:
+            del self._student_done[key]
+        try:
+            district = await self._district(jobs[0].district_id)
+            records = [await self._records.get(j.district_id, j.record_id) for j in jobs]
+        except (DomainError, Unavailable):
+            return None, [[(job, None)] for job in jobs], 1
+        share = self._politeness.slots(district.max_in_flight)
+        lanes = rules.lanes(
+            list(zip(jobs, records, strict=True)),
+            key=lambda pair: pair[1].roster_id if pair[1] else pair[0].record_id,
+        )
+        first = next((r for r in records if r is not None), None)
+        school = district.school_by_number(first.school_number) if first else None
+        if (
+            first is None
+            or school is None
+            or school.attendance_mode is not AttendanceMode.DAILY
+            or not self._deliverer.day_read_pays(
+                district.district_id, first.school_number, first.att_date, len(lanes)
+            )
+        ):
+            return None, lanes, share
+        try:
+            day = await self._deliverer.read_day(
+                district,
+                first.school_number,
+                first.att_date,
+                pace=lambda: self._politeness.call(
+                    district.district_id,
+                    district.powerschool.base_url,
+                    in_flight=district.max_in_flight,
+                    rate=district.max_requests_per_second,
+                    calls=1,
+                ),
+            )
+        except HeldBack:
+            day = None  # each attempt is held back, and goes back to the queue, on its own
+        return day, lanes, share
+
+    async def _deliver(
+        self, job: DeliveryJob, lease: _Lease, probe: str | None, day: DayRows | None = None
+    ) -> None:
         # A child of the span of the RPC that queued the job, however much later it runs.
         with tracing.continued(
             "attendance_delivery",
@@ -296,9 +427,11 @@ class DeliveryWorker:
                 "writeback.attempt": job.attempts,
             },
         ):
-            await self._run_attempt(job, lease, probe)
+            await self._run_attempt(job, lease, probe, day)
 
-    async def _run_attempt(self, job: DeliveryJob, lease: _Lease, probe: str | None) -> None:
+    async def _run_attempt(
+        self, job: DeliveryJob, lease: _Lease, probe: str | None, day: DayRows | None
+    ) -> None:
         structlog.contextvars.bind_contextvars(
             district_id=job.district_id,
             record_id=job.record_id,
@@ -320,8 +453,11 @@ class DeliveryWorker:
                 district.powerschool.base_url,
                 in_flight=district.max_in_flight,
                 rate=district.max_requests_per_second,
+                # With a shared read, most attempts only write (a student's second record
+                # reads again: the cap is a little generous for it, never the in-flight one).
+                calls=1 if day is not None else 2,
             ):
-                outcome = await self._deliverer.attempt(job.kind, record, district, lease)
+                outcome = await self._deliverer.attempt(job.kind, record, district, lease, day)
             if lease.lost:
                 # Another attempt owns the job: its outcome is the one that counts.
                 log.warning("delivery_superseded", attempt=job.attempts)

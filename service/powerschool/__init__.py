@@ -3,6 +3,7 @@ and the plugin (``plugin/plugin.xml``) that grants the service its access."""
 
 from service.powerschool._client import (
     MEETING_TEMPLATE_QUERY,
+    PAGE_SIZE,
     AttendanceCode,
     ClassMeeting,
     DailyAttendance,
@@ -33,6 +34,7 @@ from service.powerschool._pool import PowerSchoolPool
 
 __all__ = [
     "MEETING_TEMPLATE_QUERY",
+    "PAGE_SIZE",
     "Access",
     "AttendanceCode",
     "ClassMeeting",

@@ -463,6 +463,44 @@ class PowerSchoolClient:
                 )
         return None
 
+    async def school_daily_attendance(
+        self, school_number: int, att_date: date, *, after_id: int = 0
+    ) -> tuple[list[tuple[int, DailyAttendance]], bool]:
+        """One page (up to ``PAGE_SIZE``) of a school's daily rows for ``att_date``, each with
+        its STUDENTS.ID, in ATTENDANCE.ID order after ``after_id``, and whether the page was
+        full (more may follow). Keyset paging: a row deleted between pages cannot shift
+        another out of the read, as ``page=`` would."""
+        body = await self.request(
+            "GET",
+            "/ws/schema/table/attendance",
+            params={
+                "q": f"schoolid=={_digits(school_number, 'school number')};"
+                f"att_date=={att_date.isoformat()};att_mode_code==ATT_ModeDaily;"
+                f"id=gt={_digits(after_id, 'ATTENDANCE.ID')}",
+                "projection": "id,dcid,studentid,attendance_codeid,att_comment",
+                "sort": "id",
+                "pagesize": str(PAGE_SIZE),
+            },
+        )
+        page = _rows(body, "attendance")
+        rows = []
+        for row in page:
+            keys = [_int_or_none(row.get(k)) for k in ("id", "dcid", "studentid")]
+            if None not in keys:
+                row_id, dcid, students_id = (k for k in keys if k is not None)
+                rows.append(
+                    (
+                        students_id,
+                        DailyAttendance(
+                            id=row_id,
+                            dcid=dcid,
+                            attendance_codeid=_int_or_none(row.get("attendance_codeid")),
+                            comment=str(row.get("att_comment") or ""),
+                        ),
+                    )
+                )
+        return rows, len(page) >= PAGE_SIZE
+
     async def class_meetings(
         self, students_id: int, school_number: int, att_date: date
     ) -> list[ClassMeeting]:

@@ -332,6 +332,15 @@ class AttendanceStore:
             rows = await conn.fetch(_Q["claim_jobs"], owner, lease, exclude, only, limit)
         return [_job(r) for r in rows]
 
+    async def claim_batch(
+        self, owner: str, limit: int, *, lease: float, exclude: list[str]
+    ) -> list[DeliveryJob]:
+        """Lease the oldest due job and up to ``limit - 1`` more of the same district,
+        school and date, oldest first (committed before returning; empty if none is due)."""
+        async with connection(self._pool) as conn:
+            rows = await conn.fetch(_Q["claim_batch"], owner, lease, exclude, limit)
+        return [_job(r) for r in rows]
+
     async def finish(
         self,
         job: DeliveryJob,

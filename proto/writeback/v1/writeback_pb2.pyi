@@ -676,7 +676,7 @@ class District(_message.Message):
     last_sync_error: _builtins.str
     max_in_flight: _builtins.int
     """Politeness toward this district's PowerSchool: at most this many calls in flight
-    (0 means 4) and this many calls a second (0 means 20).
+    (0 means 6) and this many calls a second (0 means 50).
     """
     max_requests_per_second: _builtins.int
     @_builtins.property

@@ -119,6 +119,43 @@ WHERE j.record_id IN (
 )
 RETURNING j.*;
 
+-- name: claim_batch
+-- The oldest due job of a district that is not excluded, and up to $4 - 1 more due jobs of
+-- the same district, school and attendance date: one read of that school's day can serve
+-- them all. Leased like claim_jobs; returned oldest first. The first job is locked while
+-- its fellows are chosen, so two processes claiming at once start from different jobs.
+WITH first AS (
+    SELECT j.district_id, r.school_number, r.att_date
+    FROM delivery_jobs j JOIN attendance_records r ON r.record_id = j.record_id
+    WHERE j.run_at <= now()
+      AND (j.lease_until IS NULL OR j.lease_until < now())
+      AND NOT (j.district_id = ANY($3::text[]))
+    ORDER BY j.run_at
+    LIMIT 1
+    FOR UPDATE OF j SKIP LOCKED
+), claimed AS (
+    UPDATE delivery_jobs j SET
+        lease_owner = $1,
+        lease_token = gen_random_uuid(),
+        lease_until = now() + make_interval(secs => $2),
+        attempts = j.attempts + 1,
+        first_attempt_at = COALESCE(j.first_attempt_at, now())
+    WHERE j.record_id IN (
+        SELECT d.record_id
+        FROM delivery_jobs d
+        JOIN attendance_records r ON r.record_id = d.record_id
+        JOIN first f ON f.district_id = d.district_id
+            AND f.school_number = r.school_number AND f.att_date = r.att_date
+        WHERE d.run_at <= now()
+          AND (d.lease_until IS NULL OR d.lease_until < now())
+        ORDER BY d.run_at
+        LIMIT $4
+        FOR UPDATE OF d SKIP LOCKED
+    )
+    RETURNING j.*
+)
+SELECT * FROM claimed ORDER BY run_at, created_at;
+
 -- name: finish_job
 -- Fenced: only the holder of this claim's token may record an outcome, and the attempt is
 -- logged by the same statement, so an attempt that lost its lease leaves no trace.
