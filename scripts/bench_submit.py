@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -209,7 +210,7 @@ def main() -> None:
             # Collapsed stacks of the service while the client runs (py-spy, in PATH).
             spy = subprocess.Popen(
                 [
-                    "py-spy",
+                    shutil.which("py-spy") or "py-spy",
                     "record",
                     "--nonblocking",
                     "--format",

@@ -171,32 +171,38 @@ async def test_a_batch_that_loses_its_database_answers_unavailable_and_stores_no
     UNAVAILABLE, none of their keys is kept, every OK answer is a stored record, and a retry
     with the same key stores the record."""
     keys = [f"kiosk-3:{i}" for i in range(10)]
-    await db.execute("BEGIN")
-    # Holds the batch's insert (its check that the district exists) until its connection is
-    # cut, and nothing else: deliveries go on.
+    # This module's own database: its batch insert for this district stalls until cut off.
     await db.execute(
-        "SELECT 1 FROM districts WHERE district_id = $1 FOR UPDATE", world.district_id
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF NEW.district_id = '{world.district_id}' THEN PERFORM pg_sleep(30); END IF;"
+        " RETURN NEW; END $$"
     )
-    calls = [
-        asyncio.create_task(submit(world, i, idempotency_key=key)) for i, key in enumerate(keys)
-    ]
-    waiting: list[int] = []
-    for _ in range(200):
-        waiting = [
-            r["pid"]
-            for r in await db.fetch(
-                # The batch's insert (a delivery attempt may be waiting too).
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%unnest($1::uuid[]%'"
-            )
+    await db.execute(
+        "CREATE TRIGGER stall BEFORE INSERT ON attendance_records"
+        " FOR EACH ROW EXECUTE FUNCTION stall()"
+    )
+    try:
+        calls = [
+            asyncio.create_task(submit(world, i, idempotency_key=key)) for i, key in enumerate(keys)
         ]
-        if waiting:
-            break
-        await asyncio.sleep(0.05)
-    assert waiting
-    for pid in waiting:
-        await db.execute("SELECT pg_terminate_backend($1)", pid)
-    await db.execute("ROLLBACK")
+        stalled: list[int] = []
+        for _ in range(200):
+            stalled = [
+                r["pid"]
+                for r in await db.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event = 'PgSleep'"
+                )
+            ]
+            if stalled:
+                break
+            await asyncio.sleep(0.05)
+        assert stalled
+        for pid in stalled:
+            await db.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await db.execute("DROP TRIGGER stall ON attendance_records")
+        await db.execute("DROP FUNCTION stall()")
     answers: list[Any] = await asyncio.gather(*calls, return_exceptions=True)
     ok = {a.record.record_id for a in answers if isinstance(a, pb.SubmitAttendanceResponse)}
     failed = [keys[i] for i, a in enumerate(answers) if isinstance(a, grpc.aio.AioRpcError)]
