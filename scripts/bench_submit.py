@@ -63,6 +63,8 @@ async def serve(port: int, dsn: str, token: str, env: dict[str, str]) -> None:
             grpc_port=port,
             data_dir=Path(tempfile.mkdtemp()),
             bootstrap_admin_token=token,
+            # SUBMIT_BATCH_WAIT_MS from the environment, to compare waits.
+            submit_batch_wait_ms=float(os.environ.get("SUBMIT_BATCH_WAIT_MS", "1")),
             **upstreams,
         )
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -90,6 +91,26 @@ async def stored_ids(db: asyncpg.Connection, world: World) -> set[str]:
     return {str(r["record_id"]) for r in rows}
 
 
+@asynccontextmanager
+async def inserts_of(db: asyncpg.Connection, world: World, body: str) -> AsyncIterator[None]:
+    """While the block runs, ``body`` (PL/pgSQL) runs before each insert of a record of this
+    world's district (in this module's own database)."""
+    await db.execute(
+        "CREATE FUNCTION meddle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF NEW.district_id = '{world.district_id}' THEN {body} END IF;"
+        " RETURN NEW; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER meddle BEFORE INSERT ON attendance_records"
+        " FOR EACH ROW EXECUTE FUNCTION meddle()"
+    )
+    try:
+        yield
+    finally:
+        await db.execute("DROP TRIGGER meddle ON attendance_records")
+        await db.execute("DROP FUNCTION meddle()")
+
+
 async def test_concurrent_submissions_share_commits(world: World, db: asyncpg.Connection) -> None:
     """50 check-ins of 50 students at once: all accepted, all stored, in fewer commits."""
     before = batches()
@@ -171,17 +192,7 @@ async def test_a_batch_that_loses_its_database_answers_unavailable_and_stores_no
     UNAVAILABLE, none of their keys is kept, every OK answer is a stored record, and a retry
     with the same key stores the record."""
     keys = [f"kiosk-3:{i}" for i in range(10)]
-    # This module's own database: its batch insert for this district stalls until cut off.
-    await db.execute(
-        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-        f" IF NEW.district_id = '{world.district_id}' THEN PERFORM pg_sleep(30); END IF;"
-        " RETURN NEW; END $$"
-    )
-    await db.execute(
-        "CREATE TRIGGER stall BEFORE INSERT ON attendance_records"
-        " FOR EACH ROW EXECUTE FUNCTION stall()"
-    )
-    try:
+    async with inserts_of(db, world, "PERFORM pg_sleep(30);"):
         calls = [
             asyncio.create_task(submit(world, i, idempotency_key=key)) for i, key in enumerate(keys)
         ]
@@ -200,9 +211,6 @@ async def test_a_batch_that_loses_its_database_answers_unavailable_and_stores_no
         assert stalled
         for pid in stalled:
             await db.execute("SELECT pg_terminate_backend($1)", pid)
-    finally:
-        await db.execute("DROP TRIGGER stall ON attendance_records")
-        await db.execute("DROP FUNCTION stall()")
     answers: list[Any] = await asyncio.gather(*calls, return_exceptions=True)
     ok = {a.record.record_id for a in answers if isinstance(a, pb.SubmitAttendanceResponse)}
     failed = [keys[i] for i, a in enumerate(answers) if isinstance(a, grpc.aio.AioRpcError)]
@@ -223,3 +231,38 @@ async def test_a_batch_that_loses_its_database_answers_unavailable_and_stores_no
     )
     assert all(not r.replayed for r in retried)
     assert len(await stored_ids(db, world)) == len(keys)
+
+
+async def test_one_refused_row_does_not_fail_the_others(
+    world: World, db: asyncpg.Connection
+) -> None:
+    """The database refuses one check-in of a batch: that caller gets an error, the others
+    are stored and answered OK."""
+    before = batches()
+    async with inserts_of(
+        db, world, "IF NEW.comment = 'refuse me' THEN RAISE EXCEPTION 'refused'; END IF;"
+    ):
+        answers: list[Any] = await asyncio.gather(
+            *(submit(world, i, comment="refuse me" if i == 3 else "") for i in range(8)),
+            return_exceptions=True,
+        )
+    assert batches()[0] - before[0] == 1
+    assert isinstance(answers[3], grpc.aio.AioRpcError)
+    assert answers[3].code() is grpc.StatusCode.INTERNAL
+    ok = [a for i, a in enumerate(answers) if i != 3]
+    assert all(isinstance(a, pb.SubmitAttendanceResponse) for a in ok)
+    assert {a.record.record_id for a in ok} == await stored_ids(db, world)
+
+
+async def test_a_caller_gone_while_its_batch_commits_finds_its_record_on_retry(
+    world: World, db: asyncpg.Connection
+) -> None:
+    """A check-in whose deadline passes while its batch is being written is committed
+    whole: its retry replays the stored record."""
+    async with inserts_of(db, world, "PERFORM pg_sleep(1);"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await submit(world, 0, idempotency_key="kiosk-4:1", deadline=0.5)
+        assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    again = await submit(world, 0, idempotency_key="kiosk-4:1")
+    assert again.replayed
+    assert await stored_ids(db, world) == {again.record.record_id}
