@@ -49,7 +49,7 @@ from service.domain import (
 )
 from service.health import HealthWatch
 from service.logs import configure
-from service.metrics import DomainMetrics, MetricsServer
+from service.metrics import DomainMetrics, MetricsServer, submit_batch
 from service.models import Caller, CallerRole
 from service.outbound import OutboundPolicy
 from service.powerschool import PowerSchoolPool, load_plugin
@@ -177,7 +177,13 @@ class Server:
         self._changes = changes = StudentChanges(dsn)
         district_store = DistrictStore(self._pool, sealer, changes)
         student_store = StudentStore(self._pool, changes)
-        record_store = AttendanceStore(self._pool, dsn)
+        record_store = AttendanceStore(
+            self._pool,
+            dsn,
+            batch_rows=self.settings.submit_batch_max_rows,
+            batch_wait=self.settings.submit_batch_wait_ms / 1000,
+            on_batch=submit_batch,
+        )
         districts = DistrictService(district_store, self._policy)
         student_cache = StudentCache(self.settings.student_cache_size)
         resolver = StudentResolver(student_store, self._powerschool, student_cache)

@@ -34,6 +34,8 @@ VALID = {
     "METRICS_PORT": ("9100", 9100),
     "WRITEBACK_DATA_DIR": ("/var/lib/writeback", Path("/var/lib/writeback")),
     "DB_POOL_SIZE": ("7", 7),
+    "SUBMIT_BATCH_MAX_ROWS": ("50", 50),
+    "SUBMIT_BATCH_WAIT_MS": ("2.5", 2.5),
     "POWERSCHOOL_TIMEOUT": ("2.5", 2.5),
     "POWERSCHOOL_CONNECTIONS": ("64", 64),
     "POWERSCHOOL_CONNECTIONS_PER_HOST": ("16", 16),

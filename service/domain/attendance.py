@@ -22,6 +22,7 @@ from service.domain.rules import local_time
 from service.domain.students import StudentResolver, school_number_of
 from service.errors import (
     AlreadyExists,
+    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -33,8 +34,10 @@ from service.models import (
     AttendanceState,
     DeliveryStats,
     District,
+    KeyKind,
     RecordFilter,
     School,
+    Student,
     StudentKey,
 )
 from service.store import AttendanceStore, Submitted
@@ -120,28 +123,22 @@ class AttendanceService:
         """
         fields = request_fields(request, key)
         fingerprint = request_hash(fields)
-        # A caller retrying after a timeout must get the answer it missed: nothing that may
-        # have changed since (or PowerSchool, which may be down) is consulted before the key.
-        stored = await self._records.replay(request.district_id, request.idempotency_key)
-        if stored is not None:
+        # A caller retrying after a timeout must get the answer it missed, whatever changed
+        # since. A retry that passes the checks below reaches the key's claim, which answers
+        # the stored record; so the key is looked up first only when the checks fail, or when
+        # they may call PowerSchool (for a STUDENTS.ID nobody has resolved), which may be down.
+        # A new check-in saves that round trip.
+        if key.kind is KeyKind.POWERSCHOOL_ID:
+            stored = await self._records.replay(request.district_id, request.idempotency_key)
+            if stored is not None:
+                return await self._replay(stored, fields, fingerprint, wait)
+        try:
+            district, student, school, code, off = await self._accepting(request, key)
+        except DomainError:
+            stored = await self._records.replay(request.district_id, request.idempotency_key)
+            if stored is None:
+                raise
             return await self._replay(stored, fields, fingerprint, wait)
-        district = await self._districts.get(request.district_id)
-        student = await self._resolver.find(district, key)
-        school = self._school(district, request, school_number_of(district, student))
-        off = _writeback_off(district, school)
-        code = school.code_for(request.event, excused=request.excused)
-        if not off and not code:
-            raise FailedPrecondition(
-                f"school {school.school_number} has no PowerSchool attendance code configured "
-                f"for {request.event.value.replace('_', ' ')}",
-                reason="ATTENDANCE_CODE_NOT_CONFIGURED",
-            )
-        if not off and not district.powerschool.configured:
-            raise FailedPrecondition(
-                f"district {district.district_id!r} has writeback enabled but no PowerSchool "
-                "connection configured",
-                reason="POWERSCHOOL_NOT_CONFIGURED",
-            )
         timezone = school.timezone or district.timezone
         submitted = await self._records.submit(
             AttendanceRecord(
@@ -171,6 +168,30 @@ class AttendanceService:
         if record.state is AttendanceState.PENDING:
             self._queue.wake()
         return await self._maybe_wait(record, wait), False
+
+    async def _accepting(
+        self, request: AttendanceRequest, key: StudentKey
+    ) -> tuple[District, Student, School, str, str]:
+        """The district, student, school and code a new record of ``request`` gets, and why
+        it is not written back ("" if it is); a domain error if it cannot be accepted."""
+        district = await self._districts.get(request.district_id)
+        student = await self._resolver.find(district, key)
+        school = self._school(district, request, school_number_of(district, student))
+        off = _writeback_off(district, school)
+        code = school.code_for(request.event, excused=request.excused)
+        if not off and not code:
+            raise FailedPrecondition(
+                f"school {school.school_number} has no PowerSchool attendance code configured "
+                f"for {request.event.value.replace('_', ' ')}",
+                reason="ATTENDANCE_CODE_NOT_CONFIGURED",
+            )
+        if not off and not district.powerschool.configured:
+            raise FailedPrecondition(
+                f"district {district.district_id!r} has writeback enabled but no PowerSchool "
+                "connection configured",
+                reason="POWERSCHOOL_NOT_CONFIGURED",
+            )
+        return district, student, school, code, off
 
     async def _replay(
         self, stored: Submitted, fields: dict[str, Any], fingerprint: str, wait: float

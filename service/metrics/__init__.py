@@ -13,6 +13,7 @@ from service.metrics._metrics import (
     observe_call,
     rpc_handled,
     rpc_started,
+    submit_batch,
 )
 from service.metrics._server import DistrictRow, MetricsServer, multiprocess_dir
 
@@ -25,4 +26,5 @@ __all__ = [
     "observe_call",
     "rpc_handled",
     "rpc_started",
+    "submit_batch",
 ]

@@ -68,6 +68,13 @@ BREAKER_TRANSITIONS = Counter(
     ["host", "state"],
 )
 
+SUBMIT_BATCH_ROWS = Histogram(
+    "writeback_submit_batch_rows",
+    "SubmitAttendance calls committed together in one transaction (group commit); the count "
+    "is the number of commits.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+)
+
 DB_POOL_CONNECTIONS = Gauge(
     "writeback_db_pool_connections",
     "Postgres connections open in the service's pool, in use or idle.",
@@ -138,6 +145,11 @@ def rpc_handled(grpc_type: str, service: str, method: str, code: str, seconds: f
     """An RPC ended with status ``code`` (the name, e.g. ``OK``) after ``seconds``."""
     GRPC_HANDLED.labels(grpc_type, service, method, code).inc()
     GRPC_SECONDS.labels(grpc_type, service, method).observe(seconds)
+
+
+def submit_batch(rows: int) -> None:
+    """A group commit of ``rows`` submissions began."""
+    SUBMIT_BATCH_ROWS.observe(rows)
 
 
 def pool_in_use(size: int, idle: int, max_size: int) -> None:

@@ -80,6 +80,27 @@ async def _apply_migrations(conn: asyncpg.Connection, sealer: Sealer | None) -> 
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
 
+# The session is gone (a network error, the server shutting down or restarting, an
+# operator's pg_terminate_backend), and its transaction was rolled back with it.
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def _lost(exc: BaseException | None) -> bool:
+    # The driver's last word is often that a transaction cannot end on a closed connection;
+    # the loss is what it was handling.
+    while exc is not None:
+        if isinstance(exc, _CONNECTION_LOST):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @asynccontextmanager
 async def connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
     """A pooled connection; losing the database becomes :class:`Unavailable` (the caller's
@@ -87,12 +108,18 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy[as
     try:
         async with pool.acquire() as conn:
             yield conn
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError) as exc:
-        raise Unavailable(
-            "the service's database is unavailable; nothing was saved, retry shortly",
-            retry_after=2.0,
-            reason="DATABASE_UNAVAILABLE",
-        ) from exc
+    except (*_CONNECTION_LOST, asyncpg.InterfaceError) as exc:
+        if not _lost(exc):
+            raise
+        raise _unavailable() from exc
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable(
+        "the service's database is unavailable; nothing was saved, retry shortly",
+        retry_after=2.0,
+        reason="DATABASE_UNAVAILABLE",
+    )
 
 
 async def _light_reset(conn: asyncpg.Connection) -> None:

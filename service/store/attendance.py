@@ -19,7 +19,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
+from service.errors import NotFound
 from service.models import (
     AttemptOutcome,
     AttendanceEvent,
@@ -36,6 +38,7 @@ from service.models import (
 from service.request_context import current_request_id
 from service.store import notifications
 from service.store._database import connection
+from service.store._group_commit import GroupCommit
 from service.store._queries import load
 from service.tracing import current_traceparent
 
@@ -170,6 +173,124 @@ class Submitted:
     key_fields: dict[str, Any] | None = field(default=None, repr=False)
 
 
+def _batch_columns(batch: list[_Submission]) -> tuple[list[Any], ...]:
+    """The columns insert_batch takes, one array each."""
+    rs = [s.record for s in batch]
+    return (
+        [uuid.UUID(r.record_id) for r in rs],
+        [r.district_id for r in rs],
+        [r.idempotency_key for r in rs],
+        [r.request_hash for r in rs],
+        [r.roster_id for r in rs],
+        [r.event.value for r in rs],
+        [r.occurred_at for r in rs],
+        [r.school_number for r in rs],
+        [r.att_date for r in rs],
+        [r.attendance_code for r in rs],
+        [r.reason for r in rs],
+        [r.excused for r in rs],
+        [r.comment for r in rs],
+        [r.checked_out_by for r in rs],
+        [r.state.value for r in rs],
+        [r.last_error for r in rs],
+        [s.request_id for s in batch],
+        [s.traceparent for s in batch],
+    )
+
+
+async def _store_one(conn: PoolConnectionProxy[asyncpg.Record], item: _Submission) -> Submitted:
+    """A claimed submission whose student may already have a live record for its day and
+    event: that record is corrected (and the key pointed at it), else this one is inserted;
+    either way its delivery is queued (the caller sends the NOTIFY)."""
+    record = item.record
+    await conn.execute(
+        _Q["lock_same_day"],
+        record.district_id,
+        record.roster_id,
+        record.att_date,
+        record.event.value,
+    )
+    same_day = await conn.fetchrow(
+        _Q["find_same_day"],
+        record.district_id,
+        record.roster_id,
+        record.att_date,
+        record.event.value,
+    )
+    found: asyncpg.Record | None
+    if same_day is not None:
+        found = await conn.fetchrow(
+            _Q["correct_record"],
+            same_day["record_id"],
+            record.occurred_at,
+            record.school_number,
+            record.attendance_code,
+            record.reason,
+            record.excused,
+            record.comment,
+            record.checked_out_by,
+            record.state.value,
+            record.last_error,
+        )
+        await conn.execute(
+            _Q["point_key"], record.district_id, record.idempotency_key, same_day["record_id"]
+        )
+    else:
+        found = await conn.fetchrow(
+            _Q["insert_record"],
+            uuid.UUID(record.record_id),
+            record.district_id,
+            record.idempotency_key,
+            record.request_hash,
+            record.roster_id,
+            record.event.value,
+            record.occurred_at,
+            record.school_number,
+            record.att_date,
+            record.attendance_code,
+            record.reason,
+            record.excused,
+            record.comment,
+            record.checked_out_by,
+            record.state.value,
+            record.last_error,
+        )
+    row = _must(found)
+    if record.state is AttendanceState.PENDING:
+        await conn.execute(
+            _Q["upsert_job"],
+            row["record_id"],
+            record.district_id,
+            JobKind.WRITE.value,
+            item.request_id,
+            item.traceparent,
+        )
+    return Submitted(_record(row))
+
+
+def _outcome_of(
+    item: _Submission,
+    first: dict[tuple[str, str], _Submission],
+    outcome: dict[str, Submitted],
+) -> Submitted:
+    """What ``item`` gets once its batch is stored: its own record, the stored record its
+    key stands for, or (a later use of a key in the same batch) a replay of the first use."""
+    record = item.record
+    original = first[(record.district_id, record.idempotency_key)]
+    got = (
+        outcome.get(original.record.record_id)
+        or outcome[f"{record.district_id}|{record.idempotency_key}"]
+    )
+    if original is item or got.replayed:
+        return got
+    return Submitted(
+        got.record,
+        replayed=True,
+        key_hash=original.record.request_hash,
+        key_fields=json.loads(original.fields_json),
+    )
+
+
 def _replayed(row: asyncpg.Record) -> Submitted:
     fields = row["key_fields"]
     return Submitted(
@@ -180,14 +301,41 @@ def _replayed(row: asyncpg.Record) -> Submitted:
     )
 
 
+@dataclass(frozen=True)
+class _Submission:
+    """One submission waiting for its batch, with the request context of its caller (the
+    batch runs in a task of its own)."""
+
+    record: AttendanceRecord
+    fields_json: str = field(repr=False)
+    request_id: str | None
+    traceparent: str | None
+
+
 class AttendanceStore:
     """Stores records, keys and jobs; hands jobs to workers. A job queued or re-queued while
     a request is handled keeps that request's id (:mod:`service.request_context`) and trace
-    context (:mod:`service.tracing`)."""
+    context (:mod:`service.tracing`).
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+    Concurrent submissions share a transaction (group commit): each waits up to
+    ``batch_wait`` seconds, or until ``batch_rows`` are queued, and is answered after the
+    commit. ``on_batch`` is told each batch's size.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        *,
+        batch_rows: int = 100,
+        batch_wait: float = 0.001,
+        on_batch: Callable[[int], None] = lambda rows: None,
+    ) -> None:
         self._pool = pool
         self._dsn = dsn  # for the LISTEN connection, which is not the pool's to recycle
+        self._batches = GroupCommit(
+            self._submit_batch, max_rows=batch_rows, wait=batch_wait, on_batch=on_batch
+        )
 
     async def replay(self, district_id: str, idempotency_key: str) -> Submitted | None:
         """The stored answer for a key already used (``replayed=True``), or None."""
@@ -198,93 +346,96 @@ class AttendanceStore:
     async def submit(
         self, record: AttendanceRecord, request_fields: Mapping[str, Any]
     ) -> Submitted:
-        """In one transaction: claim the idempotency key (kept with ``request_fields``);
-        then correct the live record of the same student, day and event, or insert this one;
-        and queue its delivery. A key already taken is a replay of its stored record."""
-        async with connection(self._pool) as conn, conn.transaction():
-            claimed = await conn.fetchval(
-                _Q["claim_key"],
-                record.district_id,
-                record.idempotency_key,
-                record.request_hash,
-                uuid.UUID(record.record_id),
+        """Durably, before returning: claim the idempotency key (kept with
+        ``request_fields``); then correct the live record of the same student, day and
+        event, or insert this one; and queue its delivery. A key already taken (also by a
+        submission committed in the same batch) is a replay of its stored record. A
+        submission is committed whole or not at all."""
+        return await self._batches.submit(
+            _Submission(
+                record,
                 json.dumps(request_fields, sort_keys=True),
+                current_request_id(),
+                current_traceparent(),
             )
-            if claimed is None:
-                return _replayed(
-                    _must(
-                        await conn.fetchrow(
-                            _Q["get_by_key"], record.district_id, record.idempotency_key
-                        )
-                    )
-                )
-            await conn.execute(
-                _Q["lock_same_day"],
-                record.district_id,
-                record.roster_id,
-                record.att_date,
-                record.event.value,
+        )
+
+    async def _submit_batch(self, batch: list[_Submission]) -> list[Submitted | Exception]:
+        try:
+            async with connection(self._pool) as conn, conn.transaction():
+                return await self._store_batch(conn, batch)
+        except asyncpg.PostgresError:
+            # Something one row did (say, its district deleted meanwhile) must not fail the
+            # others: each is tried again on its own.
+            return [await self._submit_alone(s) for s in batch]
+
+    async def _submit_alone(self, item: _Submission) -> Submitted | Exception:
+        try:
+            async with connection(self._pool) as conn, conn.transaction():
+                return (await self._store_batch(conn, [item]))[0]
+        except asyncpg.ForeignKeyViolationError:
+            return NotFound(
+                f"district {item.record.district_id!r} does not exist",
+                reason="DISTRICT_NOT_FOUND",
             )
-            same_day = await conn.fetchrow(
-                _Q["find_same_day"],
-                record.district_id,
-                record.roster_id,
-                record.att_date,
-                record.event.value,
+        except Exception as exc:
+            return exc
+
+    async def _store_batch(
+        self, conn: PoolConnectionProxy[asyncpg.Record], batch: list[_Submission]
+    ) -> list[Submitted | Exception]:
+        # The first use of a key in the batch is its original; later ones replay it.
+        first: dict[tuple[str, str], _Submission] = {}
+        for item in batch:
+            first.setdefault((item.record.district_id, item.record.idempotency_key), item)
+        originals = list(first.values())
+        claimed = {
+            row["record_id"]
+            for row in await conn.fetch(
+                _Q["claim_keys"],
+                [s.record.district_id for s in originals],
+                [s.record.idempotency_key for s in originals],
+                [s.record.request_hash for s in originals],
+                [uuid.UUID(s.record.record_id) for s in originals],
+                [s.fields_json for s in originals],
+                [s.record.roster_id for s in originals],
+                [s.record.att_date for s in originals],
+                [s.record.event.value for s in originals],
             )
-            found: asyncpg.Record | None
-            if same_day is not None:
-                found = await conn.fetchrow(
-                    _Q["correct_record"],
-                    same_day["record_id"],
-                    record.occurred_at,
-                    record.school_number,
-                    record.attendance_code,
-                    record.reason,
-                    record.excused,
-                    record.comment,
-                    record.checked_out_by,
-                    record.state.value,
-                    record.last_error,
-                )
-                await conn.execute(
-                    _Q["point_key"],
-                    record.district_id,
-                    record.idempotency_key,
-                    same_day["record_id"],
-                )
-            else:
-                found = await conn.fetchrow(
-                    _Q["insert_record"],
-                    uuid.UUID(record.record_id),
-                    record.district_id,
-                    record.idempotency_key,
-                    record.request_hash,
-                    record.roster_id,
-                    record.event.value,
-                    record.occurred_at,
-                    record.school_number,
-                    record.att_date,
-                    record.attendance_code,
-                    record.reason,
-                    record.excused,
-                    record.comment,
-                    record.checked_out_by,
-                    record.state.value,
-                    record.last_error,
-                )
-            row = _must(found)
-            if record.state is AttendanceState.PENDING:
-                await conn.execute(
-                    _Q["upsert_job"],
-                    row["record_id"],
-                    record.district_id,
-                    JobKind.WRITE.value,
-                    current_request_id(),
-                    current_traceparent(),
-                )
-                await conn.execute(_Q["notify"], record.district_id)
-        return Submitted(_record(row))
+        }
+        outcome: dict[str, Submitted] = {}
+        taken = [s for s in originals if uuid.UUID(s.record.record_id) not in claimed]
+        if taken:
+            for row in await conn.fetch(
+                _Q["get_by_keys"],
+                [s.record.district_id for s in taken],
+                [s.record.idempotency_key for s in taken],
+            ):
+                outcome[f"{row['district_id']}|{row['claimed_key']}"] = _replayed(row)
+        # One new record per student, day and event in a batch: a second submission for it
+        # is a correction of the first, made after the first is inserted.
+        days: set[tuple[str, str, date, str]] = set()
+        fresh: list[_Submission] = []
+        later: list[_Submission] = []
+        for s in originals:
+            if uuid.UUID(s.record.record_id) not in claimed:
+                continue
+            day = (s.record.district_id, s.record.roster_id, s.record.att_date, s.record.event)
+            (later if day in days else fresh).append(s)
+            days.add(day)
+        if fresh:
+            for row in await conn.fetch(_Q["insert_batch"], *_batch_columns(fresh)):
+                outcome[str(row["record_id"])] = Submitted(_record(row))
+        notify: set[str] = set()
+        for s in fresh + later:
+            if s.record.record_id in outcome:
+                continue
+            outcome[s.record.record_id] = await _store_one(conn, s)
+            if s.record.state is AttendanceState.PENDING:
+                notify.add(s.record.district_id)
+        for district_id in sorted(notify):
+            await conn.execute(_Q["notify"], district_id)
+        return [_outcome_of(s, first, outcome) for s in batch]
 
     async def get(self, district_id: str, record_id: str) -> AttendanceRecord | None:
         """One record of a district, with its attempt history, if it exists."""

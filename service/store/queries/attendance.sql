@@ -358,3 +358,78 @@ UPDATE record_meetings b SET
 FROM record_meetings a
 WHERE a.record_id = $1 AND b.record_id = $2 AND a.ccid = $3 AND a.period_id = $4
   AND b.ccid = $3 AND b.period_id = $4;
+
+-- name: claim_keys
+-- A batch of submissions claims its keys (in key order, so two batches never wait on each
+-- other in a cycle), then takes the student-day locks of the keys it won, also in order: the
+-- same key-then-lock order as claim_key and lock_same_day. The locks are taken here so that
+-- insert_batch, a later statement, reads under them.
+WITH t AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[],
+                         $6::text[], $7::date[], $8::text[])
+        AS t(district_id, idempotency_key, request_hash, record_id, request_fields,
+             roster_id, att_date, event)
+), claimed AS (
+    INSERT INTO idempotency_keys (district_id, idempotency_key, request_hash, record_id,
+        request_fields)
+    SELECT district_id, idempotency_key, request_hash, record_id, request_fields::jsonb
+    FROM t ORDER BY district_id, idempotency_key
+    ON CONFLICT DO NOTHING
+    RETURNING record_id
+), locks AS (
+    SELECT DISTINCT t.record_id,
+        hashtext(t.district_id || '|' || t.roster_id || '|' || t.att_date::text || '|' || t.event)
+            AS lock_key
+    FROM t JOIN claimed USING (record_id)
+)
+SELECT record_id, pg_advisory_xact_lock(lock_key) IS NOT NULL AS locked
+FROM locks ORDER BY lock_key;
+
+-- name: insert_batch
+-- The claimed submissions whose student has no live record for that day and event become
+-- new records with their delivery jobs; one NOTIFY per district. The others (corrections) are
+-- not returned: the caller corrects them one by one.
+WITH t AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::timestamptz[], $8::bigint[], $9::date[], $10::text[], $11::text[],
+                         $12::boolean[], $13::text[], $14::text[], $15::text[], $16::text[],
+                         $17::text[], $18::text[])
+        AS t(record_id, district_id, idempotency_key, request_hash, roster_id, event,
+             occurred_at, school_number, att_date, attendance_code, reason, excused, comment,
+             checked_out_by, state, last_error, request_id, traceparent)
+), fresh AS (
+    SELECT * FROM t
+    WHERE NOT EXISTS (
+        SELECT 1 FROM attendance_records r
+        WHERE r.district_id = t.district_id AND r.roster_id = t.roster_id
+          AND r.att_date = t.att_date AND r.event = t.event AND r.state <> 'cancelled'
+    )
+), inserted AS (
+    INSERT INTO attendance_records (
+        record_id, district_id, idempotency_key, request_hash, roster_id, event, occurred_at,
+        school_number, att_date, attendance_code, reason, excused, comment, checked_out_by,
+        state, last_error
+    )
+    SELECT record_id, district_id, idempotency_key, request_hash, roster_id, event, occurred_at,
+        school_number, att_date, attendance_code, reason, excused, comment, checked_out_by,
+        state, last_error
+    FROM fresh
+    RETURNING *
+), queued AS (
+    INSERT INTO delivery_jobs (record_id, district_id, kind, request_id, traceparent)
+    SELECT f.record_id, f.district_id, 'write', f.request_id, f.traceparent
+    FROM fresh f WHERE f.state = 'pending'
+    RETURNING district_id
+)
+SELECT i.*,
+    (SELECT count(pg_notify('writeback_jobs', d.district_id))
+     FROM (SELECT DISTINCT district_id FROM queued) d) AS notified
+FROM inserted i;
+
+-- name: get_by_keys
+-- get_by_key for several keys at once.
+SELECT k.idempotency_key AS claimed_key, k.request_hash AS key_hash,
+    k.request_fields::text AS key_fields, r.*
+FROM unnest($1::text[], $2::text[]) AS t(district_id, idempotency_key)
+JOIN idempotency_keys k USING (district_id, idempotency_key)
+JOIN attendance_records r ON r.record_id = k.record_id;
