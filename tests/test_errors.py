@@ -51,6 +51,15 @@ class TestInvalidArgument:
         assert got.code is grpc.StatusCode.INVALID_ARGUMENT
         assert set(got.violations) == {"district_id"}
 
+    @pytest.mark.parametrize("token", ["\u00b2", "\u0663", "-1", "9" * 19])
+    async def test_a_page_token_that_is_not_ours_is_named(
+        self, stub: writeback_pb2_grpc.WritebackServiceStub, token: str
+    ) -> None:
+        # "²" passes str.isdigit() but not int(): found by the fuzz suite as INTERNAL.
+        got = await fails(stub.ListAuditEvents(pb.ListAuditEventsRequest(page_token=token)))
+        assert got.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert set(got.violations) == {"page_token"}
+
     async def test_submit_lists_every_bad_field(self, world: World) -> None:
         await world.setup()
         got = await fails(

@@ -451,7 +451,7 @@ def check_list_audit(msg: pb.ListAuditEventsRequest) -> int:
         c.fail("page_size", "must be between 0 (default 100) and 500")
     before = 0
     if msg.page_token:
-        if msg.page_token.isdigit() and len(msg.page_token) < 19:
+        if msg.page_token.isascii() and msg.page_token.isdigit() and len(msg.page_token) < 19:
             before = int(msg.page_token)
         else:
             c.fail("page_token", "is not a token returned by ListAuditEvents")

@@ -79,6 +79,12 @@ _CODE_SETTINGS = (
 )
 
 
+def _is_number(value: object) -> bool:
+    # str.isdigit() alone takes "²" and other digits int() refuses.
+    text = str(value)
+    return text.isascii() and text.isdigit()
+
+
 def _finding(
     code: FindingCode, severity: Severity, message: str, *, school: int = 0, count: int = 1
 ) -> Finding:
@@ -349,7 +355,7 @@ async def _field_checks(client: PowerSchoolClient, plugin: PluginGrants) -> list
 async def _powerquery_checks(client: PowerSchoolClient) -> list[Finding]:
     try:
         row = await client.first_row("students", ["id", "dcid"])
-        if row is None or not str(row.get("dcid", "")).isdigit():
+        if row is None or not _is_number(row.get("dcid", "")):
             return []  # no student to map: nothing to call the query with
         mapping = await client.id_map([int(row["dcid"])])
     except PowerSchoolForbidden as exc:
@@ -461,7 +467,7 @@ async def _meeting_query_check(
     the core PowerQuery gives: ask it for one student (any answer, even none, proves it)."""
     number = school.school_number
     row = await client.first_row("students", ["id"])
-    students_id = int(row["id"]) if row and str(row.get("id", "")).isdigit() else 0
+    students_id = int(row["id"]) if row and _is_number(row.get("id", "")) else 0
     try:
         await client.class_meetings(students_id, number, today)
     except PowerSchoolForbidden as exc:
