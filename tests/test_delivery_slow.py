@@ -314,7 +314,16 @@ async def test_sigterm_hands_deliveries_in_flight_to_the_other_process_at_once(
             ]
 
             async def all_in_flight() -> bool:
-                return big_sim.in_flight >= 100
+                # Each district's 50 are one batch of one school's day: all 100 jobs
+                # claimed, and each batch stuck on its shared read.
+                conn = await asyncpg.connect(own_database)
+                try:
+                    claimed = await conn.fetchval(
+                        "SELECT count(*) FROM delivery_jobs WHERE lease_owner IS NOT NULL"
+                    )
+                finally:
+                    await conn.close()
+                return claimed == 100 and big_sim.in_flight >= 2
 
             await until(all_in_flight, 30)
         await second.start()

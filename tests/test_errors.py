@@ -51,6 +51,20 @@ class TestInvalidArgument:
         assert got.code is grpc.StatusCode.INVALID_ARGUMENT
         assert set(got.violations) == {"district_id"}
 
+    async def test_a_time_zone_too_long_for_a_file_name_is_named(
+        self, stub: writeback_pb2_grpc.WritebackServiceStub
+    ) -> None:
+        # ZoneInfo looks the name up as a file: 300 characters raised OSError (found by fuzz).
+        got = await fails(
+            stub.UpsertDistrict(
+                pb.UpsertDistrictRequest(
+                    district=pb.District(district_id="tz-long", timezone="\u00e9" * 300)
+                )
+            )
+        )
+        assert got.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "district.timezone" in got.violations
+
     @pytest.mark.parametrize("token", ["\u00b2", "\u0663", "-1", "9" * 19])
     async def test_a_page_token_that_is_not_ours_is_named(
         self, stub: writeback_pb2_grpc.WritebackServiceStub, token: str

@@ -82,7 +82,7 @@ class Checker:
             return
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             self.fail(field, f"is not a known IANA time zone: {value[:64]!r}")
 
     def att_code(self, field: str, value: str) -> None:

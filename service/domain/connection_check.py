@@ -496,7 +496,7 @@ async def _meeting_query_check(
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return ZoneInfo("UTC")
 
 
@@ -507,7 +507,7 @@ def _timezone_checks(district: District, schools: list[School]) -> list[Finding]
             continue
         try:
             ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             where = f"School {number}'s" if number else "The district's"
             findings.append(
                 _finding(
