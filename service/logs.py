@@ -44,11 +44,23 @@ def _redact(
     return event_dict
 
 
+_INSTANCE = f"{_HOST}:{os.getpid()}"
+
+
+def _new_instance() -> None:
+    global _INSTANCE  # noqa: PLW0603  (one value per process, renewed in a forked child)
+    _INSTANCE = f"{_HOST}:{os.getpid()}"
+
+
+# A forked child must not log under its parent's pid; asking the kernel on every line cost a
+# system call per RPC.
+os.register_at_fork(after_in_child=_new_instance)
+
+
 def _instance(
     _logger: object, _name: str, event_dict: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
-    # Read per line, not once: a forked child must not log under its parent's pid.
-    event_dict.setdefault("instance", f"{_HOST}:{os.getpid()}")
+    event_dict.setdefault("instance", _INSTANCE)
     return event_dict
 
 

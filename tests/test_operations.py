@@ -536,3 +536,27 @@ async def test_traces_are_exported_when_a_collector_is_configured(
         if line["event"] == "attendance_delivery" and line.get("trace_id") == trace_id
     ]
     assert len(delivered) == 1
+
+
+def test_a_forked_child_logs_under_its_own_pid() -> None:
+    script = (
+        "import os, sys, structlog\n"
+        "from service.logs import configure\n"
+        "configure('INFO', 'json', sys.stdout)\n"
+        "log = structlog.get_logger('t')\n"
+        "log.info('parent_before')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    log.info('child', pid=os.getpid()); sys.stdout.flush(); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "log.info('parent_after', pid=os.getpid())\n"
+    )
+    run = subprocess.run(  # noqa: S603  (our own interpreter and code)
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
+    )
+    lines = {line["event"]: line for line in lines_of(run.stdout)}
+    host = socket.gethostname()
+    assert lines["child"]["instance"] == f"{host}:{lines['child']['pid']}"
+    assert lines["parent_after"]["instance"] == f"{host}:{lines['parent_after']['pid']}"
+    assert lines["parent_before"]["instance"] == lines["parent_after"]["instance"]
+    assert lines["child"]["pid"] != lines["parent_after"]["pid"]

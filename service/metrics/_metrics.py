@@ -9,6 +9,7 @@ sharing ``PROMETHEUS_MULTIPROC_DIR`` (``multiprocess_mode``); elsewhere it is ig
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import urlsplit
 
@@ -138,13 +139,30 @@ class DomainMetrics:
 
 def rpc_started(grpc_type: str, service: str, method: str) -> None:
     """An RPC began."""
-    GRPC_STARTED.labels(grpc_type, service, method).inc()
+    _started(grpc_type, service, method).inc()
 
 
 def rpc_handled(grpc_type: str, service: str, method: str, code: str, seconds: float) -> None:
     """An RPC ended with status ``code`` (the name, e.g. ``OK``) after ``seconds``."""
-    GRPC_HANDLED.labels(grpc_type, service, method, code).inc()
-    GRPC_SECONDS.labels(grpc_type, service, method).observe(seconds)
+    _handled(grpc_type, service, method, code).inc()
+    _seconds(grpc_type, service, method).observe(seconds)
+
+
+# Every RPC asks for its children by label; the label sets are the API's methods and status
+# codes (a few hundred at most), and a lookup through .labels() costs more than the count.
+@functools.cache
+def _started(grpc_type: str, service: str, method: str) -> Counter:
+    return GRPC_STARTED.labels(grpc_type, service, method)
+
+
+@functools.cache
+def _handled(grpc_type: str, service: str, method: str, code: str) -> Counter:
+    return GRPC_HANDLED.labels(grpc_type, service, method, code)
+
+
+@functools.cache
+def _seconds(grpc_type: str, service: str, method: str) -> Histogram:
+    return GRPC_SECONDS.labels(grpc_type, service, method)
 
 
 def submit_batch(rows: int) -> None:
