@@ -488,7 +488,8 @@ class Bench:
             server,
             scenario,
             concurrency=16,
-            processes=CORES,
+            # One client process: more would take the CPU the profile is meant to show.
+            processes=1,
             seconds=duration + 2,
         )
         load = _spawn_quiet(argv, _child_env({"WRITEBACK_TOKEN": self.token}))
@@ -544,7 +545,8 @@ def _py_spy(spy: str, pid: int, seconds: int, svg: Path, log: Path) -> subproces
         return subprocess.Popen(
             [
                 *(spy, "record", "--pid", str(pid), "--duration", str(seconds)),
-                *("--format", "flamegraph", "-o", str(svg)),
+                # --native: most of a call's time is in grpc's C core, invisible without it.
+                *("--native", "--rate", "250", "--format", "flamegraph", "-o", str(svg)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=err,
