@@ -753,21 +753,13 @@ async def resolve_section(bench: Bench) -> None:
             "h2load ceiling: echo, best of 1 / 16 in flight", f"{h2_ceiling or 0:,.0f}/s", "", None
         )
     for streams, (echo, service) in runs.items():
-        r = _ratio(service, echo, "qps")
-        bench.row(
-            f"resolve QPS, {streams} in flight ({driver})",
-            _qps(echo),
-            _qps(service) + _client_bound(bench, service, h2_ceiling),
-            r,
-            target=">= 0.8x",
-            met=None if r is None else r >= 0.8,
-        )
-        bench.row(
-            f"resolve latency, {streams} in flight ({driver})",
-            _lat(echo),
-            _lat(service),
-            None,
-            ratio_text=_p_ratios(service, echo),
+        _qps_rows(
+            bench,
+            f"resolve {{what}}, {streams} in flight ({driver})",
+            echo,
+            service,
+            least=0.8,
+            note=_client_bound(bench, service, h2_ceiling),
         )
 
     # The issue's "Python client, 32 in flight" figure, next to the tool's ceiling.
@@ -823,6 +815,35 @@ async def resolve_section(bench: Bench) -> None:
     await bench.flame("resolve", bench.service, "resolve")
 
 
+def _qps_rows(
+    bench: Bench,
+    label: str,
+    echo: dict[str, Any] | None,
+    service: dict[str, Any] | None,
+    *,
+    least: float,
+    note: str = "",
+) -> None:
+    """Two rows, ``label`` with ``{what}`` as QPS (against echo's, target ratio ``least``)
+    and as latency (p50/p99)."""
+    r = _ratio(service, echo, "qps")
+    bench.row(
+        label.replace("{what}", "QPS"),
+        _qps(echo),
+        _qps(service) + note,
+        r,
+        target=f">= {least}x",
+        met=None if r is None else r >= least,
+    )
+    bench.row(
+        label.replace("{what}", "latency"),
+        _lat(echo),
+        _lat(service),
+        None,
+        ratio_text=_p_ratios(service, echo),
+    )
+
+
 def _p_ratios(service: dict[str, Any] | None, echo: dict[str, Any] | None) -> str:
     p50, p99 = _ratio(service, echo, "p50"), _ratio(service, echo, "p99")
     if p50 is None or p99 is None:
@@ -867,21 +888,13 @@ async def submit_section(bench: Bench) -> None:
     ceiling = bench.figures.get("ceiling-loadgen-echo", {}).get("qps")
     for in_flight in (1, 16):
         echo, submit = await _submit_pair(bench, bench.service, "all", in_flight)
-        r = _ratio(submit, echo, "qps")
-        bench.row(
-            f"submit accept QPS, {in_flight} in flight (load tool, role all)",
-            _qps(echo),
-            _qps(submit) + _client_bound(bench, submit, ceiling),
-            r,
-            target=">= 0.5x",
-            met=None if r is None else r >= 0.5,
-        )
-        bench.row(
-            f"submit latency, {in_flight} in flight (load tool)",
-            _lat(echo),
-            _lat(submit),
-            None,
-            ratio_text=_p_ratios(submit, echo),
+        _qps_rows(
+            bench,
+            f"submit accept {{what}}, {in_flight} in flight (load tool, role all)",
+            echo,
+            submit,
+            least=0.5,
+            note=_client_bound(bench, submit, ceiling),
         )
         if in_flight == 16:
             bench.row(
@@ -944,21 +957,13 @@ async def _role_layout(bench: Bench) -> None:
                 pb.UpsertDistrictRequest(district=_district(bench.load_district, bench.ps_url))
             )
         echo, submit = await _submit_pair(bench, api, "api", 16)
-        r = _ratio(submit, echo, "qps")
-        bench.row(
-            "submit accept QPS, 16 in flight, role api + worker",
-            _qps(echo),
-            _qps(submit) + (f" (all: {_qps(all_figure)})" if all_figure else ""),
-            r,
-            target=">= 0.5x",
-            met=None if r is None else r >= 0.5,
-        )
-        bench.row(
-            "submit latency, 16 in flight, role api + worker",
-            _lat(echo),
-            _lat(submit),
-            None,
-            ratio_text=_p_ratios(submit, echo),
+        _qps_rows(
+            bench,
+            "submit accept {what}, 16 in flight, role api + worker",
+            echo,
+            submit,
+            least=0.5,
+            note=f" (all: {_qps(all_figure)})" if all_figure else "",
         )
         await _drain_load_district(bench, api)
     finally:
