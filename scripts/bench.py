@@ -631,7 +631,7 @@ def _district(
     )
 
 
-async def _district_with_students(
+async def district_with_students(
     stub: writeback_pb2_grpc.WritebackServiceAsyncStub, district: pb.District, students: list[Any]
 ) -> None:
     """Create the district, import ``students`` and resolve each once (what the post-sync
@@ -1085,7 +1085,7 @@ async def delivery_section(bench: Bench, dataset: Dataset) -> None:
             stub = writeback_pb2_grpc.WritebackServiceStub(channel)
             students = list(dataset.students)[: DELIVERY_RECORDS + 1]
             did = f"bench-delivery-{uuid.uuid4().hex[:6]}"
-            await _district_with_students(stub, _district(did, url), students)
+            await district_with_students(stub, _district(did, url), students)
             daily = await _delivery(stub, did, url, students, _school_day(dataset))
             # A Meeting school: each check-in at 10:15 or a little later misses two class
             # meetings and is tardy in the third, all three in one write.
@@ -1094,7 +1094,7 @@ async def delivery_section(bench: Bench, dataset: Dataset) -> None:
             district = _district(
                 mdid, murl, (100,), attendance_mode=pb.ATTENDANCE_MODE_MEETING, missed_code="A"
             )
-            await _district_with_students(stub, district, lincoln)
+            await district_with_students(stub, district, lincoln)
             start = _school_day(dataset).replace(hour=10, minute=15)
             meeting = await _delivery(stub, mdid, murl, lincoln, start)
     finally:
@@ -1313,7 +1313,7 @@ async def run(args: argparse.Namespace) -> None:
                 bench.load_district = f"bench-{uuid.uuid4().hex[:6]}"
                 async with bench.channel(bench.service) as channel:
                     stub = writeback_pb2_grpc.WritebackServiceStub(channel)
-                    await _district_with_students(
+                    await district_with_students(
                         stub, _district(bench.load_district, bench.ps_url), list(dataset.students)
                     )
                 sections = [

@@ -31,6 +31,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import grpc
+from bench import district_with_students  # scripts/: the bench's district setup
 from google.protobuf.timestamp_pb2 import Timestamp
 from writeback.v1 import writeback_pb2 as pb
 from writeback.v1 import writeback_pb2_grpc
@@ -95,46 +96,22 @@ async def load(port: int, sim_url: str, sim: PowerSchoolSimulator) -> tuple[int,
             )
             for n in (100, 200)
         ]
-        await stub.UpsertDistrict(
-            pb.UpsertDistrictRequest(
-                district=pb.District(
-                    district_id=did,
-                    roster_source=pb.ROSTER_SOURCE_CLEVER,
-                    writeback_enabled=True,
-                    timezone=TZ,
-                    max_in_flight=32,
-                    max_requests_per_second=1000,
-                    powerschool=pb.PowerSchoolConnection(
-                        base_url=sim_url, client_id=sim.client_id, client_secret=sim.client_secret
-                    ),
-                    schools=schools,
-                )
-            )
+        district = pb.District(
+            district_id=did,
+            roster_source=pb.ROSTER_SOURCE_CLEVER,
+            writeback_enabled=True,
+            timezone=TZ,
+            max_in_flight=32,
+            max_requests_per_second=1000,
+            powerschool=pb.PowerSchoolConnection(
+                base_url=sim_url, client_id=sim.client_id, client_secret=sim.client_secret
+            ),
+            schools=schools,
         )
-        students = sim.dataset.students
-        await stub.ImportStudents(
-            pb.ImportStudentsRequest(
-                district_id=did,
-                students=[
-                    pb.RosterStudent(
-                        roster_id=f"u{s.dcid}",
-                        sis_id=str(s.dcid),
-                        student_number=s.student_number,
-                        roster_school_id=school_roster_id("clever", s.schoolid),
-                        active=True,
-                    )
-                    for s in students
-                ],
-            )
-        )
+        students = list(sim.dataset.students)
+        await district_with_students(stub, district, students)
         sem = asyncio.Semaphore(32)
         day = datetime.combine(recent_school_day(sim.dataset), dtime(8, 0), tzinfo=ZoneInfo(TZ))
-
-        async def resolve(dcid: int) -> None:
-            async with sem:
-                await stub.ResolveStudent(
-                    pb.ResolveStudentRequest(district_id=did, key=pb.StudentKey(sis_id=str(dcid)))
-                )
 
         async def submit(i: int) -> None:
             when = Timestamp()
@@ -152,7 +129,6 @@ async def load(port: int, sim_url: str, sim: PowerSchoolSimulator) -> tuple[int,
                     timeout=30,
                 )
 
-        await asyncio.gather(*(resolve(s.dcid) for s in students))
         started = time.monotonic()
         await asyncio.gather(*(submit(i) for i in range(1, len(students))))
         while True:
