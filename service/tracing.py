@@ -8,7 +8,7 @@ keep their ``trace_id``, and nothing is recorded or sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from opentelemetry import trace
@@ -57,13 +57,16 @@ def _context_of(traceparent: str | None) -> Context:
     return _PROPAGATOR.extract({"traceparent": traceparent} if traceparent else {})
 
 
+def wants_span(metadata: Iterable[tuple[str, str | bytes]]) -> bool:
+    """Whether an RPC with this metadata gets a span: spans are recorded, or the caller sent
+    a ``traceparent`` to continue. Otherwise the span would be an empty no-op, which costs
+    every call its setup."""
+    return _provider is not None or any(key == "traceparent" for key, _ in metadata)
+
+
 @contextmanager
 def server_span(name: str, metadata: Mapping[str, str]) -> Iterator[Span]:
     """A span for one RPC, continuing the caller's ``traceparent`` (and ``tracestate``)."""
-    if _provider is None and "traceparent" not in metadata:
-        # Nothing to record and no trace to continue: the span would be an empty no-op.
-        yield trace.INVALID_SPAN
-        return
     parent = _PROPAGATOR.extract(dict(metadata))
     with _tracer().start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
         yield span

@@ -5,6 +5,7 @@ they do across batches."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,8 @@ from simulators.powerschool import PowerSchoolSimulator
 from tests.helpers import World, authed_channel, failure, fast_settings, local
 
 # Long enough that calls sent together on a loaded test machine still meet in one batch.
-WAIT_MS = 200.0
+WAIT_MS = 500.0
+HOLD = "hold the committer"
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,32 @@ async def inserts_of(db: asyncpg.Connection, world: World, body: str) -> AsyncIt
         await db.execute("DROP FUNCTION meddle()")
 
 
+@asynccontextmanager
+async def committer_busy(
+    world: World, db: asyncpg.Connection, also: str = ""
+) -> AsyncIterator[None]:
+    """While the block runs, a batch is being written (its insert sleeps, then is refused, so
+    it stores nothing): calls made in the block wait up to WAIT_MS for each other, as they do
+    under load. Without it a call that finds no batch being written goes at once. ``also`` is
+    more PL/pgSQL for every insert (see :func:`inserts_of`)."""
+    hold = f"IF NEW.comment = '{HOLD}' THEN PERFORM pg_sleep(1.5); RAISE EXCEPTION 'held'; END IF;"
+    async with inserts_of(db, world, hold + also):
+        # Its own student-day, weeks back: nothing the test sends is a correction of it.
+        holder = asyncio.create_task(submit(world, 20 * len(world.students), comment=HOLD))
+        for _ in range(200):
+            if await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event = 'PgSleep'"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the holding check-in never reached its insert")
+        yield
+        with pytest.raises(grpc.aio.AioRpcError):
+            await holder
+
+
 async def test_concurrent_submissions_share_commits(world: World, db: asyncpg.Connection) -> None:
     """50 check-ins of 50 students at once: all accepted, all stored, in fewer commits."""
     before = batches()
@@ -128,10 +156,14 @@ async def test_concurrent_submissions_share_commits(world: World, db: asyncpg.Co
 
 
 async def test_a_lone_submission_is_committed_alone(world: World) -> None:
-    """With nobody else calling, a check-in does not wait for company: one commit, one row."""
+    """With nobody else calling, a check-in does not wait for company: one commit, one row,
+    answered sooner than the time a call waits for others while a batch is being written."""
     before = batches()
+    started = time.monotonic()
     answer = await submit(world, 0)
+    took = time.monotonic() - started
     after = batches()
+    assert took < WAIT_MS / 1000
     assert answer.record.state == pb.ATTENDANCE_STATE_PENDING
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
@@ -139,9 +171,12 @@ async def test_a_lone_submission_is_committed_alone(world: World) -> None:
 async def test_the_same_key_twice_in_one_batch_is_one_record(
     world: World, db: asyncpg.Connection
 ) -> None:
-    before = batches()
-    answers = await asyncio.gather(*(submit(world, 0, idempotency_key="kiosk-1:1") for _ in "ab"))
-    assert batches()[0] - before[0] == 1
+    async with committer_busy(world, db):
+        before = batches()
+        answers = await asyncio.gather(
+            *(submit(world, 0, idempotency_key="kiosk-1:1") for _ in "ab")
+        )
+        assert batches()[0] - before[0] == 1
     assert sorted(a.replayed for a in answers) == [False, True]
     assert answers[0].record == answers[1].record
     assert await stored_ids(db, world) == {answers[0].record.record_id}
@@ -150,13 +185,14 @@ async def test_the_same_key_twice_in_one_batch_is_one_record(
 async def test_a_key_reused_in_one_batch_names_the_fields_that_differ(
     world: World, db: asyncpg.Connection
 ) -> None:
-    before = batches()
-    answers: list[Any] = await asyncio.gather(
-        submit(world, 0, idempotency_key="kiosk-2:1", reason="Dentist"),
-        submit(world, 0, idempotency_key="kiosk-2:1", reason="Overslept", comment="Bus"),
-        return_exceptions=True,
-    )
-    assert batches()[0] - before[0] == 1
+    async with committer_busy(world, db):
+        before = batches()
+        answers: list[Any] = await asyncio.gather(
+            submit(world, 0, idempotency_key="kiosk-2:1", reason="Dentist"),
+            submit(world, 0, idempotency_key="kiosk-2:1", reason="Overslept", comment="Bus"),
+            return_exceptions=True,
+        )
+        assert batches()[0] - before[0] == 1
     [won] = [a for a in answers if isinstance(a, pb.SubmitAttendanceResponse)]
     [lost] = [failure(a) for a in answers if isinstance(a, grpc.aio.AioRpcError)]
     assert not won.replayed
@@ -170,11 +206,12 @@ async def test_two_stations_in_one_batch_make_one_corrected_record(
 ) -> None:
     """Two check-ins of one student for one day with different keys, in one batch: the
     second corrects the first, as it would a record committed earlier."""
-    before = batches()
-    answers = await asyncio.gather(
-        submit(world, 0, reason="Dentist"), submit(world, 0, reason="Overslept")
-    )
-    assert batches()[0] - before[0] == 1
+    async with committer_busy(world, db):
+        before = batches()
+        answers = await asyncio.gather(
+            submit(world, 0, reason="Dentist"), submit(world, 0, reason="Overslept")
+        )
+        assert batches()[0] - before[0] == 1
     assert [a.replayed for a in answers] == [False, False]
     assert answers[0].record.record_id == answers[1].record.record_id
     [stored] = await db.fetch(
@@ -238,15 +275,15 @@ async def test_one_refused_row_does_not_fail_the_others(
 ) -> None:
     """The database refuses one check-in of a batch: that caller gets an error, the others
     are stored and answered OK."""
-    before = batches()
-    async with inserts_of(
-        db, world, "IF NEW.comment = 'refuse me' THEN RAISE EXCEPTION 'refused'; END IF;"
+    async with committer_busy(
+        world, db, "IF NEW.comment = 'refuse me' THEN RAISE EXCEPTION 'refused'; END IF;"
     ):
+        before = batches()
         answers: list[Any] = await asyncio.gather(
             *(submit(world, i, comment="refuse me" if i == 3 else "") for i in range(8)),
             return_exceptions=True,
         )
-    assert batches()[0] - before[0] == 1
+        assert batches()[0] - before[0] == 1
     assert isinstance(answers[3], grpc.aio.AioRpcError)
     assert answers[3].code() is grpc.StatusCode.INTERNAL
     ok = [a for i, a in enumerate(answers) if i != 3]

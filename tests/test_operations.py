@@ -384,6 +384,12 @@ async def test_a_request_without_an_id_gets_one_back(
     await call
     request_id = dict(await call.trailing_metadata())["x-request-id"]
     assert len(request_id) == 32
+    int(request_id, 16)
+    # Each call its own.
+    others = [stub.ListDistricts(pb.ListDistrictsRequest()) for _ in range(20)]
+    await asyncio.gather(*others)
+    ids = {dict(await c.trailing_metadata())["x-request-id"] for c in others}
+    assert len(ids | {request_id}) == 21
     [line] = [
         line
         for line in lines_of(logs.since(mark))

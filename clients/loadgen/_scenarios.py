@@ -295,7 +295,7 @@ class Stream:
             request = pb.ResolveStudentRequest(district_id=self._o.district, key=key)
             return Call(RESOLVE, request.SerializeToString(), Kind.HIT)
         return self._late_or_early(
-            g, student, pb.ATTENDANCE_EVENT_LATE_CHECK_IN, len(self._ordered)
+            g, student, pb.ATTENDANCE_EVENT_LATE_CHECK_IN, len(self._ordered), self._day
         )
 
     def _resolve(self, g: int) -> Call:
@@ -314,20 +314,24 @@ class Stream:
 
     def _submit(self, g: int) -> Call:
         """Late check-ins of every student, then early check-outs of every student, each at
-        its own time; past that, new times for the same (a correction, still an accept)."""
+        its own time; past that, the same again a week earlier, and so on back. Every call is
+        a new record: a second check-in of a student on one day is a correction, which costs
+        the service more and is not what a morning brings."""
         n = len(self._ordered)
-        late = (g // n) % 2 == 0
+        lap, rest = divmod(g, 2 * n)
+        late = rest < n
         event = pb.ATTENDANCE_EVENT_LATE_CHECK_IN if late else pb.ATTENDANCE_EVENT_EARLY_CHECK_OUT
-        return self._late_or_early(g, self._ordered[g % n], event, n)
+        day = self._day - timedelta(weeks=lap)
+        return self._late_or_early(g, self._ordered[g % n], event, n, day)
 
     def _late_or_early(
-        self, g: int, student: Student, event: pb.AttendanceEvent.ValueType, n: int
+        self, g: int, student: Student, event: pb.AttendanceEvent.ValueType, n: int, day: date
     ) -> Call:
         late = event == pb.ATTENDANCE_EVENT_LATE_CHECK_IN
         start, span = (_LATE_FROM, _LATE_SPAN) if late else (_EARLY_FROM, _EARLY_SPAN)
         # Distinct times: spread over the window, and a microsecond more for each lap.
         offset = timedelta(seconds=(g % n) * span / n, microseconds=g // n)
-        at = datetime.combine(self._day, start, tzinfo=self._zone) + offset
+        at = datetime.combine(day, start, tzinfo=self._zone) + offset
         occurred = Timestamp()
         occurred.FromDatetime(at)
         request = pb.SubmitAttendanceRequest(

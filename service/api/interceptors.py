@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,20 +46,24 @@ def _district_of(request: Any) -> str | None:
 
 
 def _request_id(context: _Context) -> str:
-    """The caller's ``x-request-id`` (up to 128 characters), or a new one."""
+    """The caller's ``x-request-id`` (up to 128 characters), or a new one: 128 random bits
+    as 32 hex digits, like a uuid4's. An id must be unique, not unguessable, and the
+    operating system's randomness costs a system call per RPC."""
     for key, value in context.invocation_metadata() or ():
         if key == _REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
             return value
-    return uuid.uuid4().hex
+    return f"{random.getrandbits(128):032x}"
 
 
 def _wrap(method: str, behavior: _Handler) -> _Handler:
     probe = method.startswith(_PROBES)
 
     async def handle(request: Any, context: _Context) -> Any:
-        if probe:  # a span a second per load balancer says nothing
+        pairs = context.invocation_metadata() or ()
+        # A probe's span (one a second per load balancer) says nothing.
+        if probe or not tracing.wants_span(pairs):
             return await logged(request, context)
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        metadata = {k: v for k, v in pairs if isinstance(v, str)}
         with tracing.server_span(method.lstrip("/"), metadata):
             return await logged(request, context)
 

@@ -1,8 +1,10 @@
 """Group commit: concurrent callers share one database transaction.
 
-A caller's item waits at most ``wait`` seconds (or until ``max_rows`` items are queued) for
-others to join it; the batch is then written by one call of ``write``, and each caller gets its
-own outcome only once that call has returned, that is after the commit.
+An item that finds no batch being written goes out at the end of the current event-loop turn,
+with whatever else arrived in that turn: a lone caller does not wait for company. While a batch
+is being written, an item waits at most ``wait`` seconds (or until ``max_rows`` items are
+queued) for others to join it. A batch is written by one call of ``write``, and each caller gets
+its own outcome only once that call has returned, that is after the commit.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class GroupCommit(Generic[T, R]):
         self._wait = wait
         self._on_batch = on_batch
         self._queued: list[tuple[T, asyncio.Future[R]]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
@@ -49,7 +51,11 @@ class GroupCommit(Generic[T, R]):
         if len(self._queued) >= self._max_rows:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self._wait, self._flush)
+            self._timer = (
+                loop.call_later(self._wait, self._flush)
+                if self._running
+                else loop.call_soon(self._flush)
+            )
         return await future
 
     def _flush(self) -> None:

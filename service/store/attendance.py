@@ -174,7 +174,7 @@ class Submitted:
 
 
 def _batch_columns(batch: list[_Submission]) -> tuple[list[Any], ...]:
-    """The columns insert_batch takes, one array each."""
+    """The columns submit_batch takes, one array each."""
     rs = [s.record for s in batch]
     return (
         [uuid.UUID(r.record_id) for r in rs],
@@ -195,77 +195,8 @@ def _batch_columns(batch: list[_Submission]) -> tuple[list[Any], ...]:
         [r.last_error for r in rs],
         [s.request_id for s in batch],
         [s.traceparent for s in batch],
+        [s.fields_json for s in batch],
     )
-
-
-async def _store_one(conn: PoolConnectionProxy[asyncpg.Record], item: _Submission) -> Submitted:
-    """A claimed submission whose student may already have a live record for its day and
-    event: that record is corrected (and the key pointed at it), else this one is inserted;
-    either way its delivery is queued (the caller sends the NOTIFY)."""
-    record = item.record
-    await conn.execute(
-        _Q["lock_same_day"],
-        record.district_id,
-        record.roster_id,
-        record.att_date,
-        record.event.value,
-    )
-    same_day = await conn.fetchrow(
-        _Q["find_same_day"],
-        record.district_id,
-        record.roster_id,
-        record.att_date,
-        record.event.value,
-    )
-    found: asyncpg.Record | None
-    if same_day is not None:
-        found = await conn.fetchrow(
-            _Q["correct_record"],
-            same_day["record_id"],
-            record.occurred_at,
-            record.school_number,
-            record.attendance_code,
-            record.reason,
-            record.excused,
-            record.comment,
-            record.checked_out_by,
-            record.state.value,
-            record.last_error,
-        )
-        await conn.execute(
-            _Q["point_key"], record.district_id, record.idempotency_key, same_day["record_id"]
-        )
-    else:
-        found = await conn.fetchrow(
-            _Q["insert_record"],
-            uuid.UUID(record.record_id),
-            record.district_id,
-            record.idempotency_key,
-            record.request_hash,
-            record.roster_id,
-            record.event.value,
-            record.occurred_at,
-            record.school_number,
-            record.att_date,
-            record.attendance_code,
-            record.reason,
-            record.excused,
-            record.comment,
-            record.checked_out_by,
-            record.state.value,
-            record.last_error,
-        )
-    row = _must(found)
-    if record.state is AttendanceState.PENDING:
-        await conn.execute(
-            _Q["upsert_job"],
-            row["record_id"],
-            record.district_id,
-            JobKind.WRITE.value,
-            item.request_id,
-            item.traceparent,
-        )
-    return Submitted(_record(row))
 
 
 def _outcome_of(
@@ -277,10 +208,7 @@ def _outcome_of(
     key stands for, or (a later use of a key in the same batch) a replay of the first use."""
     record = item.record
     original = first[(record.district_id, record.idempotency_key)]
-    got = (
-        outcome.get(original.record.record_id)
-        or outcome[f"{record.district_id}|{record.idempotency_key}"]
-    )
+    got = outcome[original.record.record_id]
     if original is item or got.replayed:
         return got
     return Submitted(
@@ -291,10 +219,10 @@ def _outcome_of(
     )
 
 
-def _replayed(row: asyncpg.Record) -> Submitted:
+def _replayed(row: asyncpg.Record, record: asyncpg.Record) -> Submitted:
     fields = row["key_fields"]
     return Submitted(
-        _record(row),
+        _record(record),
         replayed=True,
         key_hash=row["key_hash"],
         key_fields=None if fields is None else json.loads(fields),
@@ -317,8 +245,9 @@ class AttendanceStore:
     a request is handled keeps that request's id (:mod:`service.request_context`) and trace
     context (:mod:`service.tracing`).
 
-    Concurrent submissions share a transaction (group commit): each waits up to
-    ``batch_wait`` seconds, or until ``batch_rows`` are queued, and is answered after the
+    Concurrent submissions share a transaction (group commit): one that finds no batch being
+    written goes at once (with those of the same event-loop turn); while one is, each waits up
+    to ``batch_wait`` seconds, or until ``batch_rows`` are queued. Each is answered after the
     commit. ``on_batch`` is told each batch's size.
     """
 
@@ -341,7 +270,7 @@ class AttendanceStore:
         """The stored answer for a key already used (``replayed=True``), or None."""
         async with connection(self._pool) as conn:
             row = await conn.fetchrow(_Q["get_by_key"], district_id, idempotency_key)
-        return None if row is None else _replayed(row)
+        return None if row is None else _replayed(row, row)
 
     async def submit(
         self, record: AttendanceRecord, request_fields: Mapping[str, Any]
@@ -362,7 +291,7 @@ class AttendanceStore:
 
     async def _submit_batch(self, batch: list[_Submission]) -> list[Submitted | Exception]:
         try:
-            async with connection(self._pool) as conn, conn.transaction():
+            async with connection(self._pool) as conn:
                 return await self._store_batch(conn, batch)
         except asyncpg.PostgresError:
             # Something one row did (say, its district deleted meanwhile) must not fail the
@@ -371,7 +300,7 @@ class AttendanceStore:
 
     async def _submit_alone(self, item: _Submission) -> Submitted | Exception:
         try:
-            async with connection(self._pool) as conn, conn.transaction():
+            async with connection(self._pool) as conn:
                 return (await self._store_batch(conn, [item]))[0]
         except asyncpg.ForeignKeyViolationError:
             return NotFound(
@@ -388,53 +317,14 @@ class AttendanceStore:
         first: dict[tuple[str, str], _Submission] = {}
         for item in batch:
             first.setdefault((item.record.district_id, item.record.idempotency_key), item)
-        originals = list(first.values())
-        claimed = {
-            row["record_id"]
-            for row in await conn.fetch(
-                _Q["claim_keys"],
-                [s.record.district_id for s in originals],
-                [s.record.idempotency_key for s in originals],
-                [s.record.request_hash for s in originals],
-                [uuid.UUID(s.record.record_id) for s in originals],
-                [s.fields_json for s in originals],
-                [s.record.roster_id for s in originals],
-                [s.record.att_date for s in originals],
-                [s.record.event.value for s in originals],
-            )
-        }
+        # One statement, its own transaction: the keys, records, jobs and NOTIFYs of the
+        # batch are committed together or not at all.
         outcome: dict[str, Submitted] = {}
-        taken = [s for s in originals if uuid.UUID(s.record.record_id) not in claimed]
-        if taken:
-            for row in await conn.fetch(
-                _Q["get_by_keys"],
-                [s.record.district_id for s in taken],
-                [s.record.idempotency_key for s in taken],
-            ):
-                outcome[f"{row['district_id']}|{row['claimed_key']}"] = _replayed(row)
-        # One new record per student, day and event in a batch: a second submission for it
-        # is a correction of the first, made after the first is inserted.
-        days: set[tuple[str, str, date, str]] = set()
-        fresh: list[_Submission] = []
-        later: list[_Submission] = []
-        for s in originals:
-            if uuid.UUID(s.record.record_id) not in claimed:
-                continue
-            day = (s.record.district_id, s.record.roster_id, s.record.att_date, s.record.event)
-            (later if day in days else fresh).append(s)
-            days.add(day)
-        if fresh:
-            for row in await conn.fetch(_Q["insert_batch"], *_batch_columns(fresh)):
-                outcome[str(row["record_id"])] = Submitted(_record(row))
-        notify: set[str] = set()
-        for s in fresh + later:
-            if s.record.record_id in outcome:
-                continue
-            outcome[s.record.record_id] = await _store_one(conn, s)
-            if s.record.state is AttendanceState.PENDING:
-                notify.add(s.record.district_id)
-        for district_id in sorted(notify):
-            await conn.execute(_Q["notify"], district_id)
+        for row in await conn.fetch(_Q["submit_batch"], *_batch_columns(list(first.values()))):
+            stored = row["stored"]
+            outcome[str(row["submission"])] = (
+                _replayed(row, stored) if row["replayed"] else Submitted(_record(stored))
+            )
         return [_outcome_of(s, first, outcome) for s in batch]
 
     async def get(self, district_id: str, record_id: str) -> AttendanceRecord | None:

@@ -1,13 +1,3 @@
--- name: claim_key
--- First statement of a submission's transaction: blocks behind a concurrent submission of
--- the same key, and returns nothing if the key is taken (the caller then replays the stored
--- record).
-INSERT INTO idempotency_keys (district_id, idempotency_key, request_hash, record_id,
-    request_fields)
-VALUES ($1, $2, $3, $4, $5::jsonb)
-ON CONFLICT DO NOTHING
-RETURNING record_id;
-
 -- name: get_by_key
 -- The record a key stands for, with the request first sent with it (request_fields is NULL
 -- for keys stored before migration 0006).
@@ -15,51 +5,9 @@ SELECT k.request_hash AS key_hash, k.request_fields::text AS key_fields, r.*
 FROM idempotency_keys k JOIN attendance_records r USING (record_id)
 WHERE k.district_id = $1 AND k.idempotency_key = $2;
 
--- name: lock_same_day
--- Two stations checking in one student at once must end with one record, not two.
-SELECT pg_advisory_xact_lock(hashtext($1 || '|' || $2 || '|' || ($3::date)::text || '|' || $4));
-
--- name: find_same_day
--- A correction: the same student, day and event already has a live record.
-SELECT * FROM attendance_records
-WHERE district_id = $1 AND roster_id = $2 AND att_date = $3 AND event = $4
-  AND state <> 'cancelled'
-ORDER BY created_at DESC
-LIMIT 1
-FOR UPDATE;
-
--- name: insert_record
-INSERT INTO attendance_records (
-    record_id, district_id, idempotency_key, request_hash, roster_id, event, occurred_at,
-    school_number, att_date, attendance_code, reason, excused, comment, checked_out_by, state,
-    last_error
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-RETURNING *;
-
--- name: correct_record
-UPDATE attendance_records SET
-    occurred_at = $2, school_number = $3, attendance_code = $4, reason = $5, excused = $6,
-    comment = $7, checked_out_by = $8, state = $9, last_error = $10, next_attempt_at = NULL,
-    updated_at = now()
-WHERE record_id = $1
-RETURNING *;
-
--- name: point_key
-UPDATE idempotency_keys SET record_id = $3 WHERE district_id = $1 AND idempotency_key = $2;
-
 -- name: upsert_job
--- A fresh job, or a reset one. Clearing the lease token fences off an attempt still in flight
--- (its outcome is discarded), and the reset job waits until that attempt's lease is over, so
--- its PowerSchool call cannot land after the new attempt's read.
-INSERT INTO delivery_jobs (record_id, district_id, kind, request_id, traceparent)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (record_id) DO UPDATE SET
-    kind = EXCLUDED.kind,
-    request_id = EXCLUDED.request_id,
-    traceparent = EXCLUDED.traceparent,
-    run_at = GREATEST(now(), COALESCE(delivery_jobs.lease_until, now())),
-    lease_owner = NULL, lease_until = NULL, lease_token = NULL,
-    attempts = 0, first_attempt_at = NULL;
+-- A fresh job, or a reset one that fences off an attempt in flight (migration 0013).
+SELECT queue_delivery($1, $2, $3, $4, $5);
 
 -- name: notify
 SELECT pg_notify('writeback_jobs', $1);
@@ -359,77 +307,12 @@ FROM record_meetings a
 WHERE a.record_id = $1 AND b.record_id = $2 AND a.ccid = $3 AND a.period_id = $4
   AND b.ccid = $3 AND b.period_id = $4;
 
--- name: claim_keys
--- A batch of submissions claims its keys (in key order, so two batches never wait on each
--- other in a cycle), then takes the student-day locks of the keys it won, also in order: the
--- same key-then-lock order as claim_key and lock_same_day. The locks are taken here so that
--- insert_batch, a later statement, reads under them.
-WITH t AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[],
-                         $6::text[], $7::date[], $8::text[])
-        AS t(district_id, idempotency_key, request_hash, record_id, request_fields,
-             roster_id, att_date, event)
-), claimed AS (
-    INSERT INTO idempotency_keys (district_id, idempotency_key, request_hash, record_id,
-        request_fields)
-    SELECT district_id, idempotency_key, request_hash, record_id, request_fields::jsonb
-    FROM t ORDER BY district_id, idempotency_key
-    ON CONFLICT DO NOTHING
-    RETURNING record_id
-), locks AS (
-    SELECT DISTINCT t.record_id,
-        hashtext(t.district_id || '|' || t.roster_id || '|' || t.att_date::text || '|' || t.event)
-            AS lock_key
-    FROM t JOIN claimed USING (record_id)
-)
-SELECT record_id, pg_advisory_xact_lock(lock_key) IS NOT NULL AS locked
-FROM locks ORDER BY lock_key;
-
--- name: insert_batch
--- The claimed submissions whose student has no live record for that day and event become
--- new records with their delivery jobs; one NOTIFY per district. The others (corrections) are
--- not returned: the caller corrects them one by one.
-WITH t AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::timestamptz[], $8::bigint[], $9::date[], $10::text[], $11::text[],
-                         $12::boolean[], $13::text[], $14::text[], $15::text[], $16::text[],
-                         $17::text[], $18::text[])
-        AS t(record_id, district_id, idempotency_key, request_hash, roster_id, event,
-             occurred_at, school_number, att_date, attendance_code, reason, excused, comment,
-             checked_out_by, state, last_error, request_id, traceparent)
-), fresh AS (
-    SELECT * FROM t
-    WHERE NOT EXISTS (
-        SELECT 1 FROM attendance_records r
-        WHERE r.district_id = t.district_id AND r.roster_id = t.roster_id
-          AND r.att_date = t.att_date AND r.event = t.event AND r.state <> 'cancelled'
-    )
-), inserted AS (
-    INSERT INTO attendance_records (
-        record_id, district_id, idempotency_key, request_hash, roster_id, event, occurred_at,
-        school_number, att_date, attendance_code, reason, excused, comment, checked_out_by,
-        state, last_error
-    )
-    SELECT record_id, district_id, idempotency_key, request_hash, roster_id, event, occurred_at,
-        school_number, att_date, attendance_code, reason, excused, comment, checked_out_by,
-        state, last_error
-    FROM fresh
-    RETURNING *
-), queued AS (
-    INSERT INTO delivery_jobs (record_id, district_id, kind, request_id, traceparent)
-    SELECT f.record_id, f.district_id, 'write', f.request_id, f.traceparent
-    FROM fresh f WHERE f.state = 'pending'
-    RETURNING district_id
-)
-SELECT i.*,
-    (SELECT count(pg_notify('writeback_jobs', d.district_id))
-     FROM (SELECT DISTINCT district_id FROM queued) d) AS notified
-FROM inserted i;
-
--- name: get_by_keys
--- get_by_key for several keys at once.
-SELECT k.idempotency_key AS claimed_key, k.request_hash AS key_hash,
-    k.request_fields::text AS key_fields, r.*
-FROM unnest($1::text[], $2::text[]) AS t(district_id, idempotency_key)
-JOIN idempotency_keys k USING (district_id, idempotency_key)
-JOIN attendance_records r ON r.record_id = k.record_id;
+-- name: submit_batch
+-- A group commit's batch, written by the function of migration 0013 (its own transaction):
+-- one row per submission whose key was won (its new or corrected record) or was already
+-- taken (replayed, with the stored key's request).
+SELECT submission, replayed, key_hash, key_fields, stored
+FROM submit_batch($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                  $7::timestamptz[], $8::bigint[], $9::date[], $10::text[], $11::text[],
+                  $12::boolean[], $13::text[], $14::text[], $15::text[], $16::text[],
+                  $17::text[], $18::text[], $19::text[]);
