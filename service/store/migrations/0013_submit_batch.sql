@@ -6,8 +6,10 @@
 -- The rules of submissions made one after another: keys are claimed in key order (a second
 -- claim of a key blocks until the first commits, then finds it taken), then the student-day
 -- advisory locks of the keys won are taken in lock order (so two batches never
--- wait on each other in a cycle); then each claimed submission, in batch order, corrects the
--- live record of its student, day and event or becomes a new record, and queues its delivery.
+-- wait on each other in a cycle); then each claimed submission corrects the live record of its
+-- student, day and event or becomes a new record, and queues its delivery: new records in one
+-- statement, corrections (the second check-in of a student and day, in this batch or later)
+-- one by one, in batch order.
 -- Inside a function each statement reads a fresh snapshot (READ COMMITTED), so the check for a
 -- live record is made under the lock, as in separate statements. A key that was already taken
 -- answers the record it stands for. One NOTIFY per district with new work.
@@ -47,7 +49,8 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     claimed uuid[];
-    s record;
+    new_records uuid[];
+    i bigint;
     same_day uuid;
     lock_key integer;
     notify text[] := '{}';
@@ -76,7 +79,9 @@ BEGIN
         PERFORM pg_advisory_xact_lock(lock_key);
     END LOOP;
 
-    FOR s IN
+    -- The common case, set-based: a claimed submission that is the batch's first for its
+    -- student, day and event, with no live record for them, becomes a new record.
+    WITH t AS (
         SELECT * FROM unnest(p_record_id, p_district_id, p_idempotency_key, p_request_hash,
                              p_roster_id, p_event, p_occurred_at, p_school_number, p_att_date,
                              p_attendance_code, p_reason, p_excused, p_comment,
@@ -86,41 +91,80 @@ BEGIN
                  occurred_at, school_number, att_date, attendance_code, reason, excused,
                  comment, checked_out_by, state, last_error, request_id, traceparent, n)
         WHERE record_id = ANY (claimed)
+    ), fresh AS (
+        SELECT * FROM (
+            SELECT DISTINCT ON (district_id, roster_id, att_date, event) * FROM t
+            ORDER BY district_id, roster_id, att_date, event, n
+        ) f
+        WHERE NOT EXISTS (
+            SELECT 1 FROM attendance_records r
+            WHERE r.district_id = f.district_id AND r.roster_id = f.roster_id
+              AND r.att_date = f.att_date AND r.event = f.event AND r.state <> 'cancelled'
+        )
+    ), inserted AS (
+        INSERT INTO attendance_records (
+            record_id, district_id, idempotency_key, request_hash, roster_id, event,
+            occurred_at, school_number, att_date, attendance_code, reason, excused, comment,
+            checked_out_by, state, last_error
+        )
+        SELECT record_id, district_id, idempotency_key, request_hash, roster_id, event,
+            occurred_at, school_number, att_date, attendance_code, reason, excused, comment,
+            checked_out_by, state, last_error
+        FROM fresh
+        RETURNING record_id
+    ), queued AS (
+        INSERT INTO delivery_jobs (record_id, district_id, kind, request_id, traceparent)
+        SELECT record_id, district_id, 'write', request_id, traceparent
+        FROM fresh WHERE state = 'pending'
+        RETURNING district_id
+    )
+    SELECT coalesce((SELECT array_agg(record_id) FROM inserted), '{}'),
+           coalesce((SELECT array_agg(district_id) FROM queued), '{}')
+    INTO new_records, notify;
+
+    -- Answered before the corrections below, which may correct one of them: as if the
+    -- submissions had come one after another.
+    RETURN QUERY
+    SELECT r.record_id, false, NULL::text, NULL::text, r
+    FROM attendance_records r WHERE r.record_id = ANY (new_records);
+
+    -- The rest, one by one in batch order: each corrects the live record of its student, day
+    -- and event (one inserted above, or an older one).
+    FOR i IN
+        SELECT n FROM unnest(p_record_id) WITH ORDINALITY AS t(id, n)
+        WHERE id = ANY (claimed) AND id <> ALL (new_records)
         ORDER BY n
     LOOP
         SELECT r.record_id INTO same_day FROM attendance_records r
-        WHERE r.district_id = s.district_id AND r.roster_id = s.roster_id
-          AND r.att_date = s.att_date AND r.event = s.event AND r.state <> 'cancelled'
+        WHERE r.district_id = p_district_id[i] AND r.roster_id = p_roster_id[i]
+          AND r.att_date = p_att_date[i] AND r.event = p_event[i] AND r.state <> 'cancelled'
         ORDER BY r.created_at DESC
         LIMIT 1
         FOR UPDATE;
-        IF FOUND THEN
-            UPDATE attendance_records r SET
-                occurred_at = s.occurred_at, school_number = s.school_number,
-                attendance_code = s.attendance_code, reason = s.reason, excused = s.excused,
-                comment = s.comment, checked_out_by = s.checked_out_by, state = s.state,
-                last_error = s.last_error, next_attempt_at = NULL, updated_at = now()
-            WHERE r.record_id = same_day;
-            UPDATE idempotency_keys k SET record_id = same_day
-            WHERE k.district_id = s.district_id AND k.idempotency_key = s.idempotency_key;
-        ELSE
-            same_day := s.record_id;
-            INSERT INTO attendance_records (
-                record_id, district_id, idempotency_key, request_hash, roster_id, event,
-                occurred_at, school_number, att_date, attendance_code, reason, excused, comment,
-                checked_out_by, state, last_error
-            ) VALUES (
-                s.record_id, s.district_id, s.idempotency_key, s.request_hash, s.roster_id,
-                s.event, s.occurred_at, s.school_number, s.att_date, s.attendance_code,
-                s.reason, s.excused, s.comment, s.checked_out_by, s.state, s.last_error
-            );
+        IF NOT FOUND THEN
+            -- Its live record was cancelled since the statement above looked: the batch is
+            -- rolled back and the service writes each of its submissions on its own, where
+            -- this one is a new record.
+            RAISE EXCEPTION 'the record a submission corrects was cancelled meanwhile'
+                USING ERRCODE = 'serialization_failure';
         END IF;
-        IF s.state = 'pending' THEN
-            PERFORM queue_delivery(same_day, s.district_id, 'write', s.request_id, s.traceparent);
-            notify := notify || s.district_id;
+        UPDATE attendance_records r SET
+            occurred_at = p_occurred_at[i], school_number = p_school_number[i],
+            attendance_code = p_attendance_code[i], reason = p_reason[i],
+            excused = p_excused[i], comment = p_comment[i],
+            checked_out_by = p_checked_out_by[i], state = p_state[i],
+            last_error = p_last_error[i], next_attempt_at = NULL, updated_at = now()
+        WHERE r.record_id = same_day;
+        UPDATE idempotency_keys k SET record_id = same_day
+        WHERE k.district_id = p_district_id[i] AND k.idempotency_key = p_idempotency_key[i];
+        IF p_state[i] = 'pending' THEN
+            PERFORM queue_delivery(
+                same_day, p_district_id[i], 'write', p_request_id[i], p_traceparent[i]
+            );
+            notify := notify || p_district_id[i];
         END IF;
         RETURN QUERY
-        SELECT s.record_id, false, NULL::text, NULL::text, r
+        SELECT p_record_id[i], false, NULL::text, NULL::text, r
         FROM attendance_records r WHERE r.record_id = same_day;
     END LOOP;
 
