@@ -303,3 +303,48 @@ async def test_a_caller_gone_while_its_batch_commits_finds_its_record_on_retry(
     again = await submit(world, 0, idempotency_key="kiosk-4:1")
     assert again.replayed
     assert await stored_ids(db, world) == {again.record.record_id}
+
+
+async def test_a_correction_whose_record_is_cancelled_meanwhile_is_a_new_record(
+    world: World, db: asyncpg.Connection
+) -> None:
+    """A second check-in of a student and day is a correction of the first record; if that
+    record is cancelled while the batch is being written, the check-in is stored as a new
+    record (as it would be had it come after the cancel), and the cancelled one stays so."""
+    first = await submit(world, 0)
+    slow = "slow insert"
+    async with committer_busy(
+        world, db, f"IF NEW.comment = '{slow}' THEN PERFORM pg_sleep(1); END IF;"
+    ):
+        calls = asyncio.gather(
+            submit(world, 0, reason="Overslept"),  # corrects the first record
+            submit(world, 1, comment=slow),  # new: its insert holds the batch
+        )
+        for _ in range(200):
+            sleeping = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event = 'PgSleep'"
+            )
+            if sleeping == 2:  # the holder, and this batch inside its insert
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the batch never reached its insert")
+        await db.execute(
+            "UPDATE attendance_records SET state = 'cancelled' WHERE record_id = $1",
+            uuid.UUID(first.record.record_id),
+        )
+        correction, other = await calls
+    assert not correction.replayed
+    assert correction.record.record_id != first.record.record_id
+    assert correction.record.reason == "Overslept"
+    assert other.record.record_id != first.record.record_id
+    states = dict(
+        await db.fetch(
+            "SELECT record_id::text, state FROM attendance_records WHERE district_id = $1",
+            world.district_id,
+        )
+    )
+    assert states[first.record.record_id] == "cancelled"
+    assert states[correction.record.record_id] != "cancelled"
+    assert len(states) == 3
