@@ -460,6 +460,30 @@ class TestSharedLimits:
         assert world.sim.peak_in_flight <= 4
         assert world.sim.peak_in_flight >= 2  # the cap was used, not serialised
 
+    async def test_a_backlog_switched_off_is_skipped_at_once_not_at_the_call_rate(
+        self, world: World
+    ) -> None:
+        """Writeback switched off for a district with a backlog: the records are SKIPPED
+        without PowerSchool, so without waiting for the district's call rate (here one call a
+        second: what is left of the backlog would take ten seconds or more)."""
+        await world.setup(max_in_flight=1, max_requests_per_second=1)
+        # 12 check-ins: the simulator's few students, on as many school days as it takes.
+        days = [world.school_day(back) for back in range(1, 13)]
+        visits = [(s, day) for day in days for s in world.students][:12]
+        records = [
+            (await world.submit(s, local(day, 8, 0), wait_for_writeback=False)).record
+            for s, day in visits
+        ]
+        off = world.district_pb(max_in_flight=1, max_requests_per_second=1)
+        off.writeback_enabled = False
+        await world.stub.UpsertDistrict(pb.UpsertDistrictRequest(district=off))
+        started = time.monotonic()
+        states = [(await settled(world, r.record_id, 30)).state for r in records]
+        took = time.monotonic() - started
+        assert states.count(pb.ATTENDANCE_STATE_SKIPPED) >= 8
+        assert set(states) <= {pb.ATTENDANCE_STATE_SKIPPED, pb.ATTENDANCE_STATE_WRITTEN}
+        assert took < 8
+
 
 class TestCancelCombined:
     async def _combined(

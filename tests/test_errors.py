@@ -65,6 +65,22 @@ class TestInvalidArgument:
         assert got.code is grpc.StatusCode.INVALID_ARGUMENT
         assert "district.timezone" in got.violations
 
+    async def test_politeness_limits_out_of_range_name_the_defaults_in_force(
+        self, stub: writeback_pb2_grpc.WritebackServiceStub
+    ) -> None:
+        got = await fails(
+            stub.UpsertDistrict(
+                pb.UpsertDistrictRequest(
+                    district=pb.District(
+                        district_id="limits-bad", max_in_flight=65, max_requests_per_second=1001
+                    )
+                )
+            )
+        )
+        assert got.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "(default 6)" in got.violations["district.max_in_flight"]
+        assert "(default 50)" in got.violations["district.max_requests_per_second"]
+
     @pytest.mark.parametrize("token", ["\u00b2", "\u0663", "-1", "9" * 19])
     async def test_a_page_token_that_is_not_ours_is_named(
         self, stub: writeback_pb2_grpc.WritebackServiceStub, token: str

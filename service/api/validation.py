@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from writeback.v1 import writeback_pb2 as pb
 
 from service.api._convert import CALLER_ROLE_FROM_PB, EVENT, ROSTER_SOURCE, STATE
+from service.domain.politeness import DEFAULT_IN_FLIGHT, DEFAULT_RATE
 from service.errors import FieldViolation, InvalidArgument
 from service.models import KeyKind, RecordFilter, StudentKey
 
@@ -138,9 +139,12 @@ def check_district(msg: pb.District, field: str = "district") -> None:
     ):
         c.fail(f"{field}.sync_interval", "must be 0 (off) or between 60 seconds and 7 days")
     if not 0 <= msg.max_in_flight <= 64:
-        c.fail(f"{field}.max_in_flight", "must be between 0 (default 4) and 64")
+        c.fail(f"{field}.max_in_flight", f"must be between 0 (default {DEFAULT_IN_FLIGHT}) and 64")
     if not 0 <= msg.max_requests_per_second <= 1000:
-        c.fail(f"{field}.max_requests_per_second", "must be between 0 (default 20) and 1000")
+        c.fail(
+            f"{field}.max_requests_per_second",
+            f"must be between 0 (default {DEFAULT_RATE}) and 1000",
+        )
     _check_schools(c, field, msg.schools)
     c.done()
 

@@ -192,6 +192,17 @@ class Deliverer:
         # Rows the last read of each school's day found: how many pages the next one takes.
         self._day_sizes: dict[tuple[str, int], tuple[date, int]] = {}
 
+    @staticmethod
+    def calls_powerschool(kind: JobKind, record: AttendanceRecord, district: District) -> bool:
+        """Whether an attempt may call PowerSchool. A write the district's settings rule out
+        (writeback switched off, the school gone) ends without a call, so it takes none of
+        the district's PowerSchool limits: a backlog switched off clears at once, not at the
+        district's call rate."""
+        if kind is JobKind.CANCEL:
+            return True
+        school = district.school_by_number(record.school_number)
+        return rules.write_blocked(district, school, record.school_number) is None
+
     def day_read_pays(
         self, district_id: str, school_number: int, att_date: date, students: int
     ) -> bool:

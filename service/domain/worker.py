@@ -390,6 +390,7 @@ class DeliveryWorker:
         if (
             first is None
             or school is None
+            or not self._deliverer.calls_powerschool(jobs[0].kind, first, district)
             or school.attendance_mode is not AttendanceMode.DAILY
             or not self._deliverer.day_read_pays(
                 district.district_id, first.school_number, first.att_date, len(lanes)
@@ -448,15 +449,21 @@ class DeliveryWorker:
             except DomainError as exc:  # the district is gone
                 await self._record(job, record, None, Outcome(AttendanceState.FAILED, exc.message))
                 return
-            async with self._politeness.call(
-                district.district_id,
-                district.powerschool.base_url,
-                in_flight=district.max_in_flight,
-                rate=district.max_requests_per_second,
-                # With a shared read, most attempts only write (a student's second record
-                # reads again: the cap is a little generous for it, never the in-flight one).
-                calls=1 if day is not None else 2,
-            ):
+            pace = (
+                self._politeness.call(
+                    district.district_id,
+                    district.powerschool.base_url,
+                    in_flight=district.max_in_flight,
+                    rate=district.max_requests_per_second,
+                    # With a shared read, most attempts only write (a student's second record
+                    # reads again: the cap is a little generous for it, never the in-flight
+                    # one).
+                    calls=1 if day is not None else 2,
+                )
+                if self._deliverer.calls_powerschool(job.kind, record, district)
+                else contextlib.nullcontext()
+            )
+            async with pace:
                 outcome = await self._deliverer.attempt(job.kind, record, district, lease, day)
             if lease.lost:
                 # Another attempt owns the job: its outcome is the one that counts.
