@@ -184,10 +184,12 @@ async def test_thousand_check_ins_survive_a_thirty_second_outage(
 
 
 async def test_sigkill_mid_delivery_then_restart_writes_each_once(
-    big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
+    big_sim: PowerSchoolSimulator, own_database: str, tmp_path: Path
 ) -> None:
-    first = ServiceProcess(database_url, tmp_path / "first.log")
-    second = ServiceProcess(database_url, tmp_path / "second.log")
+    # A database of its own: the session's in-process service would otherwise take over the
+    # killed process's jobs too, and the restarted one might find none left.
+    first = ServiceProcess(own_database, tmp_path / "first.log")
+    second = ServiceProcess(own_database, tmp_path / "second.log")
     await first.start()
     try:
         async with authed_channel(f"127.0.0.1:{first.port}") as channel:
@@ -223,9 +225,10 @@ async def test_sigkill_mid_delivery_then_restart_writes_each_once(
 
 
 async def test_three_processes_share_the_work_without_duplicates(
-    big_sim: PowerSchoolSimulator, database_url: str, tmp_path: Path
+    big_sim: PowerSchoolSimulator, own_database: str, tmp_path: Path
 ) -> None:
-    procs = [ServiceProcess(database_url, tmp_path / f"p{i}.log") for i in range(3)]
+    # Its own database: every job goes to one of the three, none to the session's service.
+    procs = [ServiceProcess(own_database, tmp_path / f"p{i}.log") for i in range(3)]
     await asyncio.gather(*(p.start() for p in procs))
     channels = [authed_channel(f"127.0.0.1:{p.port}") for p in procs]
     try:
