@@ -15,9 +15,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import grpc
 import pytest
 from writeback.v1 import writeback_pb2_grpc
@@ -29,7 +27,14 @@ from simulators.classlink import ClassLinkSimulator
 from simulators.clever import CleverSimulator
 from simulators.powerschool import PowerSchoolSimulator, demo_dataset
 from simulators.roster import roster_from_powerschool
-from tests.helpers import TEST_ADMIN_TOKEN, TEST_SECRET_KEY, World, authed_channel, fast_settings
+from tests.helpers import (
+    TEST_ADMIN_TOKEN,
+    TEST_SECRET_KEY,
+    World,
+    authed_channel,
+    fast_settings,
+    fresh_database,
+)
 
 # `python -m service` processes the tests start inherit this: on a shared host they would
 # all want the default metrics port. A test that wants metrics sets METRICS_PORT itself.
@@ -80,16 +85,9 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture
 async def own_database(database_url: str) -> AsyncIterator[str]:
-    """A fresh database on the test server, dropped afterwards: no other test's service
-    (the session's in-process one included) claims its jobs or schedules its districts."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    """A database of the test's own (see :func:`tests.helpers.fresh_database`)."""
+    async with fresh_database(database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from writeback.v1 import writeback_pb2 as pb
@@ -206,3 +210,18 @@ class World:
 def failure(err: grpc.aio.AioRpcError) -> WritebackError:
     """The status code and google.rpc details of a failed call, decoded by the client library."""
     return WritebackError.from_rpc_error(err)
+
+
+@asynccontextmanager
+async def fresh_database(database_url: str) -> AsyncIterator[str]:
+    """A new database on the test server (its URL), dropped afterwards: no other test's
+    service (the session's in-process one included) claims its jobs or schedules its
+    districts."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

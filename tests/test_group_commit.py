@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -21,7 +20,7 @@ from writeback.v1 import writeback_pb2_grpc
 
 from service import Server
 from simulators.powerschool import PowerSchoolSimulator
-from tests.helpers import World, authed_channel, failure, fast_settings, local
+from tests.helpers import World, authed_channel, failure, fast_settings, fresh_database, local
 
 # Long enough that calls sent together on a loaded test machine still meet in one batch.
 WAIT_MS = 500.0
@@ -31,14 +30,8 @@ HOLD = "hold the committer"
 @pytest.fixture(scope="module")
 async def batch_db(database_url: str) -> AsyncIterator[str]:
     """A database of this module's own: nothing else's worker or lock gets in the way."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

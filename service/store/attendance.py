@@ -19,7 +19,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from service.errors import NotFound
 from service.models import (
@@ -289,10 +288,9 @@ class AttendanceStore:
             )
         )
 
-    async def _submit_batch(self, batch: list[_Submission]) -> list[Submitted | Exception]:
+    async def _submit_batch(self, batch: list[_Submission]) -> Sequence[Submitted | Exception]:
         try:
-            async with connection(self._pool) as conn:
-                return await self._store_batch(conn, batch)
+            return await self._store_batch(batch)
         except asyncpg.PostgresError:
             # Something one row did (say, its district deleted meanwhile) must not fail the
             # others: each is tried again on its own.
@@ -300,8 +298,7 @@ class AttendanceStore:
 
     async def _submit_alone(self, item: _Submission) -> Submitted | Exception:
         try:
-            async with connection(self._pool) as conn:
-                return (await self._store_batch(conn, [item]))[0]
+            return (await self._store_batch([item]))[0]
         except asyncpg.ForeignKeyViolationError:
             return NotFound(
                 f"district {item.record.district_id!r} does not exist",
@@ -310,21 +307,21 @@ class AttendanceStore:
         except Exception as exc:
             return exc
 
-    async def _store_batch(
-        self, conn: PoolConnectionProxy[asyncpg.Record], batch: list[_Submission]
-    ) -> list[Submitted | Exception]:
+    async def _store_batch(self, batch: list[_Submission]) -> list[Submitted]:
         # The first use of a key in the batch is its original; later ones replay it.
         first: dict[tuple[str, str], _Submission] = {}
         for item in batch:
             first.setdefault((item.record.district_id, item.record.idempotency_key), item)
         # One statement, its own transaction: the keys, records, jobs and NOTIFYs of the
         # batch are committed together or not at all.
-        outcome: dict[str, Submitted] = {}
-        for row in await conn.fetch(_Q["submit_batch"], *_batch_columns(list(first.values()))):
-            stored = row["stored"]
-            outcome[str(row["submission"])] = (
-                _replayed(row, stored) if row["replayed"] else Submitted(_record(stored))
-            )
+        async with connection(self._pool) as conn:
+            rows = await conn.fetch(_Q["submit_batch"], *_batch_columns(list(first.values())))
+        outcome = {
+            str(row["submission"]): _replayed(row, row["stored"])
+            if row["replayed"]
+            else Submitted(_record(row["stored"]))
+            for row in rows
+        }
         return [_outcome_of(s, first, outcome) for s in batch]
 
     async def get(self, district_id: str, record_id: str) -> AttendanceRecord | None:
