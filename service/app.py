@@ -543,7 +543,12 @@ async def serve(settings: Settings | None = None, *, embedded_url: str | None = 
     :meth:`Server.stop`). A start that fails is one ``startup_failed`` log line and
     ``SystemExit(1)``. ``embedded_url``: as for :class:`Server`."""
     settings = settings or Settings.from_env()
-    configure(settings.log_level, settings.log_format, cache=True)
+    configure(
+        settings.log_level,
+        settings.log_format,
+        cache=True,
+        flush_interval=settings.log_flush_ms / 1000,
+    )
     tracing.configure(settings.otlp_endpoint)
     server = Server(settings, embedded_url=embedded_url)
     try:

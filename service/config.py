@@ -194,6 +194,7 @@ class Settings:
     grpc_port: int = _env("GRPC_PORT", 50051, _integer(0, 65535))
     log_level: str = _env("LOG_LEVEL", "INFO", _choice(_LOG_LEVELS, upper=True))
     log_format: str = _env("LOG_FORMAT", "json", _choice(_LOG_FORMATS, upper=False))
+    log_flush_ms: float = _env("LOG_FLUSH_MS", 50.0, _seconds(zero_ok=True))
     metrics_port: int = _env("METRICS_PORT", 9464, _integer(0, 65535))
     data_dir: Path = _env(  # noqa: RUF009  (a Path is immutable)
         "WRITEBACK_DATA_DIR", Path(".data"), (Path, "a directory path")

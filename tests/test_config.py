@@ -31,6 +31,7 @@ VALID = {
     "GRPC_PORT": ("6000", 6000),
     "LOG_LEVEL": ("debug", "DEBUG"),
     "LOG_FORMAT": ("Console", "console"),
+    "LOG_FLUSH_MS": ("0", 0.0),
     "METRICS_PORT": ("9100", 9100),
     "WRITEBACK_DATA_DIR": ("/var/lib/writeback", Path("/var/lib/writeback")),
     "DB_POOL_SIZE": ("7", 7),

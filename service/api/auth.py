@@ -17,6 +17,7 @@ import grpc
 import structlog
 from grpc.aio import ServicerContext
 
+from service.api._call import district_of, metadata
 from service.domain.callers import Callers, authorize
 from service.errors import PermissionDenied, Unauthenticated
 from service.models import Caller, CallerRole
@@ -76,14 +77,8 @@ def authenticated_caller() -> Caller | None:
     return _CALLER.get(None)
 
 
-def _district_of(request: Any) -> str:
-    if hasattr(request, "district"):
-        return str(request.district.district_id)
-    return str(getattr(request, "district_id", ""))
-
-
 def _bearer(context: _Context) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata(context):
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -111,6 +106,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, callers: Callers | None) -> None:
         self._callers = callers
 
+    def _known(self, context: _Context) -> Caller | None:
+        """The caller, when no await is needed to say (a bearer token verified lately)."""
+        if self._callers is None:
+            return ANONYMOUS
+        token = _bearer(context)
+        return None if token is None else self._callers.known(token)
+
     async def _identify(self, context: _Context) -> Caller:
         if self._callers is None:
             return ANONYMOUS
@@ -131,7 +133,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         needed = MINIMUM_ROLE.get(name, CallerRole.ADMIN)
 
         async def handle(request: Any, context: _Context) -> Any:
-            caller = await self._identify(context)
+            caller = self._known(context) or await self._identify(context)
             structlog.contextvars.bind_contextvars(caller=caller.name)
             if name in ALL_DISTRICTS_ONLY and not caller.all_districts:
                 raise PermissionDenied(
@@ -139,7 +141,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     "needs an admin on all districts",
                     reason="DISTRICT_NOT_PERMITTED",
                 )
-            district: str | None = _district_of(request)
+            district: str | None = district_of(request)
             if name in _OPTIONAL_DISTRICT and not district:
                 district = None
             authorize(caller, needed, district)

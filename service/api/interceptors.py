@@ -19,6 +19,7 @@ import structlog
 from grpc.aio import AbortError, ServicerContext
 
 from service import tracing
+from service.api._call import district_of, metadata
 from service.api.errors import internal_status, to_status
 from service.api.validation import is_district_id
 from service.errors import DomainError
@@ -36,20 +37,18 @@ if TYPE_CHECKING:  # the stubs make these generic; the runtime classes are not
 
 
 def _district_of(request: Any) -> str | None:
-    district = getattr(request, "district_id", None)
-    if district is None and hasattr(request, "district"):
-        district = request.district.district_id
+    district = district_of(request)
     if not district:
         return None
     # The caller wrote it: a malformed one (a megabyte, control characters) stays out of logs.
-    return str(district) if is_district_id(str(district)) else "(invalid)"
+    return district if is_district_id(district) else "(invalid)"
 
 
 def _request_id(context: _Context) -> str:
     """The caller's ``x-request-id`` (up to 128 characters), or a new one: 128 random bits
     as 32 hex digits, like a uuid4's. An id must be unique, not unguessable, and the
     operating system's randomness costs a system call per RPC."""
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata(context):
         if key == _REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
             return value
     return f"{random.getrandbits(128):032x}"
@@ -59,17 +58,19 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
     probe = method.startswith(_PROBES)
 
     async def handle(request: Any, context: _Context) -> Any:
-        pairs = context.invocation_metadata() or ()
+        pairs = metadata(context)
         # A probe's span (one a second per load balancer) says nothing.
         if probe or not tracing.wants_span(pairs):
             return await logged(request, context)
-        metadata = {k: v for k, v in pairs if isinstance(v, str)}
-        with tracing.server_span(method.lstrip("/"), metadata):
+        carried = {k: v for k, v in pairs if isinstance(v, str)}
+        with tracing.server_span(method.lstrip("/"), carried):
             return await logged(request, context)
 
     async def logged(request: Any, context: _Context) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context)
+        # The RPC's task runs in a copy of the server's context, whose bindings are not this
+        # call's. What is bound here dies with the task: nothing to clear afterwards.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             rpc=method, district_id=_district_of(request), request_id=request_id
@@ -104,7 +105,6 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
                 grpc_code=code.name,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
-            structlog.contextvars.clear_contextvars()
             reset_request_id(token)
 
     return handle
