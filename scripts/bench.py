@@ -298,20 +298,31 @@ class Bench:
         raise SystemExit(f"{module} did not start within 300 s")
 
     def start_echo(self) -> Proc:
-        log = self.logs / "echo.log"
-        popen = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "echo_server.py"), "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=log.open("ab"),
-            env=_child_env(),
-            cwd=ROOT,
-        )
+        """The baseline: a bare grpc.aio server (asyncio's own loop) answering health checks."""
+        return self._start_script("echo", "echo_server.py")
+
+    def start_front(self) -> Proc:
+        """The service's interceptors around a ResolveStudent that answers at once."""
+        return self._start_script("front", "front_server.py", "--token", self.token)
+
+    def _start_script(self, name: str, script: str, *args: str) -> Proc:
+        """A server of ``scripts/`` that prints its port once it listens."""
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as err:
+            popen = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / script), "--port", "0", *args],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=_child_env(),
+                cwd=ROOT,
+            )
         assert popen.stdout is not None
-        digits = re.findall(r"\d+", popen.stdout.readline().decode())
+        with popen.stdout:  # the port is all it prints
+            digits = re.findall(r"\d+", popen.stdout.readline().decode())
         if not digits:
             popen.kill()
-            raise SystemExit(f"the echo server printed no port (see {log})")
-        proc = Proc("echo", popen, int(digits[-1]), log)
+            raise SystemExit(f"{script} printed no port (see {log})")
+        proc = Proc(name, popen, int(digits[-1]), log)
         self.procs.append(proc)
         return proc
 
@@ -822,7 +833,54 @@ async def resolve_section(bench: Bench) -> None:
         _cpu(service16),
         _ratio_key(service16, echo16, "server_cpu_ms_per_rpc"),
     )
+    if bench.h2load is not None:
+        await _front_rows(bench, resolve_body, dict(runs))
     await bench.flame("resolve", bench.service, "resolve")
+
+
+async def _front_rows(
+    bench: Bench,
+    body: bytes,
+    runs: dict[int, tuple[dict[str, Any] | None, dict[str, Any] | None]],
+) -> None:
+    """Where a resolve's time goes: the service's front (its interceptors, around a handler
+    that answers at once: ``scripts/front_server.py``) against echo, at 1 and 16 in flight.
+    What the front leaves of echo's rate is as far as any handler behind it could reach."""
+    front = bench.start_front()
+    try:
+        for streams in (1, 16):
+            result = await bench.h2load_run(
+                f"h2load-front-{streams}", front, RESOLVE_PATH, body, clients=1, streams=streams
+            )
+            echo, service = runs[streams]
+            bench.row(
+                f"front alone (interceptors, no handler), {streams} in flight: QPS",
+                _qps(echo),
+                _qps(result),
+                _ratio(result, echo, "qps"),
+            )
+            if streams == 16:
+                bench.row(
+                    "server CPU per RPC, front alone, 16 in flight",
+                    _cpu(echo),
+                    _cpu(result),
+                    _ratio_key(result, echo, "server_cpu_ms_per_rpc"),
+                )
+                bench.row(
+                    "server CPU per RPC, resolve's handler (service less front)",
+                    "",
+                    _cpu_less(service, result),
+                    None,
+                )
+    finally:
+        bench.stop(front)
+
+
+def _cpu_less(service: dict[str, Any] | None, front: dict[str, Any] | None) -> str:
+    if service is None or front is None:
+        return "n/a"
+    spent = service["server_cpu_ms_per_rpc"] - front["server_cpu_ms_per_rpc"]
+    return f"{1000 * spent:.0f} us"
 
 
 def _qps_rows(

@@ -18,15 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
 from service import tracing
-from service.api import (
-    AccessLogInterceptor,
-    AuthInterceptor,
-    HandlerCache,
-    LimitsInterceptor,
-    MetricsInterceptor,
-    WritebackServicer,
-    reflection,
-)
+from service.api import WritebackServicer, interceptors, reflection
 from service.config import Settings, parse_allowlist
 from service.domain import (
     AttendanceService,
@@ -297,23 +289,14 @@ class Server:
         returns the bound port, or :class:`StartupError` when the port cannot be listened
         on."""
         settings = self.settings
-        limits = LimitsInterceptor(
-            max_receive_bytes=settings.grpc_max_receive_bytes,
-            rate=settings.caller_rate_limit,
-            default_deadline=settings.rpc_default_deadline,
-            max_deadline=settings.rpc_max_deadline,
-        )
         server = grpc.aio.server(
-            interceptors=[
-                # Outermost: the chain below is built once per method, not per call.
-                HandlerCache(),
-                MetricsInterceptor(),
-                AccessLogInterceptor(),
-                # Inside the access log: its refusals are logged and mapped to statuses.
-                AuthInterceptor(callers),
-                # After authentication: rate limits are per caller.
-                limits,
-            ],
+            interceptors=interceptors(
+                callers,
+                max_receive_bytes=settings.grpc_max_receive_bytes,
+                rate=settings.caller_rate_limit,
+                default_deadline=settings.rpc_default_deadline,
+                max_deadline=settings.rpc_max_deadline,
+            ),
             options=[
                 ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
                 # grpcio turns SO_REUSEPORT on by default: a second process on the same

@@ -15,6 +15,8 @@ import os
 import socket
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -38,14 +40,6 @@ _REDACTED_KEYS = frozenset(
 )
 
 
-def _redact(
-    _logger: object, _name: str, event_dict: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    for key in _REDACTED_KEYS.intersection(event_dict):
-        event_dict[key] = "[redacted]"
-    return event_dict
-
-
 _INSTANCE = f"{_HOST}:{os.getpid()}"
 
 
@@ -59,20 +53,38 @@ def _new_instance() -> None:
 os.register_at_fork(after_in_child=_new_instance)
 
 
-def _instance(
-    _logger: object, _name: str, event_dict: structlog.typing.EventDict
+# The timestamp's text up to its seconds changes once a second: made once a second.
+_second: tuple[int, str] = (0, "")
+
+
+def _timestamp() -> str:
+    global _second  # noqa: PLW0603  (a one-entry cache)
+    now = time.time()
+    whole = int(now)
+    if whole != _second[0]:
+        text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (whole, text)
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+
+
+def _common(
+    _logger: object, name: str, event_dict: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
+    """What every line carries (the process, the trace, the level, the time, UTC to the
+    microsecond), secrets redacted: one processor, as each one is a call per line."""
     event_dict.setdefault("instance", _INSTANCE)
-    return event_dict
-
-
-def _trace_id(
-    _logger: object, _name: str, event_dict: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
     trace_id = current_trace_id()
     if trace_id is not None:
         event_dict.setdefault("trace_id", trace_id)
+    event_dict["level"] = _LEVELS.get(name, name)
+    event_dict["timestamp"] = _timestamp()
+    for key in _REDACTED_KEYS.intersection(event_dict):
+        event_dict[key] = "[redacted]"
     return event_dict
+
+
+# As structlog.processors.add_log_level names them.
+_LEVELS = {"warn": "warning", "exception": "error"}
 
 
 def _dumps(value: Any, **_options: Any) -> str:
@@ -198,11 +210,7 @@ def configure(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            _instance,
-            _trace_id,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
+            _common,
             structlog.processors.format_exc_info,
             renderer,
         ],

@@ -4,13 +4,16 @@ the message meant, and the figures it reads back from h2load are the ones h2load
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import grpc
 import pytest
 from writeback.v1 import writeback_pb2 as pb
+from writeback.v1 import writeback_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +72,27 @@ def test_h2load_figures_come_from_its_summary_and_per_request_log(bench: ModuleT
     assert figures["latency_ms"]["p50"] == 50.0
     assert figures["latency_ms"]["p99"] == 99.0
     assert figures["latency_ms"]["max"] == 100.0
+
+
+async def test_the_front_server_is_the_services_front(bench: ModuleType, tmp_path: Path) -> None:
+    """What ``make bench`` reports as "front alone" runs the service's interceptors: a call
+    without the token is refused as the service refuses it, one with it is answered, and each
+    gets the service's access-log line."""
+    runner = bench.Bench(tmp_path, 1.0)
+    front = runner.start_front()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+            stub = pb_grpc.WritebackServiceStub(channel)
+            request = pb.ResolveStudentRequest(district_id="d1")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ResolveStudent(request)
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            answer = await stub.ResolveStudent(
+                request, metadata=(("authorization", f"Bearer {runner.token}"),)
+            )
+            assert answer.student.powerschool_id
+    finally:
+        runner.stop(front)
+    lines = [json.loads(line) for line in front.log.read_text().splitlines()]
+    rpc = [(line["grpc_code"], line.get("caller")) for line in lines if line["event"] == "rpc"]
+    assert rpc == [("UNAUTHENTICATED", None), ("OK", "bootstrap-admin")]

@@ -1,6 +1,7 @@
 """gRPC layer: the servicer, request validation, status mapping and interceptors."""
 
 from service.api.auth import AuthInterceptor
+from service.api.chain import interceptors
 from service.api.handlers import WritebackServicer
 from service.api.interceptors import AccessLogInterceptor, HandlerCache, MetricsInterceptor
 from service.api.limits import LimitsInterceptor
@@ -12,4 +13,5 @@ __all__ = [
     "LimitsInterceptor",
     "MetricsInterceptor",
     "WritebackServicer",
+    "interceptors",
 ]
