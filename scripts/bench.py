@@ -82,6 +82,10 @@ DELIVERY_LATENCY = 0.1
 CLEVER_DISTRICT = "5f0c1e7e5e0d157100000001"
 
 
+# One caller (the bench) sends all the load: the per-caller rate limit would measure itself.
+_ONE_CALLER = {"CALLER_RATE_LIMIT": "0"}
+
+
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The bench's environment for a child: this checkout's code and generated proto first."""
     env = dict(os.environ)
@@ -302,10 +306,15 @@ class Bench:
         return self._start_script("echo", "echo_server.py")
 
     def start_front(self) -> Proc:
-        """The service's interceptors around a ResolveStudent that answers at once."""
-        return self._start_script("front", "front_server.py", "--token", self.token)
+        """The service's interceptors around a ResolveStudent that answers at once, set as
+        the service is."""
+        return self._start_script(
+            "front", "front_server.py", "--token", self.token, env=_ONE_CALLER
+        )
 
-    def _start_script(self, name: str, script: str, *args: str) -> Proc:
+    def _start_script(
+        self, name: str, script: str, *args: str, env: dict[str, str] | None = None
+    ) -> Proc:
         """A server of ``scripts/`` that prints its port once it listens."""
         log = self.logs / f"{name}.log"
         with log.open("ab") as err:
@@ -313,7 +322,7 @@ class Bench:
                 [sys.executable, str(ROOT / "scripts" / script), "--port", "0", *args],
                 stdout=subprocess.PIPE,
                 stderr=err,
-                env=_child_env(),
+                env=_child_env(env),
                 cwd=ROOT,
             )
         assert popen.stdout is not None
@@ -354,9 +363,7 @@ class Bench:
                     "WRITEBACK_SECRET_KEY": self.secret_key,
                     # The simulators serve plain http on loopback.
                     "ALLOW_INSECURE_UPSTREAMS": "true",
-                    # One caller (the bench) sends all the load: the per-caller limit would
-                    # measure itself.
-                    "CALLER_RATE_LIMIT": "0",
+                    **_ONE_CALLER,
                     **(env or {}),
                 }
             ),
