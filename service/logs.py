@@ -9,6 +9,7 @@ trace carries its ``trace_id``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -127,7 +128,10 @@ class LineWriter:
 
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):
-            self.flush()
+            # A write that fails (a closed or broken pipe) loses its batch, as a failed write
+            # of one line lost that line; the thread stays for the lines after it.
+            with contextlib.suppress(OSError, ValueError):
+                self.flush()
 
     def buffered(self, line: str) -> None:
         """Write ``line`` within the interval (at once if the interval is 0)."""

@@ -95,3 +95,32 @@ def test_a_process_that_exits_writes_what_it_buffered() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["last_words"]
+
+
+class FailsOnce(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            self.failed = True
+            raise BrokenPipeError("the reader went away")
+        return super().write(text)
+
+
+def test_a_failed_write_loses_its_batch_not_the_lines_after_it() -> None:
+    stream = FailsOnce()
+    try:
+        configure("INFO", "json", stream=stream, flush_interval=0.05)
+        log = structlog.get_logger("t")
+        log.info("lost")
+        wait_until = time.monotonic() + 2
+        while not stream.failed:
+            assert time.monotonic() < wait_until
+            time.sleep(0.01)
+        log.info("kept")
+        wait_for(stream, 1, within=2.0)
+        assert events(stream) == ["kept"]
+    finally:
+        configure("DEBUG", "json", stream=io.StringIO())
