@@ -19,6 +19,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 _TRACER_NAME = "writeback"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _provider: object | None = None  # the SDK's TracerProvider, when exporting
+# Until a span is started there is no trace to name: every log line and every submit asks,
+# and asking OpenTelemetry costs a walk through its context API.
+_started = False
 
 
 def configure(endpoint: str) -> None:
@@ -50,6 +53,8 @@ def shutdown() -> None:
 
 
 def _tracer() -> trace.Tracer:
+    global _started  # noqa: PLW0603  (set once, never cleared)
+    _started = True
     return trace.get_tracer(_TRACER_NAME)
 
 
@@ -102,6 +107,8 @@ def end_client_span(span: Span, http_status: int | None) -> None:
 
 def current_traceparent() -> str | None:
     """The current trace context as a W3C ``traceparent`` value, if there is one."""
+    if not _started:
+        return None
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get("traceparent")
@@ -109,5 +116,7 @@ def current_traceparent() -> str | None:
 
 def current_trace_id() -> str | None:
     """The current trace's id (32 hex digits), if there is one."""
+    if not _started:
+        return None
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None

@@ -229,6 +229,10 @@ def check_roster_students(district_id: str, students: list[pb.RosterStudent]) ->
     c.done()
 
 
+# By the oneof's field name; calling the enum to look one up costs more than the rest.
+_KEY_KINDS = {kind.value: kind for kind in KeyKind}
+
+
 def student_key(c: Checker, field: str, msg: pb.StudentKey) -> StudentKey | None:
     """The key a StudentKey message names, or None after recording why it is bad."""
     which = msg.WhichOneof("key")
@@ -243,7 +247,7 @@ def student_key(c: Checker, field: str, msg: pb.StudentKey) -> StudentKey | None
     value: str = getattr(msg, which)
     before = len(c.violations)
     c.identifier(f"{field}.{which}", value)
-    return StudentKey(KeyKind(which), value) if len(c.violations) == before else None
+    return StudentKey(_KEY_KINDS[which], value) if len(c.violations) == before else None
 
 
 def check_resolve(msg: pb.ResolveStudentRequest) -> StudentKey:
