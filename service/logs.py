@@ -107,9 +107,9 @@ class LineWriter:
     whatever is buffered when the process exits normally. Only a process killed outright
     (SIGKILL, a crash of the interpreter) loses lines: those of its last ``interval``.
 
-    Why: a write per line is a system call per RPC on the event loop's thread, which hands the
-    GIL to grpc's polling thread and waits to get it back; measured, it was the largest single
-    cost of an RPC. ``interval`` 0 writes each line when it is logged (no thread)."""
+    Why: a write per line is a system call per RPC on the event loop's thread. Measured in the
+    server, writing lines together cut the access-log line's CPU from about 34 to 26 us.
+    ``interval`` 0 writes each line when it is logged (no thread)."""
 
     def __init__(self, stream: TextIO, interval: float) -> None:
         self._stream = stream
@@ -179,12 +179,6 @@ class LineWriter:
 
 
 _writer: LineWriter | None = None
-
-
-def flush() -> None:
-    """Write every line buffered so far (see :class:`LineWriter`)."""
-    if _writer is not None:
-        _writer.flush()
 
 
 def configure(
