@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def stream() -> Iterator[io.StringIO]:
+def stream(logs: io.StringIO) -> Iterator[io.StringIO]:
     out = io.StringIO()
     yield out
-    # Back to what the rest of the session expects: every line at once.
-    configure("DEBUG", "json", stream=io.StringIO())
+    # Back to the session's capture, which later tests read, every line at once.
+    configure("DEBUG", "json", stream=logs)
 
 
 def events(stream: io.StringIO) -> list[str]:
@@ -109,7 +109,7 @@ class FailsOnce(io.StringIO):
         return super().write(text)
 
 
-def test_a_failed_write_loses_its_batch_not_the_lines_after_it() -> None:
+def test_a_failed_write_loses_its_batch_not_the_lines_after_it(logs: io.StringIO) -> None:
     stream = FailsOnce()
     try:
         configure("INFO", "json", stream=stream, flush_interval=0.05)
@@ -123,4 +123,4 @@ def test_a_failed_write_loses_its_batch_not_the_lines_after_it() -> None:
         wait_for(stream, 1, within=2.0)
         assert events(stream) == ["kept"]
     finally:
-        configure("DEBUG", "json", stream=io.StringIO())
+        configure("DEBUG", "json", stream=logs)
