@@ -834,12 +834,7 @@ async def resolve_section(bench: Bench) -> None:
         bench.row("resolve p99, open loop at half echo max", "n/a", "n/a", None, target="<= 2x p99")
 
     echo16, service16 = runs[16]
-    bench.row(
-        f"server CPU per RPC, resolve 16 in flight ({driver})",
-        _cpu(echo16),
-        _cpu(service16),
-        _ratio_key(service16, echo16, "server_cpu_ms_per_rpc"),
-    )
+    _cpu_row(bench, f"server CPU per RPC, resolve 16 in flight ({driver})", echo16, service16)
     if bench.h2load is not None:
         await _front_rows(bench, resolve_body, dict(runs))
     await bench.flame("resolve", bench.service, "resolve")
@@ -867,12 +862,7 @@ async def _front_rows(
                 _ratio(result, echo, "qps"),
             )
             if streams == 16:
-                bench.row(
-                    "server CPU per RPC, front alone, 16 in flight",
-                    _cpu(echo),
-                    _cpu(result),
-                    _ratio_key(result, echo, "server_cpu_ms_per_rpc"),
-                )
+                _cpu_row(bench, "server CPU per RPC, front alone, 16 in flight", echo, result)
                 bench.row(
                     "server CPU per RPC, resolve's handler (service less front)",
                     "",
@@ -881,6 +871,13 @@ async def _front_rows(
                 )
     finally:
         bench.stop(front)
+
+
+def _cpu_row(
+    bench: Bench, label: str, echo: dict[str, Any] | None, service: dict[str, Any] | None
+) -> None:
+    """A row of server CPU per RPC, the service's (or the front's) against echo's."""
+    bench.row(label, _cpu(echo), _cpu(service), _ratio_key(service, echo, "server_cpu_ms_per_rpc"))
 
 
 def _cpu_less(service: dict[str, Any] | None, front: dict[str, Any] | None) -> str:
@@ -972,12 +969,7 @@ async def submit_section(bench: Bench) -> None:
             note=_client_bound(bench, submit, ceiling),
         )
         if in_flight == 16:
-            bench.row(
-                "server CPU per RPC, submit 16 in flight (load tool)",
-                _cpu(echo),
-                _cpu(submit),
-                _ratio_key(submit, echo, "server_cpu_ms_per_rpc"),
-            )
+            _cpu_row(bench, "server CPU per RPC, submit 16 in flight (load tool)", echo, submit)
     await bench.flame("submit", bench.service, "submit")
     await _drain_load_district(bench, bench.service)
 

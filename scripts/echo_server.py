@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 
 import grpc
+from _serving import serve_until_stopped
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 
@@ -21,15 +21,7 @@ async def serve(host: str, port: int) -> None:
     servicer = health.aio.HealthServicer()
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    print(bound, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(None)
+    await serve_until_stopped(server, host, port)
 
 
 def main() -> None:

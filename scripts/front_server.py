@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from typing import Any
 
 import grpc
-import uvloop
+from _serving import serve_until_stopped
 from writeback.v1 import writeback_pb2 as pb
 
-from service.api import interceptors
+from service.app import configure_logging, event_loop_factory, server_interceptors
 from service.config import Settings
 from service.domain.callers import Callers
-from service.logs import configure
 
 SERVICE = "writeback.v1.WritebackService"
 
@@ -57,15 +55,8 @@ async def serve(host: str, port: int, token: str, settings: Settings) -> None:
     async def resolve(_request: pb.ResolveStudentRequest, _context: Any) -> Any:
         return answer
 
-    server = grpc.aio.server(
-        interceptors=interceptors(
-            Callers(_NoCallers(), bootstrap_token=token),  # type: ignore[arg-type]
-            max_receive_bytes=settings.grpc_max_receive_bytes,
-            rate=settings.caller_rate_limit,
-            default_deadline=settings.rpc_default_deadline,
-            max_deadline=settings.rpc_max_deadline,
-        )
-    )
+    callers = Callers(_NoCallers(), bootstrap_token=token)  # type: ignore[arg-type]
+    server = grpc.aio.server(interceptors=server_interceptors(settings, callers))
     handler = grpc.unary_unary_rpc_method_handler(
         resolve,
         request_deserializer=pb.ResolveStudentRequest.FromString,
@@ -74,15 +65,7 @@ async def serve(host: str, port: int, token: str, settings: Settings) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, {"ResolveStudent": handler}),)
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    print(bound, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(None)
+    await serve_until_stopped(server, host, port)
 
 
 def main() -> None:
@@ -92,15 +75,10 @@ def main() -> None:
     parser.add_argument("--token", required=True, help="the bearer token it accepts")
     args = parser.parse_args()
     settings = Settings.from_env()
-    configure(
-        settings.log_level,
-        settings.log_format,
-        cache=True,
-        flush_interval=settings.log_flush_ms / 1000,
-    )
+    configure_logging(settings)
     with (
         contextlib.suppress(KeyboardInterrupt),
-        asyncio.Runner(loop_factory=uvloop.new_event_loop if settings.uvloop else None) as runner,
+        asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner,
     ):
         runner.run(serve(args.host, args.port, args.token, settings))
 

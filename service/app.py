@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -290,13 +291,7 @@ class Server:
         on."""
         settings = self.settings
         server = grpc.aio.server(
-            interceptors=interceptors(
-                callers,
-                max_receive_bytes=settings.grpc_max_receive_bytes,
-                rate=settings.caller_rate_limit,
-                default_deadline=settings.rpc_default_deadline,
-                max_deadline=settings.rpc_max_deadline,
-            ),
+            interceptors=server_interceptors(settings, callers),
             options=[
                 ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
                 # grpcio turns SO_REUSEPORT on by default: a second process on the same
@@ -513,11 +508,40 @@ async def _local_admin_token(callers: Callers, audit: Audit, path: Path) -> None
     log.info("local_admin_token_written", path=str(path), caller=caller.name)
 
 
+def server_interceptors(
+    settings: Settings, callers: Callers | None
+) -> list[grpc.aio.ServerInterceptor]:
+    """The interceptors every call meets (:func:`service.api.interceptors`), set from
+    ``settings``; ``callers`` None means AUTH=off."""
+    return interceptors(
+        callers,
+        max_receive_bytes=settings.grpc_max_receive_bytes,
+        rate=settings.caller_rate_limit,
+        default_deadline=settings.rpc_default_deadline,
+        max_deadline=settings.rpc_max_deadline,
+    )
+
+
+def configure_logging(settings: Settings) -> None:
+    """Logs as a service process writes them: ``LOG_LEVEL``, ``LOG_FORMAT``, ``LOG_FLUSH_MS``."""
+    configure(
+        settings.log_level,
+        settings.log_format,
+        cache=True,
+        flush_interval=settings.log_flush_ms / 1000,
+    )
+
+
+def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop, or None (asyncio's own) with ``UVLOOP=false``. The loop must exist
+    before grpc.aio creates anything: it binds to the loop."""
+    return uvloop.new_event_loop if settings.uvloop else None
+
+
 def run(settings: Settings, embedded_url: str | None = None) -> None:
     """One service process in an event loop of its own, until SIGTERM or SIGINT (see
     :func:`serve`): ``python -m service``, and each process of ``GRPC_PROCESSES``."""
-    # uvloop's loop must exist before grpc.aio creates anything: it binds to the loop.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop if settings.uvloop else None) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
         runner.run(serve(settings, embedded_url=embedded_url))
 
 
@@ -526,12 +550,7 @@ async def serve(settings: Settings | None = None, *, embedded_url: str | None = 
     :meth:`Server.stop`). A start that fails is one ``startup_failed`` log line and
     ``SystemExit(1)``. ``embedded_url``: as for :class:`Server`."""
     settings = settings or Settings.from_env()
-    configure(
-        settings.log_level,
-        settings.log_format,
-        cache=True,
-        flush_interval=settings.log_flush_ms / 1000,
-    )
+    configure_logging(settings)
     tracing.configure(settings.otlp_endpoint)
     server = Server(settings, embedded_url=embedded_url)
     try:
