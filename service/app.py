@@ -397,9 +397,8 @@ class Server:
             try:
                 # close() waits for every connection to be released; one still held (a
                 # task that ignored cancellation) must not keep the process from exiting.
-                await asyncio.wait_for(
-                    self._pool.close(), timeout=max(self.settings.shutdown_grace, 1.0)
-                )
+                async with asyncio.timeout(max(self.settings.shutdown_grace, 1.0)):
+                    await self._pool.close()
             except TimeoutError:
                 log.warning("database_pool_terminated")
                 self._pool.terminate()

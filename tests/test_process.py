@@ -86,3 +86,24 @@ async def test_database_outage_is_unavailable_and_recovers(tmp_path: Path) -> No
     finally:
         await srv.stop()
         pg.stop()
+
+
+async def test_a_stop_is_not_lost_when_the_worker_is_woken_as_it_stops(database_url: str) -> None:
+    """Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives just as what it
+    waits for finishes (gh-86296): a delivery woken by a NOTIFY as the service stops kept its
+    claim loop running and the stop waiting for it for good."""
+    srv = Server(fast_settings(database_url, run_scheduler=False, delivery_poll_seconds=30.0))
+    await srv.start()
+    try:
+        worker = srv.worker
+        assert worker is not None
+        await asyncio.sleep(0.5)  # the claim loop has gone round once and waits to be woken
+        worker.wake()
+        # The wait ends in this many turns of the loop; the stop arrives between them.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            await worker.stop()
+    finally:
+        async with asyncio.timeout(30):
+            await srv.stop()

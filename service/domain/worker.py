@@ -208,7 +208,8 @@ class DeliveryWorker:
                 except Exception:
                     log.exception("delivery_dispatch_failed")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll)
+                    async with asyncio.timeout(self.settings.poll):
+                        await self._wake.wait()
                 self._wake.clear()
 
     def _exclusions(self) -> tuple[list[str], list[str]]:
@@ -603,7 +604,8 @@ async def _until_not_pending(
             await asyncio.sleep(min(left, _OUTCOME_POLL))
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), timeout=min(left, _OUTCOME_POLL))
+                async with asyncio.timeout(min(left, _OUTCOME_POLL)):
+                    await signal.wait()
         record = await records.get(district_id, record_id)
         if record is None or record.state is not AttendanceState.PENDING:
             return

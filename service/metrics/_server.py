@@ -210,7 +210,8 @@ class MetricsServer:
             if time.monotonic() - self._read_at < self._cache_seconds:
                 return
             try:
-                self._districts.rows = await asyncio.wait_for(self._snapshot(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    self._districts.rows = await self._snapshot()
                 self._districts.ok = True
             except Exception as exc:  # a scrape reports it as writeback_stats_up 0, never fails
                 self._districts.rows, self._districts.ok = [], False

@@ -88,7 +88,8 @@ class _Supervisor:
                 self._on_notify("")
             while not conn.is_closed():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(closed.wait(), timeout=_CHECK_EVERY)
+                    async with asyncio.timeout(_CHECK_EVERY):
+                        await closed.wait()
                 if closed.is_set():
                     break
                 # A socket can hang without closing; a round trip finds out.
