@@ -837,6 +837,7 @@ async def resolve_section(bench: Bench) -> None:
     _cpu_row(bench, f"server CPU per RPC, resolve 16 in flight ({driver})", echo16, service16)
     if bench.h2load is not None:
         await _front_rows(bench, resolve_body, dict(runs))
+        await _asyncio_loop_rows(bench, resolve_body, dict(runs))
     await bench.flame("resolve", bench.service, "resolve")
 
 
@@ -871,6 +872,41 @@ async def _front_rows(
                 )
     finally:
         bench.stop(front)
+
+
+async def _asyncio_loop_rows(
+    bench: Bench,
+    body: bytes,
+    runs: dict[int, tuple[dict[str, Any] | None, dict[str, Any] | None]],
+) -> None:
+    """Resolve on asyncio's own loop (a second service, ``UVLOOP=false``, API only) against
+    the same echo runs: which loop answers a lone caller sooner, and which carries more."""
+    proc = await bench.start_service(
+        "service-asyncio-loop", args=["--role", "api"], env={"UVLOOP": "false"}
+    )
+    if proc is None:
+        bench.row("resolve QPS, UVLOOP=false", "", "not available", None)
+        return
+    try:
+        for streams in (1, 16):
+            result = await bench.h2load_run(
+                f"h2load-resolve-asyncio-{streams}",
+                proc,
+                RESOLVE_PATH,
+                body,
+                clients=1,
+                streams=streams,
+            )
+            echo, _ = runs[streams]
+            _qps_rows(
+                bench,
+                f"resolve {{what}}, {streams} in flight, UVLOOP=false",
+                echo,
+                result,
+                least=0.8,
+            )
+    finally:
+        bench.stop(proc)
 
 
 def _cpu_row(
