@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 from google.protobuf import descriptor_pool, message_factory
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -396,6 +397,52 @@ async def test_a_request_without_an_id_gets_one_back(
         if line["event"] == "rpc" and line.get("request_id") == request_id
     ]
     assert line["rpc"].endswith("/ListDistricts")
+
+
+async def test_the_access_line_is_rendered_after_the_answer_is_on_its_way(
+    server: Server, logs: LogCapture
+) -> None:
+    """The caller does not wait for its call's log line: a line that takes a second to render
+    holds the event loop, but the answer has gone out before it starts."""
+    rendered: list[float] = []
+    request_id = uuid.uuid4().hex
+
+    def slow_render(_logger: object, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("event") == "rpc" and event.get("request_id") == request_id:
+            time.sleep(1.0)  # lets go of the GIL: the caller's thread runs meanwhile
+            rendered.append(time.monotonic())
+        return event
+
+    def call() -> float:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            writeback_pb2_grpc.WritebackServiceStub(channel).ListDistricts(
+                pb.ListDistrictsRequest(),
+                metadata=(
+                    ("authorization", f"Bearer {TEST_ADMIN_TOKEN}"),
+                    ("x-request-id", request_id),
+                ),
+                timeout=30,
+            )
+            return time.monotonic()
+
+    mark = logs.tell()
+    processors = structlog.get_config()["processors"]
+    structlog.configure(processors=[*processors[:-1], slow_render, processors[-1]])
+    try:
+        answered = await asyncio.to_thread(call)
+    finally:
+        structlog.configure(processors=processors)
+    assert len(rendered) == 1
+    assert answered < rendered[0]
+    [line] = [
+        line
+        for line in lines_of(logs.since(mark))
+        if line["event"] == "rpc" and line.get("request_id") == request_id
+    ]
+    assert (line["rpc"], line["grpc_code"]) == (
+        "/writeback.v1.WritebackService/ListDistricts",
+        "OK",
+    )
 
 
 async def test_a_failed_call_carries_its_request_id_with_the_error_details(

@@ -8,6 +8,7 @@ UNKNOWN, never a traceback to the caller); and Prometheus RED metrics for every 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import random
 import time
@@ -100,10 +101,15 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
         finally:
             # Probes call health every few seconds: their OK answers only at DEBUG.
             quiet = probe and code is grpc.StatusCode.OK
-            (log.debug if quiet else log.info)(
-                "rpc",
-                grpc_code=code.name,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            # Rendered on the event loop's next turn, with this call's bindings, once the
+            # answer is on its way: the line's cost stays out of the caller's wait.
+            asyncio.get_running_loop().call_soon(
+                functools.partial(
+                    log.debug if quiet else log.info,
+                    "rpc",
+                    grpc_code=code.name,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
             )
             reset_request_id(token)
 
