@@ -8,7 +8,7 @@ UNKNOWN, never a traceback to the caller); and Prometheus RED metrics for every 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextvars
 import inspect
 import random
 import time
@@ -55,7 +55,26 @@ def _request_id(context: _Context) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _wrap(method: str, behavior: _Handler) -> _Handler:
+class _AccessLines:
+    """The access lines of calls that have just answered, rendered together on the event
+    loop's next turn, each with its call's bindings: a caller does not wait for its line."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[contextvars.Context, Callable[..., Any], str, float]] = []
+
+    def add(self, level: Callable[..., Any], code: str, duration_ms: float) -> None:
+        """Log the current call's line (at ``level``) once the loop comes round."""
+        if not self._waiting:
+            asyncio.get_running_loop().call_soon(self._render)
+        self._waiting.append((contextvars.copy_context(), level, code, duration_ms))
+
+    def _render(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for bindings, level, code, duration_ms in waiting:
+            bindings.run(level, "rpc", grpc_code=code, duration_ms=duration_ms)
+
+
+def _wrap(method: str, behavior: _Handler, lines: _AccessLines) -> _Handler:
     probe = method.startswith(_PROBES)
 
     async def handle(request: Any, context: _Context) -> Any:
@@ -101,15 +120,10 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
         finally:
             # Probes call health every few seconds: their OK answers only at DEBUG.
             quiet = probe and code is grpc.StatusCode.OK
-            # Rendered on the event loop's next turn, with this call's bindings, once the
-            # answer is on its way: the line's cost stays out of the caller's wait.
-            asyncio.get_running_loop().call_soon(
-                functools.partial(
-                    log.debug if quiet else log.info,
-                    "rpc",
-                    grpc_code=code.name,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                )
+            lines.add(
+                log.debug if quiet else log.info,
+                code.name,
+                round((time.perf_counter() - started) * 1000, 2),
             )
             reset_request_id(token)
 
@@ -118,6 +132,9 @@ def _wrap(method: str, behavior: _Handler) -> _Handler:
 
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary method of the server."""
+
+    def __init__(self) -> None:
+        self._lines = _AccessLines()
 
     async def intercept_service(
         self,
@@ -130,7 +147,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return grpc.unary_unary_rpc_method_handler(
             # grpc.aio registers coroutine functions here; the stubs only know sync ones.
-            _wrap(handler_call_details.method, handler.unary_unary),  # type: ignore[arg-type]
+            _wrap(handler_call_details.method, handler.unary_unary, self._lines),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
