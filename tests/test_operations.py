@@ -391,12 +391,11 @@ async def test_a_request_without_an_id_gets_one_back(
     await asyncio.gather(*others)
     ids = {dict(await c.trailing_metadata())["x-request-id"] for c in others}
     assert len(ids | {request_id}) == 21
-    [line] = [
-        line
-        for line in lines_of(logs.since(mark))
-        if line["event"] == "rpc" and line.get("request_id") == request_id
-    ]
+    rpc_lines = [line for line in lines_of(logs.since(mark)) if line["event"] == "rpc"]
+    [line] = [line for line in rpc_lines if line.get("request_id") == request_id]
     assert line["rpc"].endswith("/ListDistricts")
+    # Lines of calls answered together are rendered together, each with its own call's id.
+    assert sorted(line["request_id"] for line in rpc_lines) == sorted(ids | {request_id})
 
 
 async def test_the_access_line_is_rendered_after_the_answer_is_on_its_way(
