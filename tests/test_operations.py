@@ -5,6 +5,7 @@ as one JSON line, and reflection (v1 and v1alpha) that describes the error detai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -398,30 +399,30 @@ async def test_a_request_without_an_id_gets_one_back(
     assert sorted(line["request_id"] for line in rpc_lines) == sorted(ids | {request_id})
 
 
-async def test_the_access_line_is_rendered_after_the_answer_is_on_its_way(
-    server: Server, logs: LogCapture
-) -> None:
-    """The caller does not wait for its call's log line: a line that takes a second to render
-    holds the event loop, but the answer has gone out before it starts."""
+async def answered_and_rendered(
+    server: Server, logs: LogCapture, method: str, request: Any
+) -> tuple[float, float, dict[str, Any]]:
+    """Call ``method`` from another thread while the call's access line takes a second to
+    render (holding the event loop, letting go of the GIL): when the caller had its answer,
+    when the line was done, and the line."""
     rendered: list[float] = []
     request_id = uuid.uuid4().hex
 
     def slow_render(_logger: object, _name: str, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("event") == "rpc" and event.get("request_id") == request_id:
-            time.sleep(1.0)  # lets go of the GIL: the caller's thread runs meanwhile
+            time.sleep(1.0)
             rendered.append(time.monotonic())
         return event
 
     def call() -> float:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            writeback_pb2_grpc.WritebackServiceStub(channel).ListDistricts(
-                pb.ListDistrictsRequest(),
-                metadata=(
-                    ("authorization", f"Bearer {TEST_ADMIN_TOKEN}"),
-                    ("x-request-id", request_id),
-                ),
-                timeout=30,
+            stub = writeback_pb2_grpc.WritebackServiceStub(channel)
+            metadata = (
+                ("authorization", f"Bearer {TEST_ADMIN_TOKEN}"),
+                ("x-request-id", request_id),
             )
+            with contextlib.suppress(grpc.RpcError):
+                getattr(stub, method)(request, metadata=metadata, timeout=30)
             return time.monotonic()
 
     mark = logs.tell()
@@ -431,17 +432,37 @@ async def test_the_access_line_is_rendered_after_the_answer_is_on_its_way(
         answered = await asyncio.to_thread(call)
     finally:
         structlog.configure(processors=processors)
-    assert len(rendered) == 1
-    assert answered < rendered[0]
     [line] = [
         line
         for line in lines_of(logs.since(mark))
         if line["event"] == "rpc" and line.get("request_id") == request_id
     ]
-    assert (line["rpc"], line["grpc_code"]) == (
-        "/writeback.v1.WritebackService/ListDistricts",
-        "OK",
+    assert line["rpc"] == f"/writeback.v1.WritebackService/{method}"
+    [done] = rendered
+    return answered, done, line
+
+
+async def test_the_access_line_is_rendered_after_the_answer_is_on_its_way(
+    server: Server, logs: LogCapture
+) -> None:
+    """A caller does not wait for its call's log line."""
+    answered, rendered, line = await answered_and_rendered(
+        server, logs, "ListDistricts", pb.ListDistrictsRequest()
     )
+    assert answered < rendered
+    assert line["grpc_code"] == "OK"
+
+
+async def test_a_failed_calls_line_is_written_before_its_error_is_sent(
+    server: Server, logs: LogCapture
+) -> None:
+    """The service sends an error from inside the call: its line goes first, so a caller (or a
+    test) holding the error finds the line."""
+    answered, rendered, line = await answered_and_rendered(
+        server, logs, "GetDistrict", pb.GetDistrictRequest(district_id="nowhere-at-all")
+    )
+    assert rendered < answered
+    assert line["grpc_code"] == "NOT_FOUND"
 
 
 async def test_a_failed_call_carries_its_request_id_with_the_error_details(

@@ -98,6 +98,19 @@ def _wrap(method: str, behavior: _Handler, lines: _AccessLines) -> _Handler:
         token = set_request_id(request_id)
         code = grpc.StatusCode.OK
         echo = ((_REQUEST_ID_KEY, request_id),)
+        written = False
+
+        def line(*, now: bool) -> None:
+            nonlocal written
+            written = True
+            # Probes call health every few seconds: their OK answers only at DEBUG.
+            level = log.debug if probe and code is grpc.StatusCode.OK else log.info
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            if now:
+                level("rpc", grpc_code=code.name, duration_ms=duration_ms)
+            else:
+                lines.add(level, code.name, duration_ms)
+
         try:
             # In the trailers, which every answer has: sending headers of our own would cost
             # each call a separate write. An abort without metadata keeps these.
@@ -112,19 +125,18 @@ def _wrap(method: str, behavior: _Handler, lines: _AccessLines) -> _Handler:
         except DomainError as exc:
             status = to_status(exc, echo)
             code = status.code
+            # An abort sends the answer before it returns: the line goes first, so a caller
+            # holding its error finds the line.
+            line(now=True)
             await context.abort_with_status(status)
         except Exception:
             code = grpc.StatusCode.INTERNAL
             log.exception("rpc_failed")
+            line(now=True)
             await context.abort_with_status(internal_status(echo))
         finally:
-            # Probes call health every few seconds: their OK answers only at DEBUG.
-            quiet = probe and code is grpc.StatusCode.OK
-            lines.add(
-                log.debug if quiet else log.info,
-                code.name,
-                round((time.perf_counter() - started) * 1000, 2),
-            )
+            if not written:
+                line(now=False)
             reset_request_id(token)
 
     return handle
