@@ -56,17 +56,25 @@ def _request_id(context: _Context) -> str:
 
 
 class _AccessLines:
-    """The access lines of calls that have just answered, rendered together on the event
-    loop's next turn, each with its call's bindings: a caller does not wait for its line."""
+    """Writes each call's access line: a successful call's on the event loop's next turn,
+    together with the other calls that answered in the same turn and each with its call's
+    bindings, so a caller does not wait for its line; an error's at once (``now``), since an
+    abort sends the answer before it returns and whoever holds the error must find the line."""
 
     def __init__(self) -> None:
         self._waiting: list[tuple[contextvars.Context, Callable[..., Any], str, float]] = []
 
-    def add(self, level: Callable[..., Any], code: str, duration_ms: float) -> None:
-        """Log the current call's line (at ``level``) once the loop comes round."""
+    def write(self, probe: bool, code: grpc.StatusCode, started: float, *, now: bool) -> None:
+        """The current call's line: its status ``code`` and the time since ``started``."""
+        # Probes call health every few seconds: their OK answers only at DEBUG.
+        level = log.debug if probe and code is grpc.StatusCode.OK else log.info
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        if now:
+            level("rpc", grpc_code=code.name, duration_ms=duration_ms)
+            return
         if not self._waiting:
             asyncio.get_running_loop().call_soon(self._render)
-        self._waiting.append((contextvars.copy_context(), level, code, duration_ms))
+        self._waiting.append((contextvars.copy_context(), level, code.name, duration_ms))
 
     def _render(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -99,18 +107,6 @@ def _wrap(method: str, behavior: _Handler, lines: _AccessLines) -> _Handler:
         code = grpc.StatusCode.OK
         echo = ((_REQUEST_ID_KEY, request_id),)
         written = False
-
-        def line(*, now: bool) -> None:
-            nonlocal written
-            written = True
-            # Probes call health every few seconds: their OK answers only at DEBUG.
-            level = log.debug if probe and code is grpc.StatusCode.OK else log.info
-            duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            if now:
-                level("rpc", grpc_code=code.name, duration_ms=duration_ms)
-            else:
-                lines.add(level, code.name, duration_ms)
-
         try:
             # In the trailers, which every answer has: sending headers of our own would cost
             # each call a separate write. An abort without metadata keeps these.
@@ -125,18 +121,18 @@ def _wrap(method: str, behavior: _Handler, lines: _AccessLines) -> _Handler:
         except DomainError as exc:
             status = to_status(exc, echo)
             code = status.code
-            # An abort sends the answer before it returns: the line goes first, so a caller
-            # holding its error finds the line.
-            line(now=True)
+            lines.write(probe, code, started, now=True)
+            written = True
             await context.abort_with_status(status)
         except Exception:
             code = grpc.StatusCode.INTERNAL
             log.exception("rpc_failed")
-            line(now=True)
+            lines.write(probe, code, started, now=True)
+            written = True
             await context.abort_with_status(internal_status(echo))
         finally:
             if not written:
-                line(now=False)
+                lines.write(probe, code, started, now=False)
             reset_request_id(token)
 
     return handle
