@@ -1,0 +1,83 @@
+"""A batch of submissions stays a handful of index lookups however far attendance_records has
+grown since the connection first wrote one: PL/pgSQL keeps a plan per connection, and one made
+while the table was nearly empty reads the whole table at every batch until the autovacuum's
+next ANALYZE (a fresh install's first morning: accepts slowing down as the check-ins pile up)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+
+from service.store import open_pool
+
+DISTRICT = "d-plans"
+BATCH = """SELECT * FROM submit_batch(
+    $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+    $8::bigint[], $9::date[], $10::text[], $11::text[], $12::boolean[], $13::text[], $14::text[],
+    $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])"""
+GROWN = 20_000
+
+
+async def _batch(conn: asyncpg.Connection, first: int, rows: int) -> None:
+    """``rows`` late check-ins of new students, each a new record."""
+    n = range(first, first + rows)
+    day = date(2026, 9, 1)
+    await conn.fetch(
+        BATCH,
+        [uuid.uuid4() for _ in n],
+        [DISTRICT for _ in n],
+        [f"key-{i}" for i in n],
+        ["hash" for _ in n],
+        [f"student-{i}" for i in n],
+        ["late_check_in" for _ in n],
+        [datetime(2026, 9, 1, 13, tzinfo=UTC) + timedelta(seconds=i) for i in n],
+        [100 for _ in n],
+        [day for _ in n],
+        ["T" for _ in n],
+        ["" for _ in n],
+        [False for _ in n],
+        ["" for _ in n],
+        ["" for _ in n],
+        ["skipped" for _ in n],
+        ["writeback is off" for _ in n],
+        ["request" for _ in n],
+        ["" for _ in n],
+        ["{}" for _ in n],
+    )
+
+
+async def test_a_batch_reads_no_whole_table_after_it_has_grown(own_database: str) -> None:
+    pool = await open_pool(own_database, size=1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO districts (district_id, roster_source, id_mode, visible_student_id,"
+                " timezone) VALUES ($1, 'clever', 'dcid', 'student_number', 'UTC')",
+                DISTRICT,
+            )
+            # An ANALYZE would make the connection plan again: the hours before it are the case.
+            await conn.execute("ALTER TABLE attendance_records SET (autovacuum_enabled = false)")
+            # The first batches of the day, one check-in each, on a nearly empty table.
+            for i in range(10):
+                await _batch(conn, i, 1)
+            for first in range(10, 10 + GROWN, 1000):
+                await _batch(conn, first, 1000)
+            before = await _rows_read(conn)
+            await _batch(conn, 10 + GROWN, 1)
+            read = await _rows_read(conn) - before
+    finally:
+        await pool.close()
+    assert read < 1000, f"a one-row batch read {read} of the {GROWN + 10} stored records"
+
+
+async def _rows_read(conn: asyncpg.Connection) -> int:
+    """Rows of attendance_records read by sequential scans so far, this connection's included
+    (a backend reports its counts at most once a second unless told to)."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    read: int = await conn.fetchval(
+        "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'attendance_records'"
+    )
+    return read
