@@ -201,7 +201,7 @@ class Settings:
     )
     db_pool_size: int = _env("DB_POOL_SIZE", 20, _integer(1, 1000))
     submit_batch_max_rows: int = _env("SUBMIT_BATCH_MAX_ROWS", 100, _integer(1, 1000))
-    submit_batch_wait_ms: float = _env("SUBMIT_BATCH_WAIT_MS", 1.0, _seconds(zero_ok=True))
+    submit_batch_wait_ms: float = _env("SUBMIT_BATCH_WAIT_MS", 5.0, _seconds(zero_ok=True))
     powerschool_timeout: float = _env("POWERSCHOOL_TIMEOUT", 10.0, _seconds())
     powerschool_connections: int = _env("POWERSCHOOL_CONNECTIONS", 100, _integer(1))
     powerschool_connections_per_host: int = _env(

@@ -2,8 +2,9 @@
 
 An item that finds no batch being written goes out at the end of the current event-loop turn,
 with whatever else arrived in that turn: a lone caller does not wait for company. While a batch
-is being written, an item waits at most ``wait`` seconds (or until ``max_rows`` items are
-queued) for others to join it. A batch is written by one call of ``write``, and each caller gets
+is being written, an item waits for others to join it until that batch is written, at most
+``wait`` seconds (then a second batch goes while the first is still being written), or until
+``max_rows`` items are queued. A batch is written by one call of ``write``, and each caller gets
 its own outcome only once that call has returned, that is after the commit.
 """
 
