@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import grpc
 import pytest
@@ -96,3 +97,32 @@ async def test_the_front_server_is_the_services_front(bench: ModuleType, tmp_pat
     lines = [json.loads(line) for line in front.log.read_text().splitlines()]
     rpc = [(line["grpc_code"], line.get("caller")) for line in lines if line["event"] == "rpc"]
     assert rpc == [("UNAUTHENTICATED", None), ("OK", "bootstrap-admin")]
+
+
+async def test_each_submit_figure_has_its_own_echo_run_beside_a_drained_backlog(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit ratio's echo figure is measured right before its submits, with the backlog
+    of the run before switched off, never reused from another pair."""
+    steps: list[str] = []
+
+    async def loadgen(_self: Any, name: str, server: Any, scenario: str, **_: Any) -> Any:
+        steps.append(f"{scenario} on {server.name}")
+        return {"qps": 1.0}
+
+    async def drain(_bench: Any, server: Any) -> None:
+        steps.append(f"drain {server.name}")
+
+    async def writeback_on(_bench: Any, server: Any) -> None:
+        steps.append(f"writeback on {server.name}")
+
+    monkeypatch.setattr(bench.Bench, "loadgen", loadgen)
+    monkeypatch.setattr(bench, "_drain_load_district", drain)
+    monkeypatch.setattr(bench, "_writeback_on", writeback_on)
+    runner = bench.Bench(tmp_path, 1.0)
+    runner.echo = bench.Proc("echo", None, 0, tmp_path / "echo.log")
+    service = bench.Proc("service", None, 0, tmp_path / "service.log")
+    for in_flight in (1, 16, 16):
+        await bench._submit_pair(runner, service, "all", in_flight)
+    pair = ["drain service", "echo on echo", "writeback on service", "submit on service"]
+    assert steps == pair * 3
