@@ -126,3 +126,7 @@ async def test_each_submit_figure_has_its_own_echo_run_beside_a_drained_backlog(
         await bench._submit_pair(runner, service, "all", in_flight)
     pair = ["drain service", "echo on echo", "writeback on service", "submit on service"]
     assert steps == pair * 3
+    # No worker, no delivery: the backlog stays pending, and waiting for it would never end.
+    steps.clear()
+    await bench._submit_pair(runner, service, "api-alone", 16, delivering=False)
+    assert steps == pair[1:]
