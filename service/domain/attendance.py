@@ -166,7 +166,7 @@ class AttendanceService:
             return await self._replay(submitted, fields, fingerprint, wait)
         record = submitted.record
         if record.state is AttendanceState.PENDING:
-            self._queue.wake()
+            self._queue.wake(record.district_id)
         return await self._maybe_wait(record, wait), False
 
     async def _accepting(

@@ -167,8 +167,13 @@ class DeliveryWorker:
         beat = self._loop_beat
         return running and beat is not None and time.monotonic() - beat <= stale_after
 
-    def wake(self, _district_id: str = "") -> None:
-        """Look for due jobs now."""
+    def wake(self, district_id: str = "") -> None:
+        """Look for due jobs now; for ``district_id`` only if it has a free slot here. A
+        busy district's jobs are left out of every claim, and finding that out reads past
+        all of its due jobs: under a morning's backlog that read came once per accepted
+        batch. Its next free slot (an attempt ending) or the poll looks again."""
+        if district_id in self._known and not self._has_slot(district_id):
+            return
         self._wake.set()
 
     def breaker(self, base_url: str) -> tuple[BreakerState, float]:
