@@ -977,7 +977,7 @@ async def _submit_pair(
     """Echo, then the service's submits, back to back, each pair with its own echo run. An
     echo figure from other minutes, taken while an earlier run's backlog was being delivered
     beside it, flattered the ratio: 3,660/s, where echo beside an idle service measures
-    4,200-4,900/s. When a worker is ``delivering`` the backlog, it is switched off before the
+    3,800-4,900/s. When a worker is ``delivering`` the backlog, it is switched off before the
     echo run, and writeback switched on again for the submits; without one it stays pending
     and costs nothing."""
     procs = 1 if in_flight == 1 else CORES
