@@ -308,8 +308,10 @@ class Bench:
     def start_front(self) -> Proc:
         """The service's interceptors around a ResolveStudent that answers at once, set as
         the service is."""
+        # One argument: a token may start with "-" (token_urlsafe's alphabet has it), which
+        # argparse would take for an option of its own.
         return self._start_script(
-            "front", "front_server.py", "--token", self.token, env=_ONE_CALLER
+            "front", "front_server.py", f"--token={self.token}", env=_ONE_CALLER
         )
 
     def _start_script(
