@@ -986,13 +986,8 @@ async def _submit_pair(
     assert bench.echo is not None
     if delivering:
         await _drain_load_district(bench, server)
-    echo = await bench.loadgen(
-        f"loadgen-echo-{label}-{in_flight}",
-        bench.echo,
-        "echo",
-        concurrency=in_flight,
-        processes=procs,
-    )
+    name = f"loadgen-echo-{label}-{in_flight}"
+    echo = await bench.loadgen(name, bench.echo, "echo", concurrency=in_flight, processes=procs)
     await _writeback_on(bench, server)
     submit = await bench.loadgen(
         f"loadgen-submit-{label}-{in_flight}",
@@ -1028,9 +1023,7 @@ async def _drain_load_district(bench: Bench, server: Proc) -> None:
     rather than delivered during the figures that follow."""
     async with bench.channel(server) as channel:
         stub = writeback_pb2_grpc.WritebackServiceStub(channel)
-        district = _district(bench.load_district, bench.ps_url)
-        district.writeback_enabled = False
-        await stub.UpsertDistrict(pb.UpsertDistrictRequest(district=district))
+        await _set_writeback(bench, stub, enabled=False)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             stats = await stub.GetDeliveryStats(
@@ -1045,10 +1038,15 @@ async def _drain_load_district(bench: Bench, server: Proc) -> None:
 async def _writeback_on(bench: Bench, server: Proc) -> None:
     """The load district takes submits for delivery again (after a drain)."""
     async with bench.channel(server) as channel:
-        stub = writeback_pb2_grpc.WritebackServiceStub(channel)
-        await stub.UpsertDistrict(
-            pb.UpsertDistrictRequest(district=_district(bench.load_district, bench.ps_url))
-        )
+        await _set_writeback(bench, writeback_pb2_grpc.WritebackServiceStub(channel), enabled=True)
+
+
+async def _set_writeback(
+    bench: Bench, stub: writeback_pb2_grpc.WritebackServiceStub, *, enabled: bool
+) -> None:
+    district = _district(bench.load_district, bench.ps_url)
+    district.writeback_enabled = enabled
+    await stub.UpsertDistrict(pb.UpsertDistrictRequest(district=district))
 
 
 async def layouts_section(bench: Bench) -> None:
