@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from writeback.v1 import writeback_pb2, writeback_pb2_grpc
 
 from service import tracing
-from service.api import WritebackServicer, interceptors, reflection
+from service.api import WritebackServicer, generic_only, interceptors, reflection
 from service.config import Settings, parse_allowlist
 from service.domain import (
     AttendanceService,
@@ -300,11 +300,12 @@ class Server:
             ],
         )
         names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        adding = generic_only(server)
         if servicer is not None:
-            writeback_pb2_grpc.add_WritebackServiceServicer_to_server(servicer, server)
+            writeback_pb2_grpc.add_WritebackServiceServicer_to_server(servicer, adding)
             names.insert(0, SERVICE_NAME)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable(names, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, adding)
+        reflection.enable(names, adding)
         host, port = self.settings.grpc_host, self.settings.grpc_port
         address = f"{host}:{port}"
         problem = None if self.settings.grpc_reuse_port else cannot_listen(host, port)

@@ -5,6 +5,7 @@ from service.api.chain import interceptors
 from service.api.handlers import WritebackServicer
 from service.api.interceptors import AccessLogInterceptor, HandlerCache, MetricsInterceptor
 from service.api.limits import LimitsInterceptor
+from service.api.registration import generic_only
 
 __all__ = [
     "AccessLogInterceptor",
@@ -13,5 +14,6 @@ __all__ = [
     "LimitsInterceptor",
     "MetricsInterceptor",
     "WritebackServicer",
+    "generic_only",
     "interceptors",
 ]
