@@ -574,11 +574,12 @@ async def serve(settings: Settings | None = None, *, embedded_url: str | None = 
     except Exception:
         log.exception("startup_failed", error="unexpected error")
         raise SystemExit(1) from None
-    _freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # After the handlers: a SIGTERM sent once the port answers must still drain and stop.
+    _freeze_startup_objects()
     await stop.wait()
     await server.stop(drain=settings.shutdown_drain)
     tracing.shutdown()
