@@ -58,10 +58,14 @@ def request_fields(request: AttendanceRequest, key: StudentKey) -> dict[str, Any
     }
 
 
-def request_hash(fields: dict[str, Any]) -> str:
-    """A fingerprint of a request's fields (see :func:`request_fields`), to tell a replay
-    from a reuse; stable, so keys stored before the fields were kept compare too."""
-    canonical = json.dumps(fields, sort_keys=True)
+def canonical_fields(fields: dict[str, Any]) -> str:
+    """A request's fields (see :func:`request_fields`) as the JSON text kept with its key."""
+    return json.dumps(fields, sort_keys=True)
+
+
+def request_hash(canonical: str) -> str:
+    """A fingerprint of a request's :func:`canonical_fields`, to tell a replay from a reuse;
+    stable, so keys stored before the fields were kept compare too."""
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -122,7 +126,8 @@ class AttendanceService:
         record.
         """
         fields = request_fields(request, key)
-        fingerprint = request_hash(fields)
+        canonical = canonical_fields(fields)
+        fingerprint = request_hash(canonical)
         # A caller retrying after a timeout must get the answer it missed, whatever changed
         # since. A retry that passes the checks below reaches the key's claim, which answers
         # the stored record; so the key is looked up first only when the checks fail, or when
@@ -159,7 +164,7 @@ class AttendanceService:
                 checked_out_by=request.checked_out_by,
                 last_error=off,
             ),
-            fields,
+            canonical,
         )
         if submitted.replayed:
             # A concurrent submission with the same key committed first.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -271,18 +271,16 @@ class AttendanceStore:
             row = await conn.fetchrow(_Q["get_by_key"], district_id, idempotency_key)
         return None if row is None else _replayed(row, row)
 
-    async def submit(
-        self, record: AttendanceRecord, request_fields: Mapping[str, Any]
-    ) -> Submitted:
+    async def submit(self, record: AttendanceRecord, request_fields_json: str) -> Submitted:
         """Durably, before returning: claim the idempotency key (kept with
-        ``request_fields``); then correct the live record of the same student, day and
-        event, or insert this one; and queue its delivery. A key already taken (also by a
-        submission committed in the same batch) is a replay of its stored record. A
-        submission is committed whole or not at all."""
+        ``request_fields_json``, a JSON object); then correct the live record of the same
+        student, day and event, or insert this one; and queue its delivery. A key already
+        taken (also by a submission committed in the same batch) is a replay of its stored
+        record. A submission is committed whole or not at all."""
         return await self._batches.submit(
             _Submission(
                 record,
-                json.dumps(request_fields, sort_keys=True),
+                request_fields_json,
                 current_request_id(),
                 current_traceparent(),
             )
