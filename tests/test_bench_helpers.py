@@ -115,7 +115,7 @@ async def test_each_submit_figure_has_its_own_echo_run_beside_a_drained_backlog(
     async def drain(_bench: Any, server: Any) -> None:
         steps.append(f"drain {server.name}")
 
-    async def writeback_on(_bench: Any, server: Any) -> None:
+    async def writeback_on(_bench: Any, server: Any, district: str) -> None:
         steps.append(f"writeback on {server.name}")
 
     monkeypatch.setattr(bench.Bench, "loadgen", loadgen)
@@ -132,3 +132,58 @@ async def test_each_submit_figure_has_its_own_echo_run_beside_a_drained_backlog(
     steps.clear()
     await bench._submit_pair(runner, service, "api-alone", 16, delivering=False)
     assert steps == pair[1:]
+
+
+async def test_each_pair_of_a_figure_submits_in_a_district_of_its_own(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repeats of a submit figure go to the load districts in turn, each district
+    stepping back its own submit days: a run's check-ins stay new records, and all of them
+    stay within the 400 days a check-in may go back."""
+    runs: list[tuple[str, str]] = []
+
+    async def loadgen(self: Any, name: str, server: Any, scenario: str, **kw: Any) -> Any:
+        argv = self.loadgen_argv(name, server, scenario, **kw)
+        if scenario == "submit":
+            runs.append((argv[argv.index("--district") + 1], argv[argv.index("--day") + 1]))
+        return {"qps": 1.0}
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(bench.Bench, "loadgen", loadgen)
+    monkeypatch.setattr(bench, "_drain_load_district", nothing)
+    monkeypatch.setattr(bench, "_writeback_on", nothing)
+    runner = bench.Bench(tmp_path, 1.0)
+    runner.day = "2026-12-01"
+    runner.load_district = "d1"
+    runner.submit_districts = ["d1", "d2", "d3"]
+    runner.echo = bench.Proc("echo", None, 0, tmp_path / "echo.log")
+    service = bench.Proc("service", None, 0, tmp_path / "service.log")
+    for in_flight in (1, 16):
+        await bench._submit_pairs(runner, service, "all", in_flight)
+    assert runs == [
+        ("d1", "2026-12-01"),
+        ("d2", "2026-12-01"),
+        ("d3", "2026-12-01"),
+        ("d1", "2026-10-06"),
+        ("d2", "2026-10-06"),
+        ("d3", "2026-10-06"),
+    ]
+
+
+def test_the_figure_is_the_pair_with_the_median_ratio(bench: ModuleType) -> None:
+    def pair(echo: float, service: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"qps": echo, "latency_ms": {"p99": echo}}, {
+            "qps": service,
+            "latency_ms": {"p99": service},
+        }
+
+    pairs = [pair(100, 90), pair(100, 70), pair(200, 160)]  # 0.9x, 0.7x, 0.8x
+    assert bench.median_pair(pairs, "qps") == 2
+    assert bench.pairs_note(pairs, "qps") == (
+        "median of 3 alternating echo/service pairs: 0.90x, 0.70x, 0.80x"
+    )
+    # Of an even count, the lower middle; a pair missing a figure is left out.
+    assert bench.median_pair([pair(100, 90), pair(100, 70), (None, None)], "p99") == 1
+    assert bench.median_pair([(None, None)], "qps") is None
