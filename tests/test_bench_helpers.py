@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +188,29 @@ def test_the_figure_is_the_pair_with_the_median_ratio(bench: ModuleType) -> None
     # Of an even count, the lower middle; a pair missing a figure is left out.
     assert bench.median_pair([pair(100, 90), pair(100, 70), (None, None)], "p99") == 1
     assert bench.median_pair([(None, None)], "qps") is None
+
+
+def test_front_cost_prints_each_interceptors_cost_and_the_access_lines() -> None:
+    """`scripts/front_cost.py` runs the service's own interceptor chain: every row a cost,
+    and the access line, filtered out, costs a call less."""
+    done = subprocess.run(  # noqa: S603 - our own script, our own arguments
+        [sys.executable, str(ROOT / "scripts" / "front_cost.py"), "--calls", "300"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    rows = dict(
+        (line[:32].strip(), float(line[32:].split()[0])) for line in done.stdout.splitlines()
+    )
+    assert list(rows) == [
+        "handler cache alone",
+        "Metrics",
+        "AccessLog",
+        "Auth",
+        "Auth + Limits",
+        "all",
+        "all, access line filtered out",
+    ]
+    assert all(us > 0 for us in rows.values())
+    assert rows["all"] > rows["all, access line filtered out"] > rows["handler cache alone"]
