@@ -792,9 +792,9 @@ async def _resolve_pairs(
     for streams in (1, 16):
 
         async def pair(i: int, streams: int = streams) -> Pair:
+            assert bench.echo is not None
+            assert bench.service is not None
             if bench.h2load is not None:
-                assert bench.echo is not None
-                assert bench.service is not None
                 echo = await bench.h2load_run(
                     _repeat(f"h2load-echo-{streams}", i),
                     bench.echo,
@@ -812,8 +812,6 @@ async def _resolve_pairs(
                     streams=streams,
                 )
                 return echo, service
-            assert bench.echo is not None
-            assert bench.service is not None
             procs = 1 if streams == 1 else CORES
             echo = await bench.loadgen(
                 _repeat(f"loadgen-echo-{streams}", i),
