@@ -1,9 +1,9 @@
 """structlog configuration: JSON lines for machines, console for humans.
 
-Request-scoped fields (method, district, request_id) come from structlog's contextvars,
-so every line logged while handling an RPC carries them; a delivery binds its record,
-district, attempt and the request_id of the RPC that queued it. A line logged inside a
-trace carries its ``trace_id``.
+Request-scoped fields (method, district, request_id) are bound with :func:`bind` to the
+current context, so every line logged while handling an RPC carries them; a delivery binds
+its record, district, attempt and the request_id of the RPC that queued it. A line logged
+inside a trace carries its ``trace_id``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, TextIO
 
 import orjson
@@ -42,6 +45,36 @@ _REDACTED_KEYS = frozenset(
 
 
 _INSTANCE = f"{_HOST}:{os.getpid()}"
+
+# What the current context binds, in one variable whose value is never changed in place (a
+# bind sets a new dict), so a task started here keeps what was bound when it started.
+# structlog's contextvars keep a variable per key: clearing them and merging them into a line
+# walk the whole context, and cost each RPC about 8 us of the access log's 30.
+_BOUND: ContextVar[Mapping[str, Any]] = ContextVar(
+    "writeback_log_fields", default=MappingProxyType({})
+)
+
+
+def bind(**fields: Any) -> None:
+    """Add ``fields`` to every line logged from here on in the current context (and in tasks
+    started from it); a field of the line itself wins over a bound one."""
+    _BOUND.set({**_BOUND.get(), **fields})
+
+
+def bind_only(**fields: Any) -> None:
+    """Bind exactly ``fields``: what was bound before (the context's parent's) is dropped."""
+    _BOUND.set(fields)
+
+
+def unbind(*keys: str) -> None:
+    """Stop adding ``keys`` to lines logged from here on in the current context."""
+    fields = _BOUND.get()
+    _BOUND.set({k: v for k, v in fields.items() if k not in keys})
+
+
+def bound() -> Mapping[str, Any]:
+    """The fields bound in the current context."""
+    return _BOUND.get()
 
 
 def _new_instance() -> None:
@@ -72,15 +105,21 @@ def _common(
     _logger: object, name: str, event_dict: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
     """What every line carries (the process, the trace, the level, the time, UTC to the
-    microsecond), secrets redacted: one processor, as each one is a call per line."""
+    microsecond), the context's bound fields, secrets redacted, an exception's traceback
+    (``exc_info``) as text: one processor, as each one is a call per line."""
+    for key, value in _BOUND.get().items():
+        event_dict.setdefault(key, value)
     event_dict.setdefault("instance", _INSTANCE)
     trace_id = current_trace_id()
     if trace_id is not None:
         event_dict.setdefault("trace_id", trace_id)
     event_dict["level"] = _LEVELS.get(name, name)
     event_dict["timestamp"] = _timestamp()
-    for key in _REDACTED_KEYS.intersection(event_dict):
-        event_dict[key] = "[redacted]"
+    if not _REDACTED_KEYS.isdisjoint(event_dict):
+        for key in _REDACTED_KEYS.intersection(event_dict):
+            event_dict[key] = "[redacted]"
+    if "exc_info" in event_dict:
+        return structlog.processors.format_exc_info(_logger, name, event_dict)
     return event_dict
 
 
@@ -145,6 +184,20 @@ class LineWriter:
         if full:
             self.flush()
 
+    def buffered_many(self, lines: list[str]) -> None:
+        """Write ``lines`` within the interval (at once if the interval is 0), taking the
+        buffer's lock once for all of them."""
+        if self._thread is None:
+            for line in lines:
+                self.now(line)
+            return
+        with self._buffer_lock:
+            self._lines.extend(lines)
+            self._size += sum(map(len, lines))
+            full = self._size >= _FLUSH_BYTES
+        if full:
+            self.flush()
+
     def now(self, line: str) -> None:
         """Write ``line`` now, after any lines still buffered."""
         with self._write_lock:
@@ -181,6 +234,33 @@ class LineWriter:
 _writer: LineWriter | None = None
 
 
+# The level configure() set (structlog's filtering loggers keep theirs to themselves).
+_min_level = logging.INFO
+
+
+def log_batch(level: int, events: list[dict[str, Any]]) -> None:
+    """Log each of ``events`` (an event dict: ``event`` and its fields) at ``level`` (a
+    :mod:`logging` level), through the configured processors, and hand the lines to the
+    writer together. Nothing is logged below the configured level. The current context's
+    bound fields are added as to any line; a caller logging for another context passes its
+    fields in the events.
+
+    Why: structlog's logger methods cost each line their dispatch (the bound logger, its
+    copy of the context) and the writer's lock; the access log writes a line per RPC, in
+    batches, one per turn of the event loop."""
+    if _writer is None or level < _min_level:
+        return
+    name = logging.getLevelName(level).lower()
+    processors = structlog.get_config()["processors"]
+    lines = []
+    for event in events:
+        rendered: Any = event
+        for processor in processors:
+            rendered = processor(_writer, name, rendered)
+        lines.append(rendered)
+    _writer.buffered_many(lines)
+
+
 def configure(
     level: str = "INFO",
     fmt: str = "json",
@@ -195,7 +275,7 @@ def configure(
     no longer reaches loggers already used (for a process configured once, at start).
     ``flush_interval`` (seconds) buffers lines below WARNING for at most that long (see
     :class:`LineWriter`); 0 writes each line when it is logged."""
-    global _writer  # noqa: PLW0603  (one writer per process, replaced by a new configure)
+    global _writer, _min_level  # noqa: PLW0603  (one of each per process)
     stream = stream or sys.stderr
     if _writer is not None:
         _writer.close()
@@ -205,16 +285,13 @@ def configure(
         if fmt == "console"
         else structlog.processors.JSONRenderer(serializer=_dumps)
     )
+    _min_level = logging.getLevelNamesMapping().get(level, logging.INFO)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             _common,
-            structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level, logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(_min_level),
         logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=cache,
     )

@@ -14,9 +14,9 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import structlog
 from grpc.aio import ServicerContext
 
+from service import logs
 from service.api._call import district_of, metadata
 from service.domain.callers import Callers, authorize
 from service.errors import PermissionDenied, Unauthenticated
@@ -134,7 +134,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         async def handle(request: Any, context: _Context) -> Any:
             caller = self._known(context) or await self._identify(context)
-            structlog.contextvars.bind_contextvars(caller=caller.name)
+            logs.bind(caller=caller.name)
             if name in ALL_DISTRICTS_ONLY and not caller.all_districts:
                 raise PermissionDenied(
                     f"caller {caller.name!r} is limited to some districts; managing callers "

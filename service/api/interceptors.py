@@ -8,8 +8,8 @@ UNKNOWN, never a traceback to the caller); and Prometheus RED metrics for every 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +19,7 @@ import grpc
 import structlog
 from grpc.aio import AbortError, ServicerContext
 
-from service import tracing
+from service import logs, tracing
 from service.api._call import district_of, metadata
 from service.api.errors import internal_status, to_status
 from service.api.validation import is_district_id
@@ -57,29 +57,34 @@ def _request_id(context: _Context) -> str:
 
 class _AccessLines:
     """Writes each call's access line: a successful call's on the event loop's next turn,
-    together with the other calls that answered in the same turn and each with its call's
-    bindings, so a caller does not wait for its line; an error's at once (``now``), since an
-    abort sends the answer before it returns and whoever holds the error must find the line."""
+    in one batch with the other calls that answered in the same turn, each with its call's
+    bound fields and trace, so a caller does not wait for its line; an error's at once
+    (``now``), since an abort sends the answer before it returns and whoever holds the error
+    must find the line."""
 
     def __init__(self) -> None:
-        self._waiting: list[tuple[contextvars.Context, Callable[..., Any], str, float]] = []
+        self._waiting: dict[int, list[dict[str, Any]]] = {}
 
     def write(self, probe: bool, code: grpc.StatusCode, started: float, *, now: bool) -> None:
         """The current call's line: its status ``code`` and the time since ``started``."""
         # Probes call health every few seconds: their OK answers only at DEBUG.
-        level = log.debug if probe and code is grpc.StatusCode.OK else log.info
+        debug = probe and code is grpc.StatusCode.OK
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         if now:
-            level("rpc", grpc_code=code.name, duration_ms=duration_ms)
+            (log.debug if debug else log.info)("rpc", grpc_code=code.name, duration_ms=duration_ms)
             return
         if not self._waiting:
             asyncio.get_running_loop().call_soon(self._render)
-        self._waiting.append((contextvars.copy_context(), level, code.name, duration_ms))
+        line = {"event": "rpc", **logs.bound(), "grpc_code": code.name, "duration_ms": duration_ms}
+        trace_id = tracing.current_trace_id()
+        if trace_id is not None:
+            line["trace_id"] = trace_id
+        self._waiting.setdefault(logging.DEBUG if debug else logging.INFO, []).append(line)
 
     def _render(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for bindings, level, code, duration_ms in waiting:
-            bindings.run(level, "rpc", grpc_code=code, duration_ms=duration_ms)
+        waiting, self._waiting = self._waiting, {}
+        for level, lines in waiting.items():
+            logs.log_batch(level, lines)
 
 
 def _wrap(method: str, behavior: _Handler, lines: _AccessLines) -> _Handler:
@@ -99,10 +104,7 @@ def _wrap(method: str, behavior: _Handler, lines: _AccessLines) -> _Handler:
         request_id = _request_id(context)
         # The RPC's task runs in a copy of the server's context, whose bindings are not this
         # call's. What is bound here dies with the task: nothing to clear afterwards.
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            rpc=method, district_id=_district_of(request), request_id=request_id
-        )
+        logs.bind_only(rpc=method, district_id=_district_of(request), request_id=request_id)
         token = set_request_id(request_id)
         code = grpc.StatusCode.OK
         echo = ((_REQUEST_ID_KEY, request_id),)

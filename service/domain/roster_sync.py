@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 import structlog
 
+from service import logs
 from service.domain.clever_events import EventsVerdict, judge_full_read
 from service.domain.districts import DistrictService
 from service.domain.students import StudentResolver
@@ -350,7 +351,7 @@ class SyncScheduler:
                 due = []
             for district_id, full in due:
                 # One district's trouble never stops the others' syncs.
-                structlog.contextvars.bind_contextvars(district_id=district_id)
+                logs.bind(district_id=district_id)
                 try:
                     await self._sync.sync(district_id, full=full)
                 except asyncio.CancelledError:
@@ -360,5 +361,5 @@ class SyncScheduler:
                 except Exception:
                     log.exception("scheduled_sync_crashed")
                 finally:
-                    structlog.contextvars.unbind_contextvars("district_id")
+                    logs.unbind("district_id")
             await asyncio.sleep(self._poll)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from service import logs
 from service.domain.districts import DistrictService
 from service.domain.roster_sync import INTERRUPTED, RosterSync
 from service.errors import (
@@ -173,7 +174,7 @@ class SyncJobs:
                     begun.set_result(None)
                     return None
                 job = await self._jobs.create(district_id)
-                structlog.contextvars.bind_contextvars(district_id=district_id, sync_id=job.sync_id)
+                logs.bind(district_id=district_id, sync_id=job.sync_id)
                 begun.set_result(job.sync_id)
                 try:
                     result = await self._sync.sync(

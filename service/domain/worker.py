@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import structlog
 
-from service import tracing
+from service import logs, tracing
 from service.domain import rules
 from service.domain.delivery import DAY_READ_FRESH, DayRows, Deliverer, LeaseLost, Outcome
 from service.domain.districts import DistrictService
@@ -439,7 +439,7 @@ class DeliveryWorker:
     async def _run_attempt(
         self, job: DeliveryJob, lease: _Lease, probe: str | None, day: DayRows | None
     ) -> None:
-        structlog.contextvars.bind_contextvars(
+        logs.bind(
             district_id=job.district_id,
             record_id=job.record_id,
             job=job.kind.value,

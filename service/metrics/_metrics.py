@@ -13,8 +13,9 @@ import functools
 import re
 from urllib.parse import urlsplit
 
-import structlog
 from prometheus_client import Counter, Gauge, Histogram
+
+from service import logs
 
 # Resolves 1 ms at the low end; the top covers PowerSchool's default 10 s timeout.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -106,7 +107,7 @@ def observe_call(
 ) -> None:
     """Count one outbound HTTP call and its latency. The district is the one bound to the
     log context (the RPC's or the delivery's), so adapters need not know it."""
-    district = structlog.contextvars.get_contextvars().get("district_id") or ""
+    district = logs.bound().get("district_id") or ""
     template = endpoint_template(endpoint)
     UPSTREAM_REQUESTS.labels(
         upstream, template, method, "none" if status is None else str(status), str(district)
