@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -115,9 +115,8 @@ def _common(
         event_dict.setdefault("trace_id", trace_id)
     event_dict["level"] = _LEVELS.get(name, name)
     event_dict["timestamp"] = _timestamp()
-    if not _REDACTED_KEYS.isdisjoint(event_dict):
-        for key in _REDACTED_KEYS.intersection(event_dict):
-            event_dict[key] = "[redacted]"
+    for key in _REDACTED_KEYS.intersection(event_dict):
+        event_dict[key] = "[redacted]"
     if "exc_info" in event_dict:
         return structlog.processors.format_exc_info(_logger, name, event_dict)
     return event_dict
@@ -174,17 +173,9 @@ class LineWriter:
 
     def buffered(self, line: str) -> None:
         """Write ``line`` within the interval (at once if the interval is 0)."""
-        if self._thread is None:
-            self.now(line)
-            return
-        with self._buffer_lock:
-            self._lines.append(line)
-            self._size += len(line)
-            full = self._size >= _FLUSH_BYTES
-        if full:
-            self.flush()
+        self.buffered_many((line,))
 
-    def buffered_many(self, lines: list[str]) -> None:
+    def buffered_many(self, lines: Sequence[str]) -> None:
         """Write ``lines`` within the interval (at once if the interval is 0), taking the
         buffer's lock once for all of them."""
         if self._thread is None:
