@@ -3,8 +3,10 @@ the message meant, and the figures it reads back from h2load are the ones h2load
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from writeback.v1 import writeback_pb2 as pb
@@ -214,3 +217,37 @@ def test_front_cost_prints_each_interceptors_cost_and_the_access_lines() -> None
     ]
     assert all(us > 0 for us in rows.values())
     assert rows["all"] > rows["all, access line filtered out"] > rows["handler cache alone"]
+
+
+async def test_submit_batch_cost_prints_postgres_cost_per_batch_for_each_mode(
+    own_database: str,
+) -> None:
+    """`scripts/submit_batch_cost.py` runs the migrated `submit_batch` both ways, for a batch
+    of 1 and of 8, and leaves the function as migrated."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(ROOT / "scripts" / "submit_batch_cost.py"), "--batches", "20"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": own_database},
+    )
+    lines = done.stdout.splitlines()
+    header = next(
+        i for i, line in enumerate(lines) if line.split()[:2] == ["batch", "submit_batch"]
+    )
+    rows = [line.split() for line in lines[header + 1 :]]
+    assert [(r[0], " ".join(r[1:-4])) for r in rows] == [
+        ("1", "planned at every run"),
+        ("1", "kept plans (as migrated)"),
+        ("8", "planned at every run"),
+        ("8", "kept plans (as migrated)"),
+    ]
+    assert all(float(r[-4]) > 0 and r[-3] == "us" and float(r[-2]) > 0 for r in rows)
+    conn = await asyncpg.connect(own_database)
+    try:
+        config = await conn.fetchval("SELECT proconfig FROM pg_proc WHERE proname = 'submit_batch'")
+    finally:
+        await conn.close()
+    assert config == ["plan_cache_mode=force_generic_plan"]
