@@ -106,3 +106,35 @@ async def _rows_read(conn: asyncpg.Connection) -> int:
         " FROM pg_stat_user_tables t WHERE t.relname = 'attendance_records'"
     )
     return read
+
+
+async def test_a_correction_corrects_the_newest_of_a_students_live_records(
+    own_database: str,
+) -> None:
+    """Records from before the student-day locks (0013) can hold two live records of one
+    student, day and event: a correction goes to the newest, as it always has."""
+    pool = await open_pool(own_database, size=1)
+    try:
+        async with pool.acquire() as conn:
+            await _district(conn)
+            await _batch(conn, 0, 1)
+            # An older live twin of student-0's record, as an old install could hold.
+            await conn.execute(
+                "CREATE TEMP TABLE twin AS SELECT * FROM attendance_records;"
+                " UPDATE twin SET record_id = gen_random_uuid(), idempotency_key = 'old',"
+                " created_at = created_at - interval '1 hour';"
+                " INSERT INTO attendance_records SELECT * FROM twin"
+            )
+            await _batch(conn, 0, 1, key="again", student="student-0")
+            rows = await conn.fetch(
+                "SELECT r.idempotency_key, r.record_id = k.record_id AS corrected"
+                " FROM attendance_records r"
+                " JOIN idempotency_keys k ON k.idempotency_key = 'again-0'"
+                " ORDER BY r.created_at"
+            )
+    finally:
+        await pool.close()
+    assert [(r["idempotency_key"], r["corrected"]) for r in rows] == [
+        ("old", False),
+        ("key-0", True),
+    ]
