@@ -11,12 +11,10 @@
 --   on the district alone, on a table it thought tiny);
 -- - the answer's new records come from the INSERT's RETURNING, not read back by record id
 --   (a kept plan read them with a scan of the whole table).
--- Corrections (the rare path) plan each run, as before: a plan kept from a small table looked
--- for the student's live records through an index on the district alone (measured: it read
--- every record of the district). Their look is no longer ORDER BY ... LIMIT 1, which planned
--- at each run still walked the district's records newest first in the bench's submit runs
--- (attendance_records_state, 2,300 rows a correction). A key already taken is looked up by
--- primary keys, which a kept plan gets right.
+-- Corrections (the rare path) plan each run, as before: their look for the live record to
+-- correct, newest first, is the kind a plan made on an empty table gets wrong (measured, a kept
+-- plan read every record of the district). A key already taken is looked up by primary keys,
+-- which a kept plan gets right.
 
 CREATE INDEX attendance_records_live
     ON attendance_records (district_id, roster_id, att_date, event)
@@ -40,8 +38,6 @@ DECLARE
     new_rows attendance_records[];
     i bigint;
     same_day uuid;
-    newest timestamptz;
-    live record;
     lock_key integer;
     notify text[] := '{}';
 BEGIN
@@ -123,30 +119,20 @@ BEGIN
     -- and event (one inserted above, or an older one).
     -- (None when every claimed submission became a new record.)
     IF cardinality(claimed) > cardinality(new_records) THEN
-        -- Planned at each run from here on (see the top); the function's SET clause ends it
-        -- with the call.
+        -- Planned at each run from here on; the function's SET clause ends it with the call.
         PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
         FOR i IN
             SELECT n FROM unnest(p_record_id) WITH ORDINALITY AS t(id, n)
             WHERE id = ANY (claimed) AND id <> ALL (new_records)
             ORDER BY n
         LOOP
-            -- The newest of the student's live records of the day (one, but for records from
-            -- before 0013's locks), each locked; picked here, not by ORDER BY (see the top).
-            same_day := NULL;
-            FOR live IN
-                SELECT r.record_id, r.created_at FROM attendance_records r
-                WHERE r.district_id = p_district_id[i] AND r.roster_id = p_roster_id[i]
-                  AND r.att_date = p_att_date[i] AND r.event = p_event[i]
-                  AND r.state <> 'cancelled'
-                FOR UPDATE
-            LOOP
-                IF same_day IS NULL OR live.created_at > newest THEN
-                    same_day := live.record_id;
-                    newest := live.created_at;
-                END IF;
-            END LOOP;
-            IF same_day IS NULL THEN
+            SELECT r.record_id INTO same_day FROM attendance_records r
+            WHERE r.district_id = p_district_id[i] AND r.roster_id = p_roster_id[i]
+              AND r.att_date = p_att_date[i] AND r.event = p_event[i] AND r.state <> 'cancelled'
+            ORDER BY r.created_at DESC
+            LIMIT 1
+            FOR UPDATE;
+            IF NOT FOUND THEN
                 -- Its live record was cancelled since the statement above looked: the batch is
                 -- rolled back and the service writes each of its submissions on its own, where
                 -- this one is a new record.
