@@ -6,7 +6,7 @@ the service's sessions run every other statement (``service/store/_database.py``
 (``DATABASE_URL`` for another: a scratch database only, the script changes ``submit_batch``);
 one connection sends batches one after another, each of new students, as the group commit
 does at 1 and at 8 in flight. Prints, per batch size and mode, the Postgres backend's CPU per
-batch (from ``/proc`` when the server is on this host) and the median time a batch took. A
+batch (from ``/proc``: a server on this host) and the median time a batch took. A
 diagnosis, not a deployment figure: ``make bench`` measures those.
 """
 
@@ -23,31 +23,18 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import asyncpg
+from bench import cpu_seconds  # scripts/: the bench's /proc reading
 
 from service.store._database import EmbeddedPostgres, open_pool
 from service.store._queries import load
 
 SUBMIT_BATCH = load("attendance")["submit_batch"]
-SIGNATURE = (
-    "submit_batch(uuid[], text[], text[], text[], text[], text[], timestamptz[], bigint[],"
-    " date[], text[], text[], boolean[], text[], text[], text[], text[], text[], text[], text[])"
-)
 # The kept plans last, so the function is left as migrated.
 MODES = {
-    "planned at every run": f"ALTER FUNCTION {SIGNATURE} SET plan_cache_mode = force_custom_plan",
-    "kept plans (as migrated)": f"ALTER FUNCTION {SIGNATURE} SET plan_cache_mode = "
+    "planned at every run": "ALTER FUNCTION submit_batch SET plan_cache_mode = force_custom_plan",
+    "kept plans (as migrated)": "ALTER FUNCTION submit_batch SET plan_cache_mode = "
     "force_generic_plan",
 }
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _backend_cpu(pid: int) -> float | None:
-    """Seconds of CPU the backend ``pid`` has used, or None off this host."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 async def _run(url: str, mode: str, rows: int, batches: int, district: str) -> tuple[str, str]:
@@ -61,7 +48,7 @@ async def _run(url: str, mode: str, rows: int, batches: int, district: str) -> t
         )
         pid: int = await conn.fetchval("SELECT pg_backend_pid()")
         took = []
-        cpu_before = _backend_cpu(pid)
+        cpu_before = cpu_seconds(pid)
         for b in range(batches):
             n = range(b * rows, (b + 1) * rows)
             columns = (
@@ -88,12 +75,10 @@ async def _run(url: str, mode: str, rows: int, batches: int, district: str) -> t
             start = time.perf_counter()
             await conn.fetch(SUBMIT_BATCH, *columns)
             took.append(time.perf_counter() - start)
-        cpu_after = _backend_cpu(pid)
+        cpu_after = cpu_seconds(pid)
     finally:
         await conn.close()
     median = f"{statistics.median(took) * 1000:.2f} ms"
-    if cpu_before is None or cpu_after is None:
-        return "n/a", median
     return f"{(cpu_after - cpu_before) / batches * 1e6:.0f} us", median
 
 

@@ -226,7 +226,7 @@ async def test_submit_batch_cost_prints_postgres_cost_per_batch_for_each_mode(
     of 1 and of 8, and leaves the function as migrated."""
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, str(ROOT / "scripts" / "submit_batch_cost.py"), "--batches", "20"],
+        [sys.executable, str(ROOT / "scripts" / "submit_batch_cost.py"), "--batches", "100"],
         capture_output=True,
         text=True,
         check=True,

@@ -13,12 +13,10 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 from service.store import open_pool
+from service.store._queries import load
 
 DISTRICT = "d-plans"
-BATCH = """SELECT * FROM submit_batch(
-    $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-    $8::bigint[], $9::date[], $10::text[], $11::text[], $12::boolean[], $13::text[], $14::text[],
-    $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])"""
+BATCH = load("attendance")["submit_batch"]
 GROWN = 20_000
 
 
