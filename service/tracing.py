@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -19,9 +20,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 _TRACER_NAME = "writeback"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _provider: object | None = None  # the SDK's TracerProvider, when exporting
-# Until a span is started there is no trace to name: every log line and every submit asks,
-# and asking OpenTelemetry costs a walk through its context API.
-_started = False
+# The span our code made current (server_span, continued), if any: the only way a span
+# becomes current here. Every log line and every submit asks for the current trace, and
+# asking OpenTelemetry costs a walk through its context API even when there is none.
+_CURRENT: ContextVar[Span | None] = ContextVar("writeback_current_span", default=None)
 
 
 def configure(endpoint: str) -> None:
@@ -53,9 +55,16 @@ def shutdown() -> None:
 
 
 def _tracer() -> trace.Tracer:
-    global _started  # noqa: PLW0603  (set once, never cleared)
-    _started = True
     return trace.get_tracer(_TRACER_NAME)
+
+
+@contextmanager
+def _current(span: Span) -> Iterator[Span]:
+    token = _CURRENT.set(span)
+    try:
+        yield span
+    finally:
+        _CURRENT.reset(token)
 
 
 def _context_of(traceparent: str | None) -> Context:
@@ -73,7 +82,10 @@ def wants_span(metadata: Iterable[tuple[str, str | bytes]]) -> bool:
 def server_span(name: str, metadata: Mapping[str, str]) -> Iterator[Span]:
     """A span for one RPC, continuing the caller's ``traceparent`` (and ``tracestate``)."""
     parent = _PROPAGATOR.extract(dict(metadata))
-    with _tracer().start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
+    with (
+        _tracer().start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span,
+        _current(span),
+    ):
         yield span
 
 
@@ -82,9 +94,15 @@ def continued(
     name: str, traceparent: str | None, attributes: Mapping[str, str | int]
 ) -> Iterator[Span]:
     """A span for work done later on behalf of the request whose ``traceparent`` was kept."""
-    with _tracer().start_as_current_span(
-        name, context=_context_of(traceparent), kind=SpanKind.CONSUMER, attributes=dict(attributes)
-    ) as span:
+    with (
+        _tracer().start_as_current_span(
+            name,
+            context=_context_of(traceparent),
+            kind=SpanKind.CONSUMER,
+            attributes=dict(attributes),
+        ) as span,
+        _current(span),
+    ):
         yield span
 
 
@@ -107,7 +125,7 @@ def end_client_span(span: Span, http_status: int | None) -> None:
 
 def current_traceparent() -> str | None:
     """The current trace context as a W3C ``traceparent`` value, if there is one."""
-    if not _started:
+    if _CURRENT.get() is None:
         return None
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
@@ -116,7 +134,8 @@ def current_traceparent() -> str | None:
 
 def current_trace_id() -> str | None:
     """The current trace's id (32 hex digits), if there is one."""
-    if not _started:
+    span = _CURRENT.get()
+    if span is None:
         return None
-    context = trace.get_current_span().get_span_context()
+    context = span.get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
