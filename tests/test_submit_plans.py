@@ -16,12 +16,19 @@ from service.store import open_pool
 from service.store._queries import load
 
 DISTRICT = "d-plans"
+NEW = "d-new"
 BATCH = load("attendance")["submit_batch"]
 GROWN = 20_000
 
 
 async def _batch(
-    conn: asyncpg.Connection, first: int, rows: int, *, key: str = "key", student: str = ""
+    conn: asyncpg.Connection,
+    first: int,
+    rows: int,
+    *,
+    key: str = "key",
+    student: str = "",
+    district: str = DISTRICT,
 ) -> None:
     """``rows`` late check-ins under keys ``{key}-{i}``, each of student ``student-{i}`` (a new
     record, unless that student already has one: a correction), or all of ``student``."""
@@ -30,7 +37,7 @@ async def _batch(
     await conn.fetch(
         BATCH,
         [uuid.uuid4() for _ in n],
-        [DISTRICT for _ in n],
+        [district for _ in n],
         [f"{key}-{i}" for i in n],
         ["hash" for _ in n],
         [student or f"student-{i}" for i in n],
@@ -51,11 +58,11 @@ async def _batch(
     )
 
 
-async def _district(conn: asyncpg.Connection) -> None:
+async def _district(conn: asyncpg.Connection, district: str = DISTRICT) -> None:
     await conn.execute(
         "INSERT INTO districts (district_id, roster_source, id_mode, visible_student_id,"
         " timezone) VALUES ($1, 'clever', 'dcid', 'student_number', 'UTC')",
-        DISTRICT,
+        district,
     )
     # An ANALYZE would make the connection plan again: the hours before it are the case.
     await conn.execute("ALTER TABLE attendance_records SET (autovacuum_enabled = false)")
@@ -136,3 +143,37 @@ async def test_a_correction_corrects_the_newest_of_a_students_live_records(
         ("old", False),
         ("key-0", True),
     ]
+
+
+async def test_a_correction_in_a_district_new_since_the_last_analyze_reads_a_handful(
+    own_database: str,
+) -> None:
+    """A district onboarded since the table's last ANALYZE has no rows in Postgres's
+    statistics, so every index that starts with district_id looks as cheap as another to
+    the planner; the look for the live record a correction replaces must still go straight
+    to the student's day, not read the district's records (on a large table an autovacuum
+    ANALYZE can be hours away)."""
+    pool = await open_pool(own_database, size=1)
+    try:
+        async with pool.acquire() as conn:
+            await _district(conn)
+            for first in range(0, GROWN, 1000):
+                await _batch(conn, first, 1000)
+            await conn.execute("ANALYZE attendance_records")
+            await _district(conn, NEW)
+            for first in range(0, 3000, 500):
+                await _batch(conn, first, 500, district=NEW)
+            before = await _rows_read(conn)
+            await _batch(conn, 1, 1, key="again", student="student-2999", district=NEW)
+            read = await _rows_read(conn) - before
+            corrected = await conn.fetchval(
+                "SELECT count(*) FROM attendance_records r JOIN idempotency_keys k"
+                " ON k.record_id = r.record_id"
+                " WHERE r.district_id = $1 AND r.roster_id = 'student-2999'"
+                " AND k.idempotency_key = 'again-1'",
+                NEW,
+            )
+    finally:
+        await pool.close()
+    assert corrected == 1
+    assert read < 100, f"rows read for one correction among 3,000 records: {read}"

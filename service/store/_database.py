@@ -131,9 +131,9 @@ async def _plan_each_run(conn: asyncpg.Connection) -> None:
     look for a student's live record of the day went through an index on the district
     alone, reading every record of the district in every accepted batch, so accepts slowed
     as the morning's check-ins piled up (the bench: Postgres's CPU per accept 0.6 ms, then
-    1.4 ms a minute later). Planning is cheaper than such reads but not free, so the accept
-    path, submit_batch's common case, keeps its plans: its statements are written so that a
-    plan made on an empty table is right (migration 0015)."""
+    1.4 ms a minute later). Planning is cheaper than such reads but not free, so
+    submit_batch keeps its plans: its statements are written so that a plan made on an empty
+    table is right (migrations 0015 and 0016)."""
     # A SET, not a startup parameter: pgbouncer refuses startup parameters it does not know.
     await conn.execute("SET plan_cache_mode = force_custom_plan")
 
