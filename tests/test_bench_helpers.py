@@ -195,7 +195,10 @@ def test_the_figure_is_the_pair_with_the_median_ratio(bench: ModuleType) -> None
 
 def test_front_cost_prints_each_interceptors_cost_and_the_access_lines() -> None:
     """`scripts/front_cost.py` runs the service's own interceptor chain: every row a cost,
-    and the access line, filtered out, costs a call less."""
+    and the whole chain, with or without its access line, costs more than the handler cache
+    alone (some ten times more; the access line's share, a few microseconds, is within what
+    a shared machine's noise moves 300 calls, so it is the script's figure to print, not this
+    test's to order)."""
     done = subprocess.run(  # noqa: S603 - our own script, our own arguments
         [sys.executable, str(ROOT / "scripts" / "front_cost.py"), "--calls", "300"],
         capture_output=True,
@@ -216,7 +219,8 @@ def test_front_cost_prints_each_interceptors_cost_and_the_access_lines() -> None
         "all, access line filtered out",
     ]
     assert all(us > 0 for us in rows.values())
-    assert rows["all"] > rows["all, access line filtered out"] > rows["handler cache alone"]
+    assert rows["all"] > rows["handler cache alone"]
+    assert rows["all, access line filtered out"] > rows["handler cache alone"]
 
 
 async def test_submit_batch_cost_prints_postgres_cost_per_batch_for_each_mode(
