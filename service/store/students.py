@@ -34,8 +34,8 @@ def _student(row: asyncpg.Record) -> Student:
 
 
 class StudentStore:
-    """Upserts roster students and finds them by any key; every write is announced on
-    ``changes`` (see :mod:`service.store.changes`)."""
+    """Upserts roster students and finds them by any key; every write that may change what
+    a process keeps is announced on ``changes`` (see :mod:`service.store.changes`)."""
 
     def __init__(self, pool: asyncpg.Pool, changes: StudentChanges) -> None:
         self._pool = pool
@@ -127,9 +127,12 @@ class StudentStore:
         powerschool_id: int,
         school_number: int | None,
     ) -> None:
-        """Remember what PowerSchool said, unless the roster changed sis_id meanwhile."""
+        """Remember what PowerSchool said, unless the roster changed sis_id meanwhile.
+        Announced only when a kept copy may be wrong now: the student's keys from PowerSchool
+        changed, or another student already holds ``powerschool_id``. A first resolution,
+        the morning's common case, leaves every process's copies of the district be."""
         async with connection(self._pool) as conn, conn.transaction():
-            await conn.execute(
+            stale = await conn.fetchval(
                 _Q["save_powerschool_ids"],
                 district_id,
                 roster_id,
@@ -138,8 +141,10 @@ class StudentStore:
                 powerschool_id,
                 school_number,
             )
-            await self._changes.announce(conn, district_id)
-        self._changes.changed(district_id)
+            if stale:
+                await self._changes.announce(conn, district_id)
+        if stale:
+            self._changes.changed(district_id)
 
     async def _deactivating(self, query: str, district_id: str, roster_ids: list[str]) -> int:
         async with connection(self._pool) as conn, conn.transaction():
@@ -169,14 +174,20 @@ class StudentStore:
     async def save_powerschool_ids_batch(
         self, district_id: str, found: Sequence[tuple[str, int, int]]
     ) -> None:
-        """Save ``(sis_id, dcid, students_id)`` for every student carrying that sis_id."""
+        """Save ``(sis_id, dcid, students_id)`` for every student carrying that sis_id and
+        no STUDENTS.ID yet; announced only if another student already held one of the IDs
+        (see :meth:`save_powerschool_ids`)."""
         if not found:
             return
         sis_ids, dcids, ids = (list(col) for col in zip(*found, strict=True))
         async with connection(self._pool) as conn, conn.transaction():
-            await conn.execute(_Q["save_powerschool_ids_batch"], district_id, sis_ids, dcids, ids)
-            await self._changes.announce(conn, district_id)
-        self._changes.changed(district_id)
+            stale = await conn.fetchval(
+                _Q["save_powerschool_ids_batch"], district_id, sis_ids, dcids, ids
+            )
+            if stale:
+                await self._changes.announce(conn, district_id)
+        if stale:
+            self._changes.changed(district_id)
 
     async def count_active(self, district_id: str) -> int:
         """How many active students the district has."""

@@ -57,9 +57,28 @@ ORDER BY active DESC, updated_at DESC LIMIT 2;
 
 -- name: save_powerschool_ids
 -- Guarded by sis_id so a lookup that raced a roster change cannot attach keys to the new ID.
-UPDATE students
-SET dcid = $4, powerschool_id = $5, ps_school_number = $6, resolved_at = now()
-WHERE district_id = $1 AND roster_id = $2 AND sis_id = $3;
+-- Answers whether a copy some process keeps may now be wrong, which is so only when the
+-- student already had keys from PowerSchool and they changed, or another student already
+-- holds this STUDENTS.ID (a lookup by it may now answer the other one). Only students with a
+-- STUDENTS.ID are kept, so a first resolution changes no copy. FOR UPDATE reads the keys a
+-- concurrent save may have just committed.
+WITH before AS (
+    SELECT roster_id, dcid, powerschool_id, ps_school_number FROM students
+    WHERE district_id = $1 AND roster_id = $2 AND sis_id = $3
+    FOR UPDATE
+), saved AS (
+    UPDATE students s
+    SET dcid = $4, powerschool_id = $5, ps_school_number = $6, resolved_at = now()
+    FROM before b
+    WHERE s.district_id = $1 AND s.roster_id = b.roster_id
+    RETURNING b.powerschool_id IS NOT NULL
+              AND (b.dcid, b.powerschool_id, b.ps_school_number)
+                  IS DISTINCT FROM ($4::bigint, $5::bigint, $6::bigint) AS rekeyed
+)
+SELECT coalesce(bool_or(rekeyed), false)
+       OR EXISTS (SELECT 1 FROM students o
+                  WHERE o.district_id = $1 AND o.powerschool_id = $5 AND o.roster_id <> $2)
+FROM saved;
 
 -- name: deactivate_dcid_holders
 -- A DCID carried by a newly active roster record (Clever re-provisions a user with a new id
@@ -87,10 +106,21 @@ WHERE district_id = $1 AND active AND powerschool_id IS NULL
 ORDER BY roster_id LIMIT $2;
 
 -- name: save_powerschool_ids_batch
-UPDATE students s
-SET dcid = b.dcid, powerschool_id = b.powerschool_id, resolved_at = now()
-FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS b(sis_id, dcid, powerschool_id)
-WHERE s.district_id = $1 AND s.sis_id = b.sis_id AND s.powerschool_id IS NULL;
+-- Only students without a STUDENTS.ID are saved, and none of them is kept by any process: the
+-- answer (as for save_powerschool_ids) is whether another student already held one of the
+-- IDs saved.
+WITH saved AS (
+    UPDATE students s
+    SET dcid = b.dcid, powerschool_id = b.powerschool_id, resolved_at = now()
+    FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS b(sis_id, dcid, powerschool_id)
+    WHERE s.district_id = $1 AND s.sis_id = b.sis_id AND s.powerschool_id IS NULL
+    RETURNING s.roster_id, s.powerschool_id
+)
+SELECT EXISTS (
+    SELECT 1 FROM saved JOIN students o
+        ON o.district_id = $1 AND o.powerschool_id = saved.powerschool_id
+       AND o.roster_id <> saved.roster_id
+);
 
 -- name: count_active
 SELECT count(*) FROM students WHERE district_id = $1 AND active;
