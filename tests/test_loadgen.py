@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
@@ -247,10 +248,13 @@ async def test_rush_resolves_then_checks_in_across_schools(
     stub: writeback_pb2_grpc.WritebackServiceStub,
     big_sim: PowerSchoolSimulator,
     server: Server,
+    database_url: str,
     tmp_path: Path,
 ) -> None:
     world = World(stub, big_sim)
     await world.setup()
+    # Each first lookup waits 50 ms for PowerSchool, five times the 10 ms between calls.
+    big_sim.faults.latency = 0.05
     result = await load_json(
         "--target", f"127.0.0.1:{server.port}", "--scenario", "rush",
         "--district", world.district_id, "--students-file",
@@ -272,6 +276,19 @@ async def test_rush_resolves_then_checks_in_across_schools(
     assert min(local) >= dtime(8, 0)
     assert max(local) <= dtime(9, 30)
     assert {r.event for r in records} == {pb.ATTENDANCE_EVENT_LATE_CHECK_IN}
+    # As at a front desk, each check-in went once its lookup had answered: the student's
+    # STUDENTS.ID was saved before the record was.
+    db = await asyncpg.connect(database_url)
+    try:
+        before_lookup = await db.fetchval(
+            "SELECT count(*) FROM attendance_records r JOIN students s USING (district_id, "
+            "roster_id) WHERE r.district_id = $1 "
+            "AND (s.resolved_at IS NULL OR r.created_at < s.resolved_at)",
+            world.district_id,
+        )
+    finally:
+        await db.close()
+    assert before_lookup == 0
 
 
 async def test_bad_usage_exits_2_with_the_reason(echo_server: str) -> None:

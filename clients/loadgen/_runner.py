@@ -137,8 +137,9 @@ class _Process:
             return self.stream.replay(self.tally.accepted) or call
         return call
 
-    async def one(self, i: int, call: Call, intended: float) -> None:
-        """Make one call; count it if it was meant for the measured window."""
+    async def one(self, i: int, call: Call, intended: float, slot: float | None = None) -> None:
+        """Make one call; count it if it was meant for the measured window (at ``slot``, its
+        place in the schedule, when that is not ``intended``, the time it could be sent)."""
         send = self.callables[i % len(self.callables)][call.method]
         sent = time.perf_counter()
         try:
@@ -148,7 +149,7 @@ class _Process:
             answer, code = b"", err.code()
         done = time.perf_counter()
         start, end = self.window
-        if not start <= intended < end:
+        if not start <= (intended if slot is None else slot) < end:
             return
         # From the intended send time: a stall in this client or in the server shows up in
         # every call it delayed (no coordinated omission); from the actual send if earlier.
@@ -174,6 +175,18 @@ class _Process:
         else:
             t.unexpected[code.name] += 1
 
+    async def _work(self, i: int, intended: float, then: float | None) -> None:
+        """Call ``i``; for the rush (``then`` given), the check-in ``i + 1`` after it, as a
+        front desk checks a student in once the lookup answered: at ``then`` (its place in the
+        schedule, which decides whether it is counted) or when the answer came, whichever is
+        later (its latency is counted from then: a slow lookup is the lookup's latency)."""
+        await self.one(i, self.next_call(i), intended)
+        if then is None:
+            return
+        if (wait := then - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        await self.one(i + 1, self.next_call(i + 1), max(then, time.perf_counter()), then)
+
     async def open_loop(self, t0: float, index: int) -> None:
         o = self.o
         assert o.rate is not None
@@ -182,6 +195,7 @@ class _Process:
         stop = t0 + o.warmup + o.duration
         start, end = self.window
         pending: set[asyncio.Task[None]] = set()
+        pairs = o.scenario == "rush"
         i = burst = 0
         while (now := time.perf_counter()) < stop:
             intended = first + i * interval
@@ -194,12 +208,14 @@ class _Process:
             if burst == _BURST:
                 burst = 0
                 await asyncio.sleep(0)
-            task = asyncio.create_task(self.one(i, self.next_call(i), intended))
+            then = intended + interval if pairs else None
+            task = asyncio.create_task(self._work(i, intended, then))
             pending.add(task)
             task.add_done_callback(pending.discard)
-            if start <= intended < end:
-                self.tally.counts.sent += 1
-            i += 1
+            for slot in (intended,) if then is None else (intended, then):
+                if start <= slot < end:
+                    self.tally.counts.sent += 1
+            i += 2 if pairs else 1
             burst += 1
         # The calls it was meant to send in the window, sent or not (a client that could not
         # keep up shows as a ratio below 1).
@@ -211,11 +227,12 @@ class _Process:
     async def closed_loop(self, t0: float, workers: int) -> None:
         end = self.window[1]
         counter = iter(range(1 << 62))
+        step = 2 if self.o.scenario == "rush" else 1
 
         async def worker() -> None:
             while (now := time.perf_counter()) < end:
-                i = next(counter)
-                await self.one(i, self.next_call(i), now)
+                i = next(counter) * step
+                await self._work(i, now, now if step == 2 else None)
 
         await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
         await asyncio.gather(*(worker() for _ in range(workers)))

@@ -287,8 +287,9 @@ class Stream:
             return self._resolve(self._unit(i))
         if scenario == "submit":
             return self._submit(self._unit(i))
-        # rush: a front desk looks the student up, then checks them in; a run longer than a
-        # pass over the students goes on a week earlier (new records, as for submit).
+        # rush: a front desk looks the student up, then checks them in (call i + 1 goes once
+        # call i has answered: see the runner); a run longer than a pass over the students
+        # goes on a week earlier (new records, as for submit).
         g = self._unit(i // 2)
         n = len(self._ordered)
         student = self._ordered[g % n]
