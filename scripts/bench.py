@@ -526,34 +526,44 @@ class Bench:
         return result
 
     async def flame(self, name: str, server: Proc, scenario: str) -> None:
-        """A py-spy flame graph of ``server`` while the load tool runs ``scenario``."""
+        """py-spy flame graphs of ``server`` while the load tool runs ``scenario``: one with
+        native frames (grpc's C core included), for which py-spy pauses the service at each
+        sample, so it runs far below its rate; and one of Python frames alone, sampled without
+        pausing it, at the load's own rate. The rate each ran at is printed and kept."""
         spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
         if spy is None or not self.loadgen_ok:
             print(f"  flame graph {name}: skipped (py-spy or the load tool is missing)")
             return
-        svg = self.out / f"flame-{name}.svg"
-        duration = max(1, round(self.seconds))
-        # The load starts first; py-spy samples once the load tool is up and warmed up.
-        head_start = self.warmup + 1.5
-        argv = self.loadgen_argv(
-            f"flame-{name}",
-            server,
-            scenario,
-            concurrency=16,
-            # One client process: more would take the CPU the profile is meant to show.
-            processes=1,
-            seconds=duration + 2,
-        )
-        load = _spawn_quiet(argv, _child_env({"WRITEBACK_TOKEN": self.token}))
-        await asyncio.sleep(head_start)
-        spy_proc = _py_spy(spy, server.pid, duration, svg, self.logs / f"py-spy-{name}.log")
-        await asyncio.to_thread(spy_proc.wait)
-        await asyncio.to_thread(load.wait)
-        if spy_proc.returncode != 0 or not svg.exists():
-            tail = (self.logs / f"py-spy-{name}.log").read_text(errors="replace").strip()
-            print(f"  flame graph {name}: py-spy failed ({tail[-200:]}); going on")
-        else:
-            self.figures[f"flame_{name}"] = str(svg)
+        for kind, options in (("", ("--native",)), ("-python", ("--nonblocking",))):
+            label = f"flame-{name}{kind}"
+            svg = self.out / f"{label}.svg"
+            duration = max(1, round(self.seconds))
+            argv = self.loadgen_argv(
+                label,
+                server,
+                scenario,
+                concurrency=16,
+                # One client process: more would take the CPU the profile is meant to show.
+                processes=1,
+                seconds=duration + 2,
+            )
+            load = _spawn_quiet(argv, _child_env({"WRITEBACK_TOKEN": self.token}))
+            # The load starts first; py-spy samples once the load tool is up and warmed up.
+            await asyncio.sleep(self.warmup + 1.5)
+            log = self.logs / f"py-spy-{name}{kind}.log"
+            spy_proc = _py_spy(spy, server.pid, duration, svg, log, options=options)
+            await asyncio.to_thread(spy_proc.wait)
+            await asyncio.to_thread(load.wait)
+            if spy_proc.returncode != 0 or not svg.exists():
+                tail = log.read_text(errors="replace").strip()
+                print(f"  flame graph {label}: py-spy failed ({tail[-200:]}); going on")
+                continue
+            key = f"flame_{name}{kind.replace('-', '_')}"
+            self.figures[key] = str(svg)
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                qps = json.loads((self.out / f"{label}.json").read_text())["qps"]
+                self.figures[f"{key}_qps"] = qps
+                print(f"  {svg.name}: the service ran at {qps:,.0f} calls/s while sampled")
 
     # table
 
@@ -592,13 +602,14 @@ def _spawn_quiet(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes
     )
 
 
-def _py_spy(spy: str, pid: int, seconds: int, svg: Path, log: Path) -> subprocess.Popen[bytes]:
+def _py_spy(
+    spy: str, pid: int, seconds: int, svg: Path, log: Path, *, options: Sequence[str]
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as err:
         return subprocess.Popen(
             [
-                *(spy, "record", "--pid", str(pid), "--duration", str(seconds)),
-                # --native: most of a call's time is in grpc's C core, invisible without it.
-                *("--native", "--rate", "250", "--format", "flamegraph", "-o", str(svg)),
+                *(spy, "record", "--pid", str(pid), "--duration", str(seconds), *options),
+                *("--rate", "250", "--format", "flamegraph", "-o", str(svg)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=err,

@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -255,3 +256,26 @@ async def test_submit_batch_cost_prints_postgres_cost_per_batch_for_each_mode(
     finally:
         await conn.close()
     assert config == ["plan_cache_mode=force_generic_plan"]
+
+
+async def test_flame_graphs_one_with_native_frames_one_at_the_loads_own_rate(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    """Two flame graphs per scenario: py-spy pauses the process at every sample to read its
+    native frames, so the one with them runs below the load's rate (the echo server at about
+    half; the service far lower); the Python-only one is sampled without pausing, and each
+    records the rate it ran at."""
+    if shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("py-spy is not installed")
+    runner = bench.Bench(tmp_path, 1.0)
+    echo = runner.start_echo()
+    try:
+        await runner.flame("echo", echo, "echo")
+    finally:
+        runner.stop(echo)
+    if "flame_echo" not in runner.figures:
+        pytest.skip("py-spy could not attach (no ptrace here)")
+    assert (tmp_path / "flame-echo.svg").stat().st_size > 0
+    assert (tmp_path / "flame-echo-python.svg").stat().st_size > 0
+    native, python = runner.figures["flame_echo_qps"], runner.figures["flame_echo_python_qps"]
+    assert python > native > 0
