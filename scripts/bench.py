@@ -534,10 +534,10 @@ class Bench:
         if spy is None or not self.loadgen_ok:
             print(f"  flame graph {name}: skipped (py-spy or the load tool is missing)")
             return
+        duration = max(1, round(self.seconds))
         for kind, options in (("", ("--native",)), ("-python", ("--nonblocking",))):
             label = f"flame-{name}{kind}"
             svg = self.out / f"{label}.svg"
-            duration = max(1, round(self.seconds))
             argv = self.loadgen_argv(
                 label,
                 server,
